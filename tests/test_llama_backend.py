@@ -7,6 +7,7 @@ from chat.engine import ChatEngine
 from chat.settings import DecodingSettings
 
 SYSTEM = [{"role": "system", "content": "You are a helpful assistant."}]
+GREEDY_FRANCE = "The capital of France is Paris."
 
 
 def last(iterable):

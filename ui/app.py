@@ -48,7 +48,7 @@ class ChatUI:
         return [{"role": "assistant", "content": greeting}] if greeting else []
 
     # ----- handlers ----------------------------------------------------------
-    def _stream(self, conversation, message, persona_id, settings_values, request):
+    def _stream(self, conversation, message, persona_id, settings_values, request, clear_box):
         """Run one turn for ``message`` after ``conversation``; yields UI updates."""
         settings = SettingsPanel.values_to_dict(settings_values)
         cancel = self._cancel_event(request)
@@ -57,6 +57,7 @@ class ChatUI:
         conversation = conversation + [{"role": "user", "content": message}]
         reply = {"role": "assistant", "content": ""}
         result = None
+        yield self._outputs(conversation + [reply], None, clear_box=clear_box)
         try:
             for result in self.service.run(message, history, persona_id, settings, cancel=cancel):
                 reply = {"role": "assistant", "content": result.reply}
@@ -75,8 +76,8 @@ class ChatUI:
         for notice in result.notices if result else []:
             gr.Info(notice)
 
-    def _outputs(self, conversation, result=None):
-        """Values for: chatbot, state, stats line, candidates (boxes, radio, row)."""
+    def _outputs(self, conversation, result=None, clear_box=False):
+        """Values for: chatbot, state, textbox, stats line, candidates (boxes, radio, row)."""
         candidates = result.candidates if result and result.done else []
         show = len(candidates) > 1
         boxes = [
@@ -90,26 +91,27 @@ class ChatUI:
         return [
             render.chatbot_messages(conversation),
             conversation,
+            "" if clear_box else gr.update(),
             stats,
             *boxes,
             radio,
             gr.update(visible=show),
         ]
 
-    def send(self, message, conversation, persona_id, *settings_values, request: gr.Request):
+    def send(self, message, conversation, persona_id, request: gr.Request, *settings_values):
         """Send the typed message."""
         if not message or not message.strip():
             raise gr.Error("Type a message first.")
-        yield from self._stream(conversation, message, persona_id, settings_values, request)
+        yield from self._stream(conversation, message, persona_id, settings_values, request, True)
 
-    def regenerate(self, conversation, persona_id, *settings_values, request: gr.Request):
+    def regenerate(self, conversation, persona_id, request: gr.Request, *settings_values):
         """Drop the last reply and answer the last user message again."""
         last_user = max((i for i, m in enumerate(conversation) if m["role"] == "user"), default=None)
         if last_user is None:
             raise gr.Error("Nothing to regenerate yet: send a message first.")
         message = conversation[last_user]["content"]
         yield from self._stream(
-            conversation[:last_user], message, persona_id, settings_values, request
+            conversation[:last_user], message, persona_id, settings_values, request, False
         )
 
     def undo(self, conversation):
@@ -197,12 +199,13 @@ class ChatUI:
                         buttons=["copy"],
                     )
                     stats = gr.Markdown(elem_id="stats-line", elem_classes="stats-line")
-                    with gr.Row(visible=False, elem_id="candidates") as candidates_row:
-                        boxes = [
-                            gr.Textbox(label=f"Candidate {i + 1}", lines=6, interactive=False)
-                            for i in range(MAX_CANDIDATES)
-                        ]
-                    choice = gr.Radio([], label="Continue with candidate", elem_id="choice")
+                    with gr.Column(visible=False, elem_id="candidates") as candidates_row:
+                        with gr.Row():
+                            boxes = [
+                                gr.Textbox(label=f"Candidate {i + 1}", lines=6, interactive=False)
+                                for i in range(MAX_CANDIDATES)
+                            ]
+                        choice = gr.Radio([], label="Continue with candidate", elem_id="choice")
                     with gr.Row():
                         message = gr.Textbox(
                             placeholder="Type a message and press Enter",
@@ -224,12 +227,11 @@ class ChatUI:
                             svc.capabilities, svc.info.backend, svc.presets, self.default_preset
                         )
             settings_inputs = panel.components
-            outputs = [chatbot, conversation, stats, *boxes, choice, candidates_row]
+            outputs = [chatbot, conversation, message, stats, *boxes, choice, candidates_row]
             run = dict(outputs=outputs, concurrency_limit=1, concurrency_id=GENERATE,
                        api_visibility="private")
             for trigger in (message.submit, send.click):
                 trigger(self.send, [message, conversation, persona, *settings_inputs], **run)
-                trigger(lambda: "", None, message, queue=False, api_visibility="private")
             regen.click(self.regenerate, [conversation, persona, *settings_inputs], **run)
             stop.click(self.stop, None, None, queue=False, api_visibility="private")
             undo.click(self.undo, conversation, [chatbot, conversation, message],

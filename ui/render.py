@@ -59,7 +59,7 @@ def chatbot_messages(conversation: list[dict]) -> list[dict]:
                 {
                     "role": "assistant",
                     "content": details_markdown(meta),
-                    "metadata": {"title": "ⓘ " + stats_line(meta["stats"]), "status": "done"},
+                    "metadata": {"title": stats_line(meta["stats"]), "status": "done"},
                 }
             )
     return out

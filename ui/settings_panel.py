@@ -33,8 +33,9 @@ class SettingsPanel:
         )
         self.controls: dict[str, gr.components.Component] = {}
         desc = DecodingSettings.model_fields["strategy"].description
+        default = DecodingSettings.model_fields["strategy"].default
         self.controls["strategy"] = gr.Radio(
-            supported, value=supported[0], label="Strategy", info=desc + note, elem_id="strategy"
+            supported, value=default if default in supported else supported[0], label="Strategy", info=desc + note, elem_id="strategy"
         )
         for name, step in SLIDERS.items():
             b = field_bounds(name)
@@ -53,7 +54,8 @@ class SettingsPanel:
                 elem_id=f"setting-{name}",
             )
         self.controls["seed"] = gr.Number(
-            value=None, precision=0, label="seed", info=DecodingSettings.model_fields["seed"].description
+            value=-1, precision=0, minimum=-1, label="seed", elem_id="setting-seed",
+            info="-1 picks a seed at random and records it with the reply.",
         )
         self.controls["stop"] = gr.Textbox(
             label="stop", info="One stop string per line.", lines=2, elem_id="setting-stop"
@@ -76,6 +78,7 @@ class SettingsPanel:
             gr.Warning(f"{data['strategy']} is not available with this backend; using sample.")
             data["strategy"], data["num_beams"] = "sample", 1
         data["stop"] = "\n".join(s.replace("\n", "\\n") for s in data["stop"])
+        data["seed"] = -1 if data["seed"] is None else data["seed"]
         return [data[f] for f in FIELDS]
 
     @staticmethod
@@ -84,7 +87,8 @@ class SettingsPanel:
         data = dict(zip(FIELDS, values))
         for name in ("top_k", "max_new_tokens", "num_return_sequences", "num_beams"):
             data[name] = int(data[name])
-        data["seed"] = None if data["seed"] in (None, "") else int(data["seed"])
+        seed = data["seed"]
+        data["seed"] = None if seed in (None, "") or int(seed) < 0 else int(seed)
         # One per line; a literal \\n stands for a newline (e.g. "\\nUser:").
         data["stop"] = [s.replace("\\n", "\n") for s in (data["stop"] or "").split("\n") if s]
         if data["strategy"] != "beam":

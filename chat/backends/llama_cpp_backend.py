@@ -7,7 +7,6 @@ llama.cpp has none, so the capability is not declared.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,7 +66,7 @@ class LlamaCppBackend:
                 model_path=str(path),
                 n_ctx=n_ctx or DEFAULT_N_CTX,
                 n_gpu_layers=layers,
-                n_threads=n_threads or max(1, os.cpu_count() or 2),
+                n_threads=n_threads,  # None: llama-cpp-python's default, half the cores
                 verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as exc:

@@ -330,6 +330,36 @@ def _offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the hub opens quickly.
+
+    Without this check huggingface_hub retries a dead connection with backoff
+    for most of a minute before giving up. Behind a proxy we cannot tell, so we try.
+    """
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    ok: list[bool] = []
+
+    def probe():  # in a thread, because a slow DNS lookup ignores the socket timeout
+        try:
+            socket.create_connection((url.hostname, port), timeout=timeout).close()
+            ok.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 1)
+    return bool(ok)
+
+
 def _load(cls, name: str, where: str, local: bool, **kwargs):
     """``cls.from_pretrained`` with every failure turned into a ``ModelLoadError`` that says what to do."""
     if local:
@@ -347,7 +377,7 @@ def _load(cls, name: str, where: str, local: bool, **kwargs):
         f"Could not load {name!r}: it is not in the local Hugging Face cache and the hub "
         f"cannot be reached. {_FIX}"
     )
-    if _offline():
+    if _offline() or not _hub_reachable():
         raise ModelLoadError(unreachable)
     try:
         return cls.from_pretrained(where, **kwargs)
