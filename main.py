@@ -40,9 +40,12 @@ def main(argv: list[str] | None = None) -> int:
           f"context: {info.n_ctx} tokens", flush=True)
     config.data_dir.mkdir(parents=True, exist_ok=True)
 
+    from personas import PersonaStore
     from ui.app import ChatUI
 
-    demo = ChatUI(ChatService(ChatEngine(backend)), queue_size=config.queue_size).create_app()
+    personas = PersonaStore(config.data_dir / "personas")
+    service = ChatService(ChatEngine(backend), personas)
+    demo = ChatUI(service, queue_size=config.queue_size).create_app()
     host, port = config.bind()
     demo.launch(
         server_name=host,
@@ -51,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         auth=config.auth_pair(),
         prevent_thread_lock=True,
         show_error=True,
+        max_file_size="10mb",
     )
     if config.share and not demo.share_url:
         print("The share link could not be opened (no internet?). "

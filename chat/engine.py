@@ -162,11 +162,13 @@ class ChatEngine:
                             halt.set()
                     if d.finish_reason and finish[d.index] is None:
                         finish[d.index] = "cancelled" if cancelled else d.finish_reason
-                stats["completion_tokens"] = sum(tokens)
-                if t_first is not None and t_last > t_first and stats["completion_tokens"] > 1:
-                    stats["tokens_per_s"] = round(
-                        (stats["completion_tokens"] - 1) / (t_last - t_first), 2
-                    )
+                stats["completion_tokens"] = done_tokens = sum(tokens)
+                if t_first is not None and done_tokens > 1:
+                    if t_last - t_first > 1e-3:  # streamed: decode speed after the first token
+                        speed = (done_tokens - 1) / (t_last - t_first)
+                    else:  # everything arrived at once (beam search): the whole turn counts
+                        speed = done_tokens / (t_last - t_start)
+                    stats["tokens_per_s"] = round(speed, 2)
                 stats["elapsed_s"] = round(time.perf_counter() - t_start, 4)
                 if ended:
                     break

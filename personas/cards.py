@@ -1,17 +1,24 @@
-"""Persona cards: validated with pydantic, loaded from YAML files in this package."""
+"""The persona card: a pydantic model with macro checking and prompt helpers."""
 
 from __future__ import annotations
 
 import datetime
-from importlib import resources
-from typing import Literal
+import re
+from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from chat.errors import PersonaError
+MACROS = ("user", "char", "date")
+_MACRO = re.compile(r"\{\{(.*?)\}\}")
 
-DEFAULT_PERSONA = "assistant"
+
+def check_macros(text: str) -> str:
+    """Raise ``ValueError`` for ``{{...}}`` macros other than {{user}}, {{char}}, {{date}}."""
+    for found in _MACRO.findall(text):
+        if found.strip() not in MACROS:
+            valid = ", ".join("{{%s}}" % m for m in MACROS)
+            raise ValueError(f"unknown macro {{{{{found}}}}}; the macros are {valid}")
+    return text
 
 
 class Example(BaseModel):
@@ -21,69 +28,63 @@ class Example(BaseModel):
     role: Literal["user", "assistant"]
     content: str
 
+    _macros = field_validator("content")(check_macros)
+
 
 class Persona(BaseModel):
-    """A persona card."""
+    """A persona card, as stored in one YAML file."""
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=80)
+    name: str = Field(min_length=1, max_length=80, description="Shown in the picker.")
     description: str = Field("", max_length=300, description="One line for the picker.")
-    system_prompt: str = ""
+    system_prompt: str = Field("", description="Who the assistant is and how it answers.")
     greeting: str = Field("", description="First assistant message of a new chat.")
-    example_dialogue: list[Example] = Field(default_factory=list)
-    settings: str | dict | None = Field(
-        None, description="A preset name or decoding settings overrides."
+    example_dialogue: list[Example] = Field(
+        default_factory=list, description="Few-shot turns placed before the conversation."
+    )
+    settings: str | dict[str, Any] | None = Field(
+        None, description="A preset name, or decoding settings overrides."
     )
     tags: list[str] = Field(default_factory=list)
+    character_card: dict[str, Any] | None = Field(
+        None, description="The imported character card V2, kept whole for a lossless export."
+    )
+
+    _macros = field_validator("name", "description", "system_prompt", "greeting")(check_macros)
 
     def expand(self, text: str, user: str = "User") -> str:
         """Expand ``{{user}}``, ``{{char}}`` and ``{{date}}`` in ``text``."""
         return (
-            text.replace("{{user}}", user)
+            _MACRO.sub(lambda m: "{{%s}}" % m.group(1).strip(), text)
+            .replace("{{user}}", user)
             .replace("{{char}}", self.name)
             .replace("{{date}}", datetime.date.today().isoformat())
         )
+
+    def greeting_text(self, user: str = "User") -> str:
+        """The greeting with macros expanded (empty when the card has none)."""
+        return self.expand(self.greeting, user)
 
     def prefix_messages(self, user: str = "User") -> list[dict]:
         """System prompt then example dialogue, as role/content messages."""
         out = []
         if self.system_prompt.strip():
             out.append({"role": "system", "content": self.expand(self.system_prompt, user)})
-        out += [{"role": e.role, "content": self.expand(e.content, user)} for e in self.example_dialogue]
+        out += [
+            {"role": e.role, "content": self.expand(e.content, user)}
+            for e in self.example_dialogue
+        ]
         return out
 
 
-class PersonaStore:
-    """The shipped persona cards (``personas/*.yaml``)."""
-
-    def __init__(self):
-        self._cards: dict[str, Persona] = {}
-        self._errors: dict[str, str] = {}
-        for entry in sorted(resources.files("personas").iterdir(), key=lambda e: e.name):
-            if entry.name.endswith(".yaml"):
-                pid = entry.name.removesuffix(".yaml")
-                try:
-                    self._cards[pid] = Persona.model_validate(yaml.safe_load(entry.read_text("utf-8")))
-                except (ValidationError, yaml.YAMLError) as exc:
-                    self._errors[pid] = f"{entry.name}: {exc}"
-
-    def list(self) -> list[dict]:
-        """Every card as ``{id, name, description, source, error}``."""
-        rows = [
-            {"id": pid, "name": p.name, "description": p.description, "source": "shipped", "error": None}
-            for pid, p in self._cards.items()
-        ]
-        rows += [
-            {"id": pid, "name": pid, "description": "", "source": "shipped", "error": err}
-            for pid, err in self._errors.items()
-        ]
-        return rows
-
-    def get(self, persona_id: str | None) -> Persona:
-        """The card with this id (the default assistant when empty)."""
-        pid = persona_id or DEFAULT_PERSONA
-        if pid not in self._cards:
-            valid = ", ".join(self._cards)
-            raise PersonaError(f"Unknown persona {pid!r}; valid personas are: {valid}")
-        return self._cards[pid]
+def describe_error(source: str, exc: ValidationError) -> str:
+    """``file.yaml: field: problem`` for each validation error."""
+    parts = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "card"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown field; the fields are: {', '.join(Persona.model_fields)}"
+        parts.append(f"{field}: {msg}")
+    return f"{source}: " + "; ".join(parts)

@@ -29,13 +29,15 @@ def gguf_backend():
 
 
 @pytest.fixture(scope="session")
-def app(gguf_backend):
+def app(gguf_backend, tmp_path_factory):
     """The real Gradio app on a free loopback port; yields ``(demo, url)``."""
     from chat.engine import ChatEngine
     from chat.service import ChatService
+    from personas import PersonaStore
     from ui.app import ChatUI
 
-    demo = ChatUI(ChatService(ChatEngine(gguf_backend))).create_app()
+    store = PersonaStore(tmp_path_factory.mktemp("data") / "personas")
+    demo = ChatUI(ChatService(ChatEngine(gguf_backend), store)).create_app()
     demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
                 quiet=True)
     yield demo, demo.local_url

@@ -96,3 +96,40 @@ def test_two_sessions_do_not_share_chats(browser, app):
     assert "secret-word-alpha" not in second.locator("#chatbot").inner_text()
     for pg in pages:
         pg.context.close()
+
+
+def test_candidates_regenerate_undo_and_export(page):
+    set_slider(page, "max_new_tokens", 12)
+    set_slider(page, "num_return_sequences", 2)
+    send(page, "Say hello.")
+    page.wait_for_selector("#candidates", state="visible", timeout=30000)
+    boxes = page.locator("#candidates textarea")
+    first, second = boxes.nth(0).input_value(), boxes.nth(1).input_value()
+    assert first and second
+    page.locator("#choice label").nth(1).click()  # continue with candidate 2
+    page.wait_for_function(
+        "([sel, text]) => document.querySelector(sel).innerText.includes(text)",
+        arg=[BOT, second.split()[0]], timeout=10000)
+    # Regenerate replaces the reply; the user message stays once.
+    set_slider(page, "num_return_sequences", 1)
+    page.locator("#regenerate").click()
+    page.wait_for_selector("#candidates", state="hidden", timeout=30000)
+    page.wait_for_function("document.querySelector('#stats-line').innerText.includes('seed')",
+                           timeout=30000)
+    assert page.locator("#chatbot .message-row.user-row").count() == 1
+    # Export: a JSON file with the reply's metadata.
+    page.locator("#export").click()
+    link = page.locator("a[download]").first
+    link.wait_for(timeout=10000)
+    with page.expect_download() as dl:
+        link.click()
+    import json
+
+    data = json.loads(open(dl.value.path(), encoding="utf-8").read())
+    assert data["messages"][-1]["meta"]["stats"]["backend"] == "llama-cpp"
+    assert data["messages"][0]["content"] == "Say hello."
+    # Undo puts the message back in the box for editing and removes the exchange.
+    page.locator("#undo").click()
+    page.wait_for_function("document.querySelectorAll('#chatbot .message-row').length === 0",
+                           timeout=10000)
+    assert page.locator("#message textarea").input_value() == "Say hello."

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from chat.backends.base import GenerationRequest
-from chat.backends.transformers_backend import TransformersBackend
+from chat.backends.transformers_backend import TransformersBackend, _gguf_chat_template
 from chat.engine import ChatEngine
 from chat.errors import ModelLoadError
 from chat.settings import DecodingSettings
@@ -86,6 +86,21 @@ def test_smollm2_greedy_answer_is_exact(smol):
     assert len(snaps) > 2  # it streamed
 
 
+def test_smollm2_stop_string_ends_the_reply(smol):
+    _, result = last(
+        ChatEngine(smol), QUESTION, strategy="greedy", max_new_tokens=24, stop=["Paris"]
+    )
+    assert result.reply == "The capital of France is"
+    assert result.stats["finish_reason"] == "stop"
+    assert result.stats["completion_tokens"] < 24  # generation itself stopped, not only the text
+
+
+def test_chat_template_can_be_read_from_gguf_metadata():
+    # The fallback for GGUF tokenizers that come without their template.
+    template = _gguf_chat_template(bundled_gguf())
+    assert template and "<|im_start|>" in template
+
+
 def test_smollm2_beam_search_returns_candidates(smol):
     _, result = last(
         ChatEngine(smol),
@@ -124,7 +139,8 @@ def test_smollm2_cancel_stops_generation(smol):
     cancel.set()
     t0 = time.perf_counter()
     final = list(turn)[-1]
-    assert time.perf_counter() - t0 < 3.0
+    # One decoding step after the cancel; generous, because a shared CPU stalls at times.
+    assert time.perf_counter() - t0 < 5.0
     assert final.stats["finish_reason"] == "cancelled"
     assert final.stats["completion_tokens"] < 40
 
@@ -235,9 +251,7 @@ def test_gpt2_long_history_drops_old_turns(gpt2):
     for i in range(40):
         text = " ".join(words[(i + k) % len(words)] for k in range(60))
         history.append({"role": "user" if i % 2 == 0 else "assistant", "content": text})
-    _, result = last(
-        ChatEngine(gpt2), "hello there", history, strategy="greedy", max_new_tokens=64
-    )
+    _, result = last(ChatEngine(gpt2), "hello there", history, strategy="greedy", max_new_tokens=64)
     stats = result.stats
     assert stats["dropped_turns"] > 0
     assert stats["prompt_tokens"] + stats["max_new_tokens"] <= 1024
@@ -273,9 +287,26 @@ def test_gpt2_temperature_zero_means_greedy(gpt2):
     engine = ChatEngine(gpt2)
     _, greedy = last(engine, "hello", strategy="greedy", max_new_tokens=8)
     _, cold = last(
-        engine, "hello", strategy="sample", temperature=0.0, num_return_sequences=2, max_new_tokens=8
+        engine,
+        "hello",
+        strategy="sample",
+        temperature=0.0,
+        num_return_sequences=2,
+        max_new_tokens=8,
     )
     assert cold.candidates == [greedy.reply, greedy.reply]
+
+
+def test_gpt2_generate_failure_reaches_the_caller(gpt2, monkeypatch):
+    def broken(**kwargs):
+        raise RuntimeError("out of memory, say")
+
+    monkeypatch.setattr(gpt2.model, "generate", broken)
+    request = GenerationRequest(
+        "User: hi\nAssistant:", DecodingSettings(), seed=0, max_new_tokens=4
+    )
+    with pytest.raises(RuntimeError, match="out of memory"):
+        list(gpt2.generate(request, threading.Event()))
 
 
 def test_gpt2_n_ctx_beyond_the_model_is_an_error(gpt2_dir):

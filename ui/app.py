@@ -17,6 +17,7 @@ from chat.errors import ChatStudioError
 from chat.service import ChatService
 from chat.settings import MAX_CANDIDATES
 from ui import render
+from ui.persona_panel import PersonaEditor, persona_choices
 from ui.settings_panel import SettingsPanel
 
 GENERATE = "generate"  # one concurrency group: one generation at a time per model
@@ -44,7 +45,10 @@ class ChatUI:
             self._cancel.pop(getattr(request, "session_hash", None), None)
 
     def _greeting(self, persona_id: str) -> list[dict]:
-        greeting = self.service.personas.get(persona_id).greeting
+        try:
+            greeting = self.service.personas.get(persona_id).greeting_text()
+        except ChatStudioError as exc:
+            raise gr.Error(str(exc)) from None
         return [{"role": "assistant", "content": greeting}] if greeting else []
 
     # ----- handlers ----------------------------------------------------------
@@ -180,16 +184,17 @@ class ChatUI:
     def create_app(self) -> gr.Blocks:
         """Build the Blocks (not launched)."""
         svc = self.service
-        personas = [
-            (f"{p['name']} — {p['description']}", p["id"]) for p in svc.personas.list() if not p["error"]
-        ]
+        personas = persona_choices(svc.personas)
         with gr.Blocks(title="GPT Chat Studio") as demo:
             gr.Markdown("## GPT Chat Studio")
             gr.Markdown(render.model_banner(svc.info), elem_id="model-banner")
             conversation = gr.State(self._greeting(personas[0][1]))
             with gr.Row():
                 with gr.Column(scale=3):
-                    persona = gr.Dropdown(personas, value=personas[0][1], label="Persona")
+                    persona = gr.Dropdown(
+                        personas, value=personas[0][1], label="Persona", elem_id="persona"
+                    )
+                    editor = PersonaEditor(svc.personas, persona)
                     chatbot = gr.Chatbot(
                         value=render.chatbot_messages(conversation.value),
                         label="Chat",
@@ -245,6 +250,7 @@ class ChatUI:
                          api_visibility="private")
             persona.change(lambda p: panel.values(svc.base_settings(p)), persona,
                            settings_inputs, api_visibility="private")
+            editor.wire()
             gr.api(self.api_chat, api_name="chat", concurrency_limit=1, concurrency_id=GENERATE)
             gr.api(self.api_personas, api_name="personas")
             demo.unload(self._forget_session)

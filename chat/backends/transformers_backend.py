@@ -8,6 +8,7 @@ torch and transformers are imported when a model is loaded, not on import.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import queue
 import threading
@@ -51,6 +52,11 @@ class TransformersBackend:
         self._device, dtype = _pick_device(torch, device)
         where, gguf_file, local = _locate(model, gguf_file)
         extra = {"gguf_file": gguf_file} if gguf_file else {}
+        if gguf_file and importlib.util.find_spec("accelerate") is None:
+            raise ModelLoadError(
+                "Loading a .gguf file with transformers needs the accelerate package: "
+                "pip install accelerate (or use the llama.cpp backend for GGUF files)."
+            )
         self.tokenizer = _load(transformers.AutoTokenizer, model, where, local, **extra)
         self.model = _load(
             transformers.AutoModelForCausalLM, model, where, local, dtype=dtype, **extra
@@ -70,8 +76,8 @@ class TransformersBackend:
         # GPT-2 has no pad token; pad with EOS (what generate() would do, minus the warning).
         pad = self.model.generation_config.pad_token_id
         if pad is None:
-            pad = tok.pad_token_id if tok.pad_token_id is not None else min(self._eos_ids, default=0)
-        self._pad_id = pad
+            pad = tok.pad_token_id
+        self._pad_id = pad if pad is not None else min(self._eos_ids, default=0)
 
         self.info = ModelInfo(
             model=(gguf_file or Path(where).name) if local else model,
@@ -95,7 +101,7 @@ class TransformersBackend:
         return render_transcript(messages)
 
     def stop_strings(self) -> list[str]:
-        """A transcript needs stops so the model does not write the user's turn; a template does not."""
+        """Stops that keep a transcript model from writing the user's turn; none with a template."""
         return [] if self._has_template else list(TRANSCRIPT_STOPS)
 
     def count_tokens(self, prompt: str) -> int:
@@ -156,7 +162,7 @@ class TransformersBackend:
         if s.num_return_sequences > n:  # temperature 0 with several candidates
             out = out.repeat(s.num_return_sequences, 1)
         for i, row in enumerate(out[:, ids.shape[1] :].tolist()):
-            new = self._until_eos(row)
+            new = self._until_eos(row, pad=True)
             text = self.tokenizer.decode(new, skip_special_tokens=True)
             yield Delta(i, text, len(new), self._finish(new, text, request, cancel))
 
@@ -211,14 +217,21 @@ class TransformersBackend:
             return after[len(before) :], read, len(ids)
         return "", prefix, read
 
-    def _until_eos(self, ids: list[int]) -> list[int]:
-        """The ids up to and including the first EOS; what follows is padding."""
+    def _until_eos(self, ids: list[int], pad: bool = False) -> list[int]:
+        """The ids up to and including the first EOS; what follows is padding.
+
+        With ``pad``, a pad token also ends the row (not included): in a batch,
+        a candidate that met a stop string is padded while the others go on.
+        """
         for i, t in enumerate(ids):
             if t in self._eos_ids:
                 return ids[: i + 1]
+            if pad and t == self._pad_id:
+                return ids[:i]
         return ids
 
     def _finish(self, ids: list[int], text: str, request: GenerationRequest, cancel) -> str:
+        """Why this candidate ended: cancelled, stop (EOS or a stop string) or length."""
         if cancel.is_set():
             return "cancelled"
         if ids and ids[-1] in self._eos_ids:
@@ -260,7 +273,9 @@ def _cancel_criteria(*events: threading.Event):
     class Cancelled(StoppingCriteria):
         def __call__(self, input_ids, scores, **kwargs):
             stop = any(e.is_set() for e in events)
-            return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+            return torch.full(
+                (input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device
+            )
 
     return StoppingCriteriaList([Cancelled()])
 
@@ -293,7 +308,7 @@ def _looks_like_path(name: str) -> bool:
 
 
 def _locate(model: str, gguf_file: str | None) -> tuple[str, str | None, bool]:
-    """Return ``(folder or hub id, gguf file name, is_local)``, or raise if a local path is wrong."""
+    """Return ``(folder or hub id, gguf file name, is_local)``; raise if a local path is wrong."""
     path = Path(model).expanduser()
     if path.is_file() and path.suffix == ".gguf" and gguf_file is None:
         return str(path.parent), path.name, True
@@ -321,7 +336,9 @@ def _locate(model: str, gguf_file: str | None) -> tuple[str, str | None, bool]:
 def _offline() -> bool:
     """Whether the user switched the Hugging Face hub off (env or already-imported constant)."""
     truthy = {"1", "true", "yes", "on"}
-    if any(os.environ.get(v, "").lower() in truthy for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
+    if any(
+        os.environ.get(v, "").lower() in truthy for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    ):
         return True
     try:
         from huggingface_hub import constants
@@ -361,7 +378,7 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def _load(cls, name: str, where: str, local: bool, **kwargs):
-    """``cls.from_pretrained`` with every failure turned into a ``ModelLoadError`` that says what to do."""
+    """``cls.from_pretrained``, each failure turned into a ``ModelLoadError`` saying what to do."""
     if local:
         try:
             return cls.from_pretrained(where, **kwargs)
@@ -384,7 +401,7 @@ def _load(cls, name: str, where: str, local: bool, **kwargs):
     except Exception as exc:
         from huggingface_hub.errors import RepositoryNotFoundError
 
-        if isinstance(exc, RepositoryNotFoundError) or "not a valid model identifier" in str(exc):
+        if _caused_by(exc, RepositoryNotFoundError):
             raise ModelLoadError(
                 f"Could not load {name!r}: no such model on the Hugging Face hub "
                 f"(or it is private). {_FIX}"
@@ -392,10 +409,19 @@ def _load(cls, name: str, where: str, local: bool, **kwargs):
         raise ModelLoadError(f"{unreachable} ({_reason(exc)})") from exc
 
 
+def _caused_by(exc: BaseException | None, cls: type) -> bool:
+    """Whether ``exc`` or an exception it was raised from is a ``cls``."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, cls):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def _reason(exc: BaseException) -> str:
     """The first line of an exception, for a one-line error message."""
-    if "accelerate" in str(exc):
-        return "loading a GGUF file with transformers needs accelerate: pip install accelerate"
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
