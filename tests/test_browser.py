@@ -47,6 +47,13 @@ def send(page, text):
     page.locator("#send").click()
 
 
+def wait_until_done(page, timeout=30000):
+    """Wait for the reply to finish (the stats line loses its 'generating…' prefix)."""
+    page.wait_for_function(
+        "(() => { const t = document.querySelector('#stats-line').innerText;"
+        " return t.includes('seed') && !t.includes('generating'); })()", timeout=timeout)
+
+
 def bot_text(page):
     rows = page.locator(BOT)
     return rows.nth(0).inner_text() if rows.count() else ""
@@ -72,10 +79,9 @@ def test_streams_then_stop_halts_generation(page):
     # The model is free again: a new message gets an answer.
     set_slider(page, "max_new_tokens", 8)
     send(page, "Hi")
-    page.wait_for_function(
-        f"document.querySelectorAll('{BOT}').length >= 2 && "
-        "!document.querySelector('#stats-line').innerText.includes('stopped')",
-        timeout=30000)
+    wait_until_done(page)
+    assert page.locator(BOT).count() >= 2
+    assert "stopped" not in page.locator("#stats-line").inner_text()
 
 
 def test_two_sessions_do_not_share_chats(browser, app):
@@ -89,9 +95,7 @@ def test_two_sessions_do_not_share_chats(browser, app):
     first, second = pages
     set_slider(first, "max_new_tokens", 8)
     send(first, "secret-word-alpha")
-    first.wait_for_selector(f"{BOT}", timeout=30000)
-    first.wait_for_function("document.querySelector('#stats-line').innerText.includes('tokens')",
-                            timeout=30000)
+    wait_until_done(first)
     assert "secret-word-alpha" in first.locator("#chatbot").inner_text()
     assert "secret-word-alpha" not in second.locator("#chatbot").inner_text()
     for pg in pages:
@@ -114,8 +118,7 @@ def test_candidates_regenerate_undo_and_export(page):
     set_slider(page, "num_return_sequences", 1)
     page.locator("#regenerate").click()
     page.wait_for_selector("#candidates", state="hidden", timeout=30000)
-    page.wait_for_function("document.querySelector('#stats-line').innerText.includes('seed')",
-                           timeout=30000)
+    wait_until_done(page)
     assert page.locator("#chatbot .message-row.user-row").count() == 1
     # Export: a JSON file with the reply's metadata.
     page.locator("#export").click()

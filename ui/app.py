@@ -91,7 +91,9 @@ class ChatUI:
         radio = gr.update(
             choices=[str(i + 1) for i in range(len(candidates))], value="1" if show else None
         )
-        stats = render.stats_line(result.stats) if result else ""
+        stats = render.stats_line(result.stats) if result else "generating…"
+        if result and not result.done:
+            stats = "generating… " + stats
         return [
             render.chatbot_messages(conversation),
             conversation,
