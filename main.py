@@ -36,8 +36,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     info = backend.info
-    print(f"Model: {info.model} | backend: {info.backend} | device: {info.device} | "
-          f"context: {info.n_ctx} tokens", flush=True)
+    print(
+        f"Model: {info.model} | backend: {info.backend} | device: {info.device} | "
+        f"context: {info.n_ctx} tokens",
+        flush=True,
+    )
     config.data_dir.mkdir(parents=True, exist_ok=True)
 
     from personas import PersonaStore
@@ -57,8 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         max_file_size="10mb",
     )
     if config.share and not demo.share_url:
-        print("The share link could not be opened (no internet?). "
-              f"Still serving locally at {demo.local_url}", flush=True)
+        print(
+            "The share link could not be opened (no internet?). "
+            f"Still serving locally at {demo.local_url}",
+            flush=True,
+        )
     try:
         demo.block_thread()
     except KeyboardInterrupt:

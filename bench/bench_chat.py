@@ -49,16 +49,23 @@ def raw_llama(max_new: int, runs: int) -> dict:
         ttfts.append(stamps[0] - t0)
         speeds.append((len(stamps) - 1) / (stamps[-1] - stamps[0]))
         counts.append(len(stamps))
-    return {"ttft_s": statistics.median(ttfts), "tokens_per_s": statistics.median(speeds),
-            "tokens": counts[-1]}
+    return {
+        "ttft_s": statistics.median(ttfts),
+        "tokens_per_s": statistics.median(speeds),
+        "tokens": counts[-1],
+    }
 
 
 def start_app(port: int) -> tuple[subprocess.Popen, float]:
     """Start ``python main.py``; return the process and seconds until the page is served."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "main.py", "--port", str(port)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "main.py", "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     url = f"http://127.0.0.1:{port}/"
     while time.perf_counter() - t0 < 120:
         try:
@@ -76,8 +83,9 @@ def app_chat(port: int, max_new: int, runs: int) -> dict:
 
     client = Client(f"http://127.0.0.1:{port}/", verbose=False)
     settings = {"strategy": "greedy", "max_new_tokens": max_new, "repetition_penalty": 1.0}
-    client.predict(message="Hi", settings={"strategy": "greedy", "max_new_tokens": 4},
-                   api_name="/chat")  # warm-up: connection and first compile
+    client.predict(
+        message="Hi", settings={"strategy": "greedy", "max_new_tokens": 4}, api_name="/chat"
+    )  # warm-up: connection and first compile
     ttfts, speeds, server = [], [], []
     for _ in range(runs):
         t0 = time.perf_counter()
@@ -99,10 +107,13 @@ def app_chat(port: int, max_new: int, runs: int) -> dict:
         ttfts.append(t_first - t0)
         speeds.append((tokens - 1) / (t_last - t_first))
         server.append(final["stats"])
-    return {"ttft_s": statistics.median(ttfts), "tokens_per_s": statistics.median(speeds),
-            "tokens": tokens,
-            "server_ttft_s": statistics.median(s["ttft_s"] for s in server),
-            "server_tokens_per_s": statistics.median(s["tokens_per_s"] for s in server)}
+    return {
+        "ttft_s": statistics.median(ttfts),
+        "tokens_per_s": statistics.median(speeds),
+        "tokens": tokens,
+        "server_ttft_s": statistics.median(s["ttft_s"] for s in server),
+        "server_tokens_per_s": statistics.median(s["tokens_per_s"] for s in server),
+    }
 
 
 def app_chat_http(port: int, max_new: int, runs: int) -> dict:
@@ -131,8 +142,11 @@ def app_chat_http(port: int, max_new: int, runs: int) -> dict:
             tokens = final["stats"]["completion_tokens"]
             ttfts.append(t_first - t0)
             speeds.append((tokens - 1) / (t_last - t_first))
-    return {"ttft_s": statistics.median(ttfts), "tokens_per_s": statistics.median(speeds),
-            "tokens": tokens}
+    return {
+        "ttft_s": statistics.median(ttfts),
+        "tokens_per_s": statistics.median(speeds),
+        "tokens": tokens,
+    }
 
 
 def main() -> None:
@@ -157,19 +171,29 @@ def main() -> None:
 
     print(f"prompt: {PROMPT!r}  greedy, max_new_tokens={args.max_new_tokens}, runs={args.runs}")
     print(f"{'':28}{'tokens/s':>10}{'TTFT ms':>10}{'tokens':>8}")
-    print(f"{'raw llama-cpp-python':28}{raw['tokens_per_s']:10.1f}{raw['ttft_s'] * 1000:10.1f}"
-          f"{raw['tokens']:8d}")
-    print(f"{'app /chat (gradio_client)':28}{app['tokens_per_s']:10.1f}{app['ttft_s'] * 1000:10.1f}"
-          f"{app['tokens']:8d}")
-    print(f"{'app /chat (HTTP stream)':28}{http['tokens_per_s']:10.1f}"
-          f"{http['ttft_s'] * 1000:10.1f}{http['tokens']:8d}")
-    print(f"{'app engine (server stats)':28}{app['server_tokens_per_s']:10.1f}"
-          f"{app['server_ttft_s'] * 1000:10.1f}")
+    print(
+        f"{'raw llama-cpp-python':28}{raw['tokens_per_s']:10.1f}{raw['ttft_s'] * 1000:10.1f}"
+        f"{raw['tokens']:8d}"
+    )
+    print(
+        f"{'app /chat (gradio_client)':28}{app['tokens_per_s']:10.1f}{app['ttft_s'] * 1000:10.1f}"
+        f"{app['tokens']:8d}"
+    )
+    print(
+        f"{'app /chat (HTTP stream)':28}{http['tokens_per_s']:10.1f}"
+        f"{http['ttft_s'] * 1000:10.1f}{http['tokens']:8d}"
+    )
+    print(
+        f"{'app engine (server stats)':28}{app['server_tokens_per_s']:10.1f}"
+        f"{app['server_ttft_s'] * 1000:10.1f}"
+    )
     for label, side in (("HTTP stream", http), ("gradio_client", app)):
         ratio = side["tokens_per_s"] / raw["tokens_per_s"]
         extra = (side["ttft_s"] - raw["ttft_s"]) * 1000
-        print(f"{label}: throughput ratio app/raw {ratio:.2f} (target >= 0.90), "
-              f"added time to first token {extra:+.1f} ms (target <= 50 ms)")
+        print(
+            f"{label}: throughput ratio app/raw {ratio:.2f} (target >= 0.90), "
+            f"added time to first token {extra:+.1f} ms (target <= 50 ms)"
+        )
     print(f"python main.py serves its first page in {startup:.1f} s  (target <= 10 s)")
     print(f"app resident memory: {rss:.0f} MiB  (target < 1024 MiB)")
 

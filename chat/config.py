@@ -60,8 +60,10 @@ class AppConfig(BaseModel):
     def bind(self) -> tuple[str, int]:
         """Host and port, following what a Hugging Face Space or Gradio env vars ask for."""
         on_space = bool(os.environ.get("SPACE_ID"))
-        host = self.host or os.environ.get("GRADIO_SERVER_NAME") or (
-            "0.0.0.0" if on_space else "127.0.0.1"
+        host = (
+            self.host
+            or os.environ.get("GRADIO_SERVER_NAME")
+            or ("0.0.0.0" if on_space else "127.0.0.1")
         )
         port = self.port or int(
             os.environ.get("GRADIO_SERVER_PORT") or os.environ.get("PORT") or 7860

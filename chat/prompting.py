@@ -20,7 +20,7 @@ MIN_MESSAGE_TOKENS = 16
 
 
 def render_transcript(messages: list[dict]) -> str:
-    """Render messages as ``system`` text then ``User:``/``Assistant:`` turns, ending with ``Assistant:``."""
+    """Render ``system`` text, then ``User:``/``Assistant:`` turns, ending with ``Assistant:``."""
     lines: list[str] = []
     for msg in messages:
         content = msg["content"].strip()
@@ -55,7 +55,7 @@ class FittedPrompt:
 
 
 def validate_history(history: object) -> list[dict]:
-    """Check that history is a list of ``{role: user|assistant, content: str}``; return a clean copy."""
+    """Check history is a list of ``{role: user|assistant, content: str}``; return a copy."""
     if history is None:
         return []
     if not isinstance(history, list):

@@ -32,7 +32,9 @@ class ChatService:
     def preset(self, name: str) -> DecodingSettings:
         """A preset by name; unknown names list the valid ones."""
         if name not in self.presets:
-            raise SettingsError(f"Unknown preset {name!r}; choose one of: {', '.join(self.presets)}")
+            raise SettingsError(
+                f"Unknown preset {name!r}; choose one of: {', '.join(self.presets)}"
+            )
         return self.presets[name]
 
     def base_settings(self, persona_id: str | None) -> DecodingSettings:

@@ -36,10 +36,15 @@ class DecodingSettings(BaseModel):
         0.7, ge=0.0, le=2.0, description="Sampling temperature; higher is more random."
     )
     top_p: float = Field(
-        0.9, gt=0.0, le=1.0, description="Nucleus sampling: keep the smallest set of tokens "
-        "whose probabilities add up to top_p."
+        0.9,
+        gt=0.0,
+        le=1.0,
+        description="Nucleus sampling: keep the smallest set of tokens "
+        "whose probabilities add up to top_p.",
     )
-    top_k: int = Field(40, ge=0, le=200, description="Keep only the k most likely tokens (0 = off).")
+    top_k: int = Field(
+        40, ge=0, le=200, description="Keep only the k most likely tokens (0 = off)."
+    )
     repetition_penalty: float = Field(
         1.1, ge=0.5, le=2.0, description="Above 1 discourages repeating tokens already seen."
     )
@@ -133,7 +138,7 @@ def _describe(exc: ValidationError) -> str:
 
 
 def field_bounds(name: str) -> dict[str, Any]:
-    """Return ``minimum``, ``maximum``, ``default`` and ``info`` of a numeric field, for UI sliders."""
+    """``minimum``, ``maximum``, ``default`` and ``info`` of a numeric field, for UI sliders."""
     field = DecodingSettings.model_fields[name]
     out: dict[str, Any] = {"default": field.default, "info": field.description}
     for meta in field.metadata:

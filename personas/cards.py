@@ -16,7 +16,7 @@ def check_macros(text: str) -> str:
     """Raise ``ValueError`` for ``{{...}}`` macros other than {{user}}, {{char}}, {{date}}."""
     for found in _MACRO.findall(text):
         if found.strip() not in MACROS:
-            valid = ", ".join("{{%s}}" % m for m in MACROS)
+            valid = ", ".join("{{" + m + "}}" for m in MACROS)
             raise ValueError(f"unknown macro {{{{{found}}}}}; the macros are {valid}")
     return text
 
@@ -56,7 +56,7 @@ class Persona(BaseModel):
     def expand(self, text: str, user: str = "User") -> str:
         """Expand ``{{user}}``, ``{{char}}`` and ``{{date}}`` in ``text``."""
         return (
-            _MACRO.sub(lambda m: "{{%s}}" % m.group(1).strip(), text)
+            _MACRO.sub(lambda m: "{{" + m.group(1).strip() + "}}", text)
             .replace("{{user}}", user)
             .replace("{{char}}", self.name)
             .replace("{{date}}", datetime.date.today().isoformat())
@@ -72,8 +72,7 @@ class Persona(BaseModel):
         if self.system_prompt.strip():
             out.append({"role": "system", "content": self.expand(self.system_prompt, user)})
         out += [
-            {"role": e.role, "content": self.expand(e.content, user)}
-            for e in self.example_dialogue
+            {"role": e.role, "content": self.expand(e.content, user)} for e in self.example_dialogue
         ]
         return out
 

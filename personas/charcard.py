@@ -17,9 +17,19 @@ import zlib
 from chat.errors import PersonaError
 from personas.cards import MACROS, Example, Persona
 
-V2_FIELDS = ("name", "description", "personality", "scenario", "first_mes", "mes_example",
-             "system_prompt", "post_history_instructions", "alternate_greetings", "tags",
-             "creator_notes")
+V2_FIELDS = (
+    "name",
+    "description",
+    "personality",
+    "scenario",
+    "first_mes",
+    "mes_example",
+    "system_prompt",
+    "post_history_instructions",
+    "alternate_greetings",
+    "tags",
+    "creator_notes",
+)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_CARD_BYTES = 8 * 1024 * 1024
 _MACRO = re.compile(r"\{\{(.*?)\}\}")
@@ -28,11 +38,12 @@ _MACRO = re.compile(r"\{\{(.*?)\}\}")
 def _plain(text: object) -> str:
     """Card text with V2-only macros ({{original}}, ...) removed and ours normalised."""
     text = text if isinstance(text, str) else ""
-    return _MACRO.sub(
-        lambda m: "{{%s}}" % m.group(1).strip().lower()
-        if m.group(1).strip().lower() in MACROS else "",
-        text,
-    )
+
+    def keep_ours(match) -> str:
+        name = match.group(1).strip().lower()
+        return "{{" + name + "}}" if name in MACROS else ""
+
+    return _MACRO.sub(keep_ours, text)
 
 
 def _examples(mes_example: str) -> list[Example]:
@@ -94,18 +105,28 @@ def card_to_v2(card: Persona) -> dict:
         return raw
     mes_example = "".join(
         ("<START>\n" if e.role == "user" and i == 0 else "")
-        + ("{{user}}: " if e.role == "user" else "{{char}}: ") + e.content + "\n"
+        + ("{{user}}: " if e.role == "user" else "{{char}}: ")
+        + e.content
+        + "\n"
         for i, e in enumerate(card.example_dialogue)
     )
     return {
         "spec": "chara_card_v2",
         "spec_version": "2.0",
         "data": {
-            "name": card.name, "description": card.description, "personality": "",
-            "scenario": "", "first_mes": card.greeting, "mes_example": mes_example,
-            "system_prompt": card.system_prompt, "post_history_instructions": "",
-            "alternate_greetings": [], "tags": list(card.tags),
-            "creator_notes": card.description, "creator": "", "character_version": "",
+            "name": card.name,
+            "description": card.description,
+            "personality": "",
+            "scenario": "",
+            "first_mes": card.greeting,
+            "mes_example": mes_example,
+            "system_prompt": card.system_prompt,
+            "post_history_instructions": "",
+            "alternate_greetings": [],
+            "tags": list(card.tags),
+            "creator_notes": card.description,
+            "creator": "",
+            "character_version": "",
             "extensions": {},
         },
     }
@@ -117,9 +138,9 @@ def read_png_chara(blob: bytes) -> dict:
         raise PersonaError("Not a PNG file.")
     pos = len(PNG_SIGNATURE)
     while pos + 8 <= len(blob):
-        (length,) = struct.unpack(">I", blob[pos:pos + 4])
-        kind = blob[pos + 4:pos + 8]
-        body = blob[pos + 8:pos + 8 + length]
+        (length,) = struct.unpack(">I", blob[pos : pos + 4])
+        kind = blob[pos + 4 : pos + 8]
+        body = blob[pos + 8 : pos + 8 + length]
         pos += 12 + length
         if kind not in (b"tEXt", b"zTXt", b"iTXt"):
             if kind == b"IEND":
@@ -143,14 +164,22 @@ def write_png_chara(card: dict, image: bytes | None = None) -> bytes:
     """A PNG (a 1x1 pixel unless ``image`` is given) carrying ``card`` in a chara chunk."""
 
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(
-            ">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(body))
+            + kind
+            + body
+            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+        )
 
     if image is None:
-        image = (PNG_SIGNATURE + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
-                 + chunk(b"IDAT", zlib.compress(b"\0\xff\xff\xff")) + chunk(b"IEND", b""))
+        image = (
+            PNG_SIGNATURE
+            + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0\xff\xff\xff"))
+            + chunk(b"IEND", b"")
+        )
     text = chunk(b"tEXt", b"chara\0" + base64.b64encode(json.dumps(card).encode("utf-8")))
-    return image[:len(PNG_SIGNATURE)] + image[len(PNG_SIGNATURE):-12] + text + image[-12:]
+    return image[: len(PNG_SIGNATURE)] + image[len(PNG_SIGNATURE) : -12] + text + image[-12:]
 
 
 def import_card(blob: bytes, filename: str) -> Persona:

@@ -88,8 +88,7 @@ class PersonaStore:
     def list(self) -> list[dict]:
         """Every card as ``{id, name, description, source, error}``; broken ones last."""
         rows = [
-            {"id": pid, "name": p.name, "description": p.description, "source": src,
-             "error": None}
+            {"id": pid, "name": p.name, "description": p.description, "source": src, "error": None}
             for pid, (p, src) in self._cards.items()
         ]
         rows += [

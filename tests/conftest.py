@@ -38,8 +38,9 @@ def app(gguf_backend, tmp_path_factory):
 
     store = PersonaStore(tmp_path_factory.mktemp("data") / "personas")
     demo = ChatUI(ChatService(ChatEngine(gguf_backend), store)).create_app()
-    demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                quiet=True)
+    demo.launch(
+        server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True
+    )
     yield demo, demo.local_url
     demo.close()
 
@@ -50,3 +51,39 @@ def client(app):
     from gradio_client import Client
 
     return Client(app[1], verbose=False)
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's headless Chromium driven by playwright (never a downloaded browser)."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("needs Debian's chromium: apt-get install -y chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, app):
+    """A fresh browser session on the app's page."""
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(app[1])
+    page.wait_for_selector("#message textarea")
+    yield page
+    context.close()

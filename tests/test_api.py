@@ -5,8 +5,17 @@ from gradio_client.exceptions import AppError
 
 GREEDY = {"strategy": "greedy", "max_new_tokens": 24}
 KEYS = {"reply", "candidates", "sources", "prompt_messages", "stats", "settings", "notices"}
-STAT_KEYS = {"prompt_tokens", "completion_tokens", "tokens_per_s", "ttft_s", "model", "backend",
-             "device", "seed", "dropped_turns"}
+STAT_KEYS = {
+    "prompt_tokens",
+    "completion_tokens",
+    "tokens_per_s",
+    "ttft_s",
+    "model",
+    "backend",
+    "device",
+    "seed",
+    "dropped_turns",
+}
 
 
 def chat(client, message, **kw):
@@ -14,14 +23,22 @@ def chat(client, message, **kw):
 
 
 def test_chat_returns_the_documented_dict(client):
-    out = chat(client, "What is the capital of France?", history=[], persona="assistant",
-               settings=GREEDY, use_rag=False)
+    out = chat(
+        client,
+        "What is the capital of France?",
+        history=[],
+        persona="assistant",
+        settings=GREEDY,
+        use_rag=False,
+    )
     assert KEYS <= set(out) and STAT_KEYS <= set(out["stats"])
     assert "Paris" in out["reply"]
     assert out["candidates"] == [out["reply"]] and out["sources"] == []
     sent = out["prompt_messages"]
     assert sent[0]["role"] == "system" and sent[-1] == {
-        "role": "user", "content": "What is the capital of France?"}
+        "role": "user",
+        "content": "What is the capital of France?",
+    }
     st = out["stats"]
     assert st["backend"] == "llama-cpp" and st["device"] == "cpu"
     assert st["model"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -34,29 +51,45 @@ def test_greedy_is_reproducible_and_seeded_sampling_too(client):
     b = chat(client, "Name a colour.", settings=GREEDY)
     assert a["reply"] == b["reply"]
     s = {"strategy": "sample", "temperature": 1.0, "seed": 1234, "max_new_tokens": 30}
-    c, d = chat(client, "Tell me a story.", settings=s), chat(client, "Tell me a story.", settings=s)
+    c, d = (
+        chat(client, "Tell me a story.", settings=s),
+        chat(client, "Tell me a story.", settings=s),
+    )
     assert c["reply"] == d["reply"] and c["stats"]["seed"] == 1234
 
 
 def test_history_is_sent_in_order(client):
-    history = [{"role": "user", "content": "My name is Ada."},
-               {"role": "assistant", "content": "Nice to meet you, Ada."}]
+    history = [
+        {"role": "user", "content": "My name is Ada."},
+        {"role": "assistant", "content": "Nice to meet you, Ada."},
+    ]
     out = chat(client, "What is my name?", history=history, settings=GREEDY)
     assert out["prompt_messages"][1:] == history + [{"role": "user", "content": "What is my name?"}]
 
 
 def test_several_candidates(client):
-    out = chat(client, "Write a one-line poem.",
-               settings={"strategy": "sample", "num_return_sequences": 3, "seed": 5,
-                         "max_new_tokens": 20})
+    out = chat(
+        client,
+        "Write a one-line poem.",
+        settings={"strategy": "sample", "num_return_sequences": 3, "seed": 5, "max_new_tokens": 20},
+    )
     assert len(out["candidates"]) == 3 and out["reply"] == out["candidates"][0]
     assert len(set(out["candidates"])) > 1
 
 
 def test_hugging_face_style_settings(client):
-    out = chat(client, "Hi", settings={"max_length": 150, "num_return_sequences": 1,
-                                       "temperature": 0.8, "top_p": 0.9,
-                                       "repetition_penalty": 1.1, "do_sample": True})
+    out = chat(
+        client,
+        "Hi",
+        settings={
+            "max_length": 150,
+            "num_return_sequences": 1,
+            "temperature": 0.8,
+            "top_p": 0.9,
+            "repetition_penalty": 1.1,
+            "do_sample": True,
+        },
+    )
     st = out["stats"]
     assert out["settings"]["strategy"] == "sample"
     assert st["prompt_tokens"] + st["completion_tokens"] <= 150
@@ -65,8 +98,10 @@ def test_hugging_face_style_settings(client):
 def test_long_history_is_trimmed_not_an_error(client):
     history = []
     for i in range(80):
-        history += [{"role": "user", "content": f"Question {i}: " + "tell me more " * 15},
-                    {"role": "assistant", "content": f"Answer {i}: " + "here is more " * 15}]
+        history += [
+            {"role": "user", "content": f"Question {i}: " + "tell me more " * 15},
+            {"role": "assistant", "content": f"Answer {i}: " + "here is more " * 15},
+        ]
     out = chat(client, "Summarise.", history=history, settings=GREEDY)
     st = out["stats"]
     assert st["dropped_turns"] > 0
@@ -76,12 +111,14 @@ def test_long_history_is_trimmed_not_an_error(client):
 
 @pytest.mark.parametrize(
     "kwargs, expected",
-    [({"settings": {"temperature": -1}}, "temperature"),
-     ({"settings": {"top_p": 2}}, "top_p"),
-     ({"settings": {"beam_width": 4}}, "beam"),
-     ({"settings": {"temprature": 1}}, "unknown setting"),
-     ({"persona": "nobody"}, "valid personas are: assistant"),
-     ({"history": [{"role": "wizard", "content": "x"}]}, "history[0].role")],
+    [
+        ({"settings": {"temperature": -1}}, "temperature"),
+        ({"settings": {"top_p": 2}}, "top_p"),
+        ({"settings": {"beam_width": 4}}, "beam"),
+        ({"settings": {"temprature": 1}}, "unknown setting"),
+        ({"persona": "nobody"}, "valid personas are: assistant"),
+        ({"history": [{"role": "wizard", "content": "x"}]}, "history[0].role"),
+    ],
 )
 def test_bad_input_comes_back_as_a_named_error(client, kwargs, expected):
     with pytest.raises(AppError) as err:
@@ -95,8 +132,11 @@ def test_empty_message_is_refused(client):
 
 
 def test_streaming_through_submit(client):
-    job = client.submit(message="Count from one to ten.", settings={"strategy": "greedy",
-                        "max_new_tokens": 40}, api_name="/chat")
+    job = client.submit(
+        message="Count from one to ten.",
+        settings={"strategy": "greedy", "max_new_tokens": 40},
+        api_name="/chat",
+    )
     final = job.result()
     partials = job.outputs()
     assert len(partials) > 2
@@ -105,4 +145,9 @@ def test_streaming_through_submit(client):
 
 def test_personas_endpoint(client):
     rows = client.predict(api_name="/personas")
-    assert {"id": "assistant", "name": "Assistant", "source": "shipped", "error": None}.items() <= rows[0].items()
+    assert {
+        "id": "assistant",
+        "name": "Assistant",
+        "source": "shipped",
+        "error": None,
+    }.items() <= rows[0].items()

@@ -14,14 +14,31 @@ from chat.config import ConfigError, load_config
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-FLAGS = ["--host", "--port", "--share", "--auth", "--model", "--backend", "--device",
-         "--n-gpu-layers", "--n-ctx", "--data-dir", "--share-without-auth"]
+FLAGS = [
+    "--host",
+    "--port",
+    "--share",
+    "--auth",
+    "--model",
+    "--backend",
+    "--device",
+    "--n-gpu-layers",
+    "--n-ctx",
+    "--data-dir",
+    "--share-without-auth",
+]
 
 
 def run_main(*args, env=None, timeout=120):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
-    return subprocess.run([sys.executable, "main.py", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "main.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_help_lists_every_option():
@@ -88,9 +105,14 @@ def test_beam_backend_mismatch_is_explained():
 
 def test_main_serves_the_page_and_prints_the_device():
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "main.py", "--port", str(port)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "main.py", "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     try:
         lines = []
         deadline = time.time() + 120
@@ -110,10 +132,14 @@ def test_main_serves_the_page_and_prints_the_device():
 
 def test_share_without_network_keeps_serving_locally():
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "main.py", "--port", str(port), "--share",
-                             "--share-without-auth"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "main.py", "--port", str(port), "--share", "--share-without-auth"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     try:
         deadline = time.time() + 120
         text = ""

@@ -18,20 +18,32 @@ def last(iterable):
 def test_model_info_and_template(gguf_backend):
     info = gguf_backend.info
     assert (info.backend, info.device, info.n_ctx, info.chat_template) == (
-        "llama-cpp", "cpu", 2048, True)
+        "llama-cpp",
+        "cpu",
+        2048,
+        True,
+    )
     prompt = gguf_backend.render(SYSTEM + [{"role": "user", "content": "Hi"}])
-    assert prompt == ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-                      "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+    assert prompt == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    )
     assert gguf_backend.stop_strings() == []
-    assert gguf_backend.count_tokens(prompt) == len(gguf_backend.llm.tokenize(
-        prompt.encode(), add_bos=False, special=True))
+    assert gguf_backend.count_tokens(prompt) == len(
+        gguf_backend.llm.tokenize(prompt.encode(), add_bos=False, special=True)
+    )
 
 
 def test_greedy_answer_is_exact(gguf_backend):
     engine = ChatEngine(gguf_backend)
-    result, snapshots = last(engine.stream_turn(
-        "What is the capital of France?", [], SYSTEM,
-        DecodingSettings(strategy="greedy", max_new_tokens=24)))
+    result, snapshots = last(
+        engine.stream_turn(
+            "What is the capital of France?",
+            [],
+            SYSTEM,
+            DecodingSettings(strategy="greedy", max_new_tokens=24),
+        )
+    )
     assert result.done and len(snapshots) > 2  # it streamed
     assert result.reply == GREEDY_FRANCE
     assert result.stats["finish_reason"] == "stop"
@@ -39,9 +51,14 @@ def test_greedy_answer_is_exact(gguf_backend):
 
 def test_stop_string_cuts_the_reply(gguf_backend):
     engine = ChatEngine(gguf_backend)
-    result, _ = last(engine.stream_turn(
-        "Count from 1 to 10, separated by commas.", [], SYSTEM,
-        DecodingSettings(strategy="greedy", max_new_tokens=60, stop=["5"])))
+    result, _ = last(
+        engine.stream_turn(
+            "Count from 1 to 10, separated by commas.",
+            [],
+            SYSTEM,
+            DecodingSettings(strategy="greedy", max_new_tokens=60, stop=["5"]),
+        )
+    )
     assert "5" not in result.reply and "4" in result.reply
     assert result.stats["finish_reason"] == "stop"
 
@@ -51,8 +68,9 @@ def test_cancel_halts_the_backend_quickly(gguf_backend):
     cancel = threading.Event()
     settings = DecodingSettings(strategy="sample", seed=1, max_new_tokens=1500)
     t_cancel = None
-    for result in engine.stream_turn("Write a very long story about a dragon.", [], SYSTEM,
-                                     settings, cancel):
+    for result in engine.stream_turn(
+        "Write a very long story about a dragon.", [], SYSTEM, settings, cancel
+    ):
         if not result.done and result.stats["completion_tokens"] >= 5 and t_cancel is None:
             t_cancel = time.perf_counter()
             cancel.set()
@@ -66,15 +84,26 @@ def test_candidates_use_consecutive_seeds(gguf_backend):
     engine = ChatEngine(gguf_backend)
     s = DecodingSettings(strategy="sample", seed=42, num_return_sequences=2, max_new_tokens=20)
     both, _ = last(engine.stream_turn("Say something nice.", [], SYSTEM, s))
-    one, _ = last(engine.stream_turn("Say something nice.", [], SYSTEM,
-                                     s.model_copy(update={"num_return_sequences": 1, "seed": 43})))
+    one, _ = last(
+        engine.stream_turn(
+            "Say something nice.",
+            [],
+            SYSTEM,
+            s.model_copy(update={"num_return_sequences": 1, "seed": 43}),
+        )
+    )
     assert len(both.candidates) == 2 and both.candidates[1] == one.reply
 
 
 def test_chinese_text_streams_whole_characters(gguf_backend):
     engine = ChatEngine(gguf_backend)
-    result, snapshots = last(engine.stream_turn(
-        "请用中文说你好", [], [{"role": "system", "content": "你是一只可爱的猫娘"}],
-        DecodingSettings(strategy="greedy", max_new_tokens=30)))
+    result, snapshots = last(
+        engine.stream_turn(
+            "请用中文说你好",
+            [],
+            [{"role": "system", "content": "你是一只可爱的猫娘"}],
+            DecodingSettings(strategy="greedy", max_new_tokens=30),
+        )
+    )
     assert all("\ufffd" not in s.reply for s in snapshots)
     assert result.stats["completion_tokens"] > 0

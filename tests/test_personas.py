@@ -58,9 +58,12 @@ def test_good_card_unknown_field_and_bad_macro():
 
 
 def test_macros_expand_in_every_text_field():
-    card = Persona(name="Zed", system_prompt="{{char}} talks to {{user}} on {{date}}",
-                   greeting="Hello {{ user }}", example_dialogue=[
-                       {"role": "user", "content": "I am {{user}}"}])
+    card = Persona(
+        name="Zed",
+        system_prompt="{{char}} talks to {{user}} on {{date}}",
+        greeting="Hello {{ user }}",
+        example_dialogue=[{"role": "user", "content": "I am {{user}}"}],
+    )
     prefix = card.prefix_messages(user="Kim")
     assert prefix[0]["content"].startswith("Zed talks to Kim on 20")
     assert prefix[1]["content"] == "I am Kim"
@@ -71,12 +74,26 @@ def test_few_shot_examples_come_between_system_and_conversation():
     prefix = PersonaStore().get("translator").prefix_messages()
     assert prefix[0]["role"] == "system"
     assert prefix[1:5] == [
-        {"role": "user", "content": "英文: Hello"}, {"role": "assistant", "content": "中文: 你好"},
-        {"role": "user", "content": "英文: Goodbye"}, {"role": "assistant", "content": "中文: 再见"}]
+        {"role": "user", "content": "英文: Hello"},
+        {"role": "assistant", "content": "中文: 你好"},
+        {"role": "user", "content": "英文: Goodbye"},
+        {"role": "assistant", "content": "中文: 再见"},
+    ]
 
 
-@pytest.mark.parametrize("name", ["../../etc/passwd", "/etc/passwd", "..", "a/b\\c", "\0x",
-                                  "C:\\Windows\\evil", "   ", "猫娘 v2"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../../etc/passwd",
+        "/etc/passwd",
+        "..",
+        "a/b\\c",
+        "\0x",
+        "C:\\Windows\\evil",
+        "   ",
+        "猫娘 v2",
+    ],
+)
 def test_slugs_never_leave_the_folder(name, tmp_path):
     slug = slugify(name)
     assert slug and "/" not in slug and "\\" not in slug and ".." not in slug and "\0" not in slug
@@ -171,6 +188,7 @@ def test_bad_card_files_are_explained():
 
 def test_error_description_names_file_and_field():
     from pydantic import ValidationError
+
     try:
         Persona.model_validate(yaml.safe_load("name: x\nfoo: 1"))
     except ValidationError as exc:

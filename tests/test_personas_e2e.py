@@ -5,8 +5,8 @@ import json
 import pytest
 
 from personas import PersonaStore
+from tests.test_browser import bot_text
 from tests.test_personas import V2
-from tests.test_browser import browser, bot_text, page  # noqa: F401  (fixtures)
 
 SHIPPED = ["assistant", "catgirl", "translator", "tutor", "sentiment", "storyteller"]
 MESSAGES = {
@@ -22,15 +22,24 @@ MESSAGES = {
 def test_personas_endpoint_lists_the_shipped_cards(client):
     rows = {r["id"]: r for r in client.predict(api_name="/personas")}
     assert set(SHIPPED) <= set(rows)
-    assert rows["catgirl"] == {"id": "catgirl", "name": "猫娘", "source": "shipped",
-                               "error": None, "description": rows["catgirl"]["description"]}
+    assert rows["catgirl"] == {
+        "id": "catgirl",
+        "name": "猫娘",
+        "source": "shipped",
+        "error": None,
+        "description": rows["catgirl"]["description"],
+    }
 
 
 @pytest.mark.parametrize("pid", SHIPPED)
 def test_chat_with_each_shipped_persona(client, pid):
     card = PersonaStore().get(pid)
-    out = client.predict(message=MESSAGES[pid], persona=pid,
-                         settings={"max_new_tokens": 24, "seed": 7}, api_name="/chat")
+    out = client.predict(
+        message=MESSAGES[pid],
+        persona=pid,
+        settings={"max_new_tokens": 24, "seed": 7},
+        api_name="/chat",
+    )
     sent = out["prompt_messages"]
     prefix = card.prefix_messages()
     assert sent[: len(prefix)] == prefix  # system prompt first, then the few-shot examples
@@ -49,28 +58,36 @@ def test_persona_settings_apply(client):
 
 
 def test_catgirl_answers_in_chinese(client):
-    out = client.predict(message="你好", persona="catgirl", settings={"strategy": "greedy",
-                         "max_new_tokens": 20}, api_name="/chat")
+    out = client.predict(
+        message="你好",
+        persona="catgirl",
+        settings={"strategy": "greedy", "max_new_tokens": 20},
+        api_name="/chat",
+    )
     assert any("\u4e00" <= ch <= "\u9fff" for ch in out["reply"])
 
 
 def test_browser_persona_picker_shows_the_greeting(page, tmp_path):
     page.locator("#persona input").click()
     page.get_by_role("option", name="猫娘").first.click()
-    page.wait_for_function("document.querySelector('#chatbot').innerText.includes('主人好喵')",
-                           timeout=15000)
+    page.wait_for_function(
+        "document.querySelector('#chatbot').innerText.includes('主人好喵')", timeout=15000
+    )
     assert "主人好喵" in bot_text(page)
     # The editor shows the card; an imported character card becomes one of "my" personas.
     page.get_by_text("Persona editor").click()
     page.wait_for_function(
         "document.querySelector('#persona-yaml') && "
         "document.querySelector('#persona-yaml').innerText.includes('你是一只可爱的猫娘')",
-        timeout=15000)
+        timeout=15000,
+    )
     card = tmp_path / "mira.json"
     card.write_text(json.dumps(V2), encoding="utf-8")
     with page.expect_file_chooser() as chooser:
         page.locator("#persona-import").click()
     chooser.value.set_files(str(card))
-    page.wait_for_function("document.querySelector('#chatbot').innerText.includes('Welcome aboard, User')",
-                           timeout=15000)
+    page.wait_for_function(
+        "document.querySelector('#chatbot').innerText.includes('Welcome aboard, User')",
+        timeout=15000,
+    )
     assert "Captain Mira (mine)" in page.locator("#persona input").input_value()

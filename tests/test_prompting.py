@@ -22,8 +22,10 @@ class WordRenderer:
 def turns(n, words=10):
     out = []
     for i in range(n):
-        out += [{"role": "user", "content": f"q{i} " + "w " * words},
-                {"role": "assistant", "content": f"a{i} " + "w " * words}]
+        out += [
+            {"role": "user", "content": f"q{i} " + "w " * words},
+            {"role": "assistant", "content": f"a{i} " + "w " * words},
+        ]
     return out
 
 
@@ -31,9 +33,14 @@ SYSTEM = [{"role": "system", "content": "Be kind."}]
 
 
 def test_transcript_format_for_models_without_template():
-    text = render_transcript(SYSTEM + [{"role": "user", "content": "Hi"},
-                                       {"role": "assistant", "content": "Hello"},
-                                       {"role": "user", "content": "Bye"}])
+    text = render_transcript(
+        SYSTEM
+        + [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello"},
+            {"role": "user", "content": "Bye"},
+        ]
+    )
     assert text == "Be kind.\n\nUser: Hi\nAssistant: Hello\nUser: Bye\nAssistant:"
 
 
@@ -87,7 +94,9 @@ def test_history_validation():
 
 def test_split_turns_groups_user_with_replies():
     assert [len(t) for t in split_turns(turns(3))] == [2, 2, 2]
-    assert [len(t) for t in split_turns([{"role": "assistant", "content": "greeting"}] + turns(1))] == [1, 2]
+    assert [
+        len(t) for t in split_turns([{"role": "assistant", "content": "greeting"}] + turns(1))
+    ] == [1, 2]
 
 
 def test_stop_filter_cuts_and_holds_back_prefixes():

@@ -14,8 +14,13 @@ def test_defaults_are_valid_sampling():
 
 @pytest.mark.parametrize(
     "raw, field",
-    [({"temperature": -1}, "temperature"), ({"top_p": 2}, "top_p"), ({"top_k": -3}, "top_k"),
-     ({"max_new_tokens": 0}, "max_new_tokens"), ({"strategy": "nucleus"}, "strategy")],
+    [
+        ({"temperature": -1}, "temperature"),
+        ({"top_p": 2}, "top_p"),
+        ({"top_k": -3}, "top_k"),
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"strategy": "nucleus"}, "strategy"),
+    ],
 )
 def test_invalid_values_name_the_field(raw, field):
     with pytest.raises(SettingsError) as err:
@@ -29,8 +34,16 @@ def test_unknown_setting_lists_valid_ones():
 
 
 def test_hf_pipeline_example_is_expressible():
-    s = parse_settings({"max_length": 150, "num_return_sequences": 1, "temperature": 0.8,
-                        "top_p": 0.9, "repetition_penalty": 1.1, "do_sample": True})
+    s = parse_settings(
+        {
+            "max_length": 150,
+            "num_return_sequences": 1,
+            "temperature": 0.8,
+            "top_p": 0.9,
+            "repetition_penalty": 1.1,
+            "do_sample": True,
+        }
+    )
     assert (s.strategy, s.max_length, s.temperature, s.top_p) == ("sample", 150, 0.8, 0.9)
 
 

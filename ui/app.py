@@ -27,7 +27,9 @@ CSS = ".stats-line {font-size: 0.85em; opacity: 0.8}"
 class ChatUI:
     """Builds the chat app around a loaded ``ChatService``."""
 
-    def __init__(self, service: ChatService, queue_size: int = 16, default_preset: str = "Balanced"):
+    def __init__(
+        self, service: ChatService, queue_size: int = 16, default_preset: str = "Balanced"
+    ):
         self.service = service
         self.queue_size = queue_size
         self.default_preset = default_preset
@@ -85,7 +87,9 @@ class ChatUI:
         candidates = result.candidates if result and result.done else []
         show = len(candidates) > 1
         boxes = [
-            gr.update(value=candidates[i] if i < len(candidates) else "", visible=i < len(candidates))
+            gr.update(
+                value=candidates[i] if i < len(candidates) else "", visible=i < len(candidates)
+            )
             for i in range(MAX_CANDIDATES)
         ]
         radio = gr.update(
@@ -112,7 +116,9 @@ class ChatUI:
 
     def regenerate(self, conversation, persona_id, request: gr.Request, *settings_values):
         """Drop the last reply and answer the last user message again."""
-        last_user = max((i for i, m in enumerate(conversation) if m["role"] == "user"), default=None)
+        last_user = max(
+            (i for i, m in enumerate(conversation) if m["role"] == "user"), default=None
+        )
         if last_user is None:
             raise gr.Error("Nothing to regenerate yet: send a message first.")
         message = conversation[last_user]["content"]
@@ -122,14 +128,16 @@ class ChatUI:
 
     def undo(self, conversation):
         """Remove the last exchange and put its message back in the textbox for editing."""
-        last_user = max((i for i, m in enumerate(conversation) if m["role"] == "user"), default=None)
+        last_user = max(
+            (i for i, m in enumerate(conversation) if m["role"] == "user"), default=None
+        )
         if last_user is None:
             return render.chatbot_messages(conversation), conversation, gr.update()
         kept = conversation[:last_user]
         return render.chatbot_messages(kept), kept, conversation[last_user]["content"]
 
     def stop(self, request: gr.Request):
-        """Halt the running generation of this browser session (the backend, not only the display)."""
+        """Halt this browser session's generation (the backend itself, not only the display)."""
         self._cancel_event(request).set()
 
     def choose_candidate(self, choice, conversation):
@@ -235,23 +243,41 @@ class ChatUI:
                         )
             settings_inputs = panel.components
             outputs = [chatbot, conversation, message, stats, *boxes, choice, candidates_row]
-            run = dict(outputs=outputs, concurrency_limit=1, concurrency_id=GENERATE,
-                       api_visibility="private")
+            run = dict(
+                outputs=outputs,
+                concurrency_limit=1,
+                concurrency_id=GENERATE,
+                api_visibility="private",
+            )
             for trigger in (message.submit, send.click):
                 trigger(self.send, [message, conversation, persona, *settings_inputs], **run)
             regen.click(self.regenerate, [conversation, persona, *settings_inputs], **run)
             stop.click(self.stop, None, None, queue=False, api_visibility="private")
-            undo.click(self.undo, conversation, [chatbot, conversation, message],
-                       api_visibility="private")
+            undo.click(
+                self.undo, conversation, [chatbot, conversation, message], api_visibility="private"
+            )
             for trigger in (clear.click, persona.change):
-                trigger(self.new_chat, persona, [chatbot, conversation, stats, candidates_row],
-                        api_visibility="private")
-            choice.input(self.choose_candidate, [choice, conversation], [chatbot, conversation],
-                         api_visibility="private")
-            export.click(self.export, [conversation, persona], export_file,
-                         api_visibility="private")
-            persona.change(lambda p: panel.values(svc.base_settings(p)), persona,
-                           settings_inputs, api_visibility="private")
+                trigger(
+                    self.new_chat,
+                    persona,
+                    [chatbot, conversation, stats, candidates_row],
+                    api_visibility="private",
+                )
+            choice.input(
+                self.choose_candidate,
+                [choice, conversation],
+                [chatbot, conversation],
+                api_visibility="private",
+            )
+            export.click(
+                self.export, [conversation, persona], export_file, api_visibility="private"
+            )
+            persona.change(
+                lambda p: panel.values(svc.base_settings(p)),
+                persona,
+                settings_inputs,
+                api_visibility="private",
+            )
             editor.wire()
             gr.api(self.api_chat, api_name="chat", concurrency_limit=1, concurrency_id=GENERATE)
             gr.api(self.api_personas, api_name="personas")

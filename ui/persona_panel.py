@@ -40,24 +40,32 @@ class PersonaEditor:
             gr.Markdown(
                 "Edit the card as YAML (`name`, `description`, `system_prompt`, `greeting`, "
                 "`example_dialogue`, `settings`, `tags`; macros `{{user}}`, `{{char}}`, "
-                "`{{date}}`). Saving makes it one of *your* personas; shipped ones stay as they are."
+                "`{{date}}`). Saving makes it one of *your* personas; shipped ones stay as "
+                "they are."
             )
             self.text = gr.Code(
-                value=card_to_yaml(store.get(picker.value)), language="yaml",
-                label="Card", elem_id="persona-yaml", interactive=True,
+                value=card_to_yaml(store.get(picker.value)),
+                language="yaml",
+                label="Card",
+                elem_id="persona-yaml",
+                interactive=True,
             )
             with gr.Row():
                 self.save = gr.Button("Save as my persona", elem_id="persona-save")
                 self.delete = gr.Button("Delete my persona", elem_id="persona-delete")
                 self.upload = gr.UploadButton(
-                    "Import card (.json / .png)", file_types=[".json", ".png"],
+                    "Import card (.json / .png)",
+                    file_types=[".json", ".png"],
                     elem_id="persona-import",
                 )
                 self.export = gr.Button("Export V2 JSON", elem_id="persona-export")
             self.export_file = gr.File(label="Character card", visible=False)
             self.broken = gr.Textbox(
-                value=broken_report(store), label="Cards that failed to load",
-                visible=bool(broken_report(store)), interactive=False, lines=2,
+                value=broken_report(store),
+                label="Cards that failed to load",
+                visible=bool(broken_report(store)),
+                interactive=False,
+                lines=2,
             )
 
     def wire(self) -> None:
@@ -79,8 +87,10 @@ class PersonaEditor:
 
     def _refresh(self, select: str):
         report = broken_report(self.store)
-        return (gr.update(choices=persona_choices(self.store), value=select),
-                gr.update(value=report, visible=bool(report)))
+        return (
+            gr.update(choices=persona_choices(self.store), value=select),
+            gr.update(value=report, visible=bool(report)),
+        )
 
     def save_card(self, text: str):
         """Validate the YAML and save it as a user persona."""

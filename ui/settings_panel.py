@@ -35,7 +35,11 @@ class SettingsPanel:
         desc = DecodingSettings.model_fields["strategy"].description
         default = DecodingSettings.model_fields["strategy"].default
         self.controls["strategy"] = gr.Radio(
-            supported, value=default if default in supported else supported[0], label="Strategy", info=desc + note, elem_id="strategy"
+            supported,
+            value=default if default in supported else supported[0],
+            label="Strategy",
+            info=desc + note,
+            elem_id="strategy",
         )
         for name, step in SLIDERS.items():
             b = field_bounds(name)
@@ -54,7 +58,11 @@ class SettingsPanel:
                 elem_id=f"setting-{name}",
             )
         self.controls["seed"] = gr.Number(
-            value=-1, precision=0, minimum=-1, label="seed", elem_id="setting-seed",
+            value=-1,
+            precision=0,
+            minimum=-1,
+            label="seed",
+            elem_id="setting-seed",
             info="-1 picks a seed at random and records it with the reply.",
         )
         self.controls["stop"] = gr.Textbox(
@@ -84,7 +92,7 @@ class SettingsPanel:
     @staticmethod
     def values_to_dict(values) -> dict:
         """Turn control values back into a settings dict for ``parse_settings``."""
-        data = dict(zip(FIELDS, values))
+        data = dict(zip(FIELDS, values, strict=True))
         for name in ("top_k", "max_new_tokens", "num_return_sequences", "num_beams"):
             data[name] = int(data[name])
         seed = data["seed"]

@@ -30,7 +30,9 @@ def gguf_offload_layers(device: str, n_gpu_layers: int | None) -> int:
 
     gpu = bool(llama_cpp.llama_supports_gpu_offload())
     if device == "cuda" and not gpu:
-        raise ModelLoadError(f"--device cuda: this llama-cpp-python build has no GPU support; {CUDA_HINT}")
+        raise ModelLoadError(
+            f"--device cuda: this llama-cpp-python build has no GPU support; {CUDA_HINT}"
+        )
     if device == "cpu":
         return 0
     if n_gpu_layers is not None:
