@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 
 # Offline by default: no telemetry or analytics calls leave this machine.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -46,8 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     from personas import PersonaStore
     from ui.app import ChatUI
 
+    from retrieval.service import RetrievalService
+
     personas = PersonaStore(config.data_dir / "personas")
-    service = ChatService(ChatEngine(backend), personas)
+    documents = RetrievalService(
+        config.data_dir, config.embedding_model, config.chroma_host, config.chroma_port,
+        config.max_upload_mb,
+    )
+    service = ChatService(ChatEngine(backend), personas, documents)
     demo = ChatUI(service, queue_size=config.queue_size).create_app()
     host, port = config.bind()
     demo.launch(
@@ -57,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         auth=config.auth_pair(),
         prevent_thread_lock=True,
         show_error=True,
-        max_file_size="10mb",
+        # Gradio refuses far larger uploads outright (disk safety); below that, the
+        # ingest reports an oversized file in its summary while the others go in.
+        max_file_size=int(max(config.max_upload_mb, 10) * 4 * 2**20),
     )
     if config.share and not demo.share_url:
         print(
@@ -65,11 +74,28 @@ def main(argv: list[str] | None = None) -> int:
             f"Still serving locally at {demo.local_url}",
             flush=True,
         )
+    if config.docs:
+        threading.Thread(
+            target=ingest_docs, args=(documents, config.docs), daemon=True, name="docs"
+        ).start()
     try:
         demo.block_thread()
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def ingest_docs(documents, folder) -> None:
+    """Ingest ``--docs DIR`` into the shared knowledge base, printing a line per file."""
+    print(f"Ingesting {folder} into the shared knowledge base ...", flush=True)
+    try:
+        summaries = documents.ingest_folder(folder)
+    except ChatStudioError as exc:
+        print(f"error: --docs {folder}: {exc}", file=sys.stderr, flush=True)
+        return
+    for s in summaries:
+        detail = s.error or f"{s.chunks_added} chunks added, {s.chunks_skipped} already there"
+        print(f"  {s.file}: {s.status} ({detail})", flush=True)
 
 
 if __name__ == "__main__":

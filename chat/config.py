@@ -48,6 +48,18 @@ class AppConfig(BaseModel):
         None, ge=128, le=131072, description="Context window in tokens (llama.cpp default 4096)."
     )
     data_dir: Path = Field(Path("data"), description="Where user data is kept.")
+    docs: Path | None = Field(
+        None, description="A folder ingested into the shared knowledge base at start."
+    )
+    embedding_model: str | None = Field(
+        None, description="A local sentence-transformers model folder for document search "
+        "(default: the bundled all-MiniLM-L6-v2)."
+    )
+    chroma_host: str | None = Field(
+        None, description="Use a Chroma server (chroma run) instead of data-dir/chroma."
+    )
+    chroma_port: int | None = Field(None, ge=1, le=65535, description="The Chroma server's port.")
+    max_upload_mb: float = Field(20, gt=0, le=1024, description="Largest document accepted.")
     queue_size: int = Field(16, ge=1, le=1000, description="Requests allowed to wait in the queue.")
 
     def auth_pair(self) -> tuple[str, str] | None:

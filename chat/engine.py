@@ -44,6 +44,19 @@ class TurnResult:
         return data
 
 
+def source_dict(number: int, passage) -> dict:
+    """A retrieved passage as the API shows it, numbered as cited in the prompt."""
+    return {
+        "n": number,
+        "text": passage.text,
+        "source": passage.source,
+        "page": passage.page,
+        "section": passage.section,
+        "chunk_index": passage.chunk_index,
+        "score": round(float(passage.score), 4),
+    }
+
+
 class ChatEngine:
     """Runs chat turns on one loaded backend, one generation at a time."""
 
@@ -58,13 +71,18 @@ class ChatEngine:
         prefix: list[dict],
         settings: DecodingSettings,
         cancel: threading.Event | None = None,
+        passages: list | None = None,
+        started_at: float | None = None,
     ) -> Iterator[TurnResult]:
         """Yield growing snapshots of the reply; the last one has ``done=True``.
 
-        ``prefix`` is the persona's system prompt and few-shot examples.
+        ``prefix`` is the persona's system prompt and few-shot examples;
+        ``passages`` are retrieved document chunks (best first) to answer from;
+        ``started_at`` (a ``time.perf_counter()``) makes the time to first token
+        include work done before, such as retrieval.
         Raises ``ChatStudioError`` subclasses for bad input or settings.
         """
-        t_start = time.perf_counter()
+        t_start = started_at or time.perf_counter()
         if not isinstance(message, str) or not message.strip():
             raise InputError("message is empty: type something to send")
         history = validate_history(history)
@@ -72,8 +90,9 @@ class ChatEngine:
         self.backend.capabilities.check(settings, info.backend)
 
         fitted = fit_prompt(
-            self.backend, prefix, history, message, info.n_ctx, settings.max_new_tokens
+            self.backend, prefix, history, message, info.n_ctx, settings.max_new_tokens, passages
         )
+        sources = [source_dict(i, p) for i, p in enumerate(fitted.passages, 1)]
         max_new = fitted.max_new_tokens
         if settings.max_length is not None:
             max_new = min(max_new, settings.max_length - fitted.prompt_tokens)
@@ -115,6 +134,7 @@ class ChatEngine:
                 stats=dict(stats),
                 settings=settings.model_dump() | {"seed": seed},
                 notices=list(fitted.notices),
+                sources=sources,
                 done=done,
             )
 

@@ -27,3 +27,7 @@ class PersonaError(ChatStudioError):
 
 class InputError(ChatStudioError):
     """A message or history passed by the caller is malformed."""
+
+
+class DocumentError(ChatStudioError):
+    """A document could not be ingested; the message says why and what to do."""

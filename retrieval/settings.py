@@ -1,0 +1,36 @@
+"""Retrieval settings: one pydantic model that drives the UI controls and the API."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from chat.errors import SettingsError
+
+
+class RetrievalSettings(BaseModel):
+    """How passages are picked for a question."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    top_k: int = Field(4, ge=1, le=20, description="How many passages to put in the prompt.")
+    min_score: float = Field(
+        0.2, ge=0.0, le=1.0, description="Leave out passages less similar than this (cosine)."
+    )
+    mmr: bool = Field(
+        False, description="Maximal marginal relevance: prefer passages unlike each other."
+    )
+    mmr_lambda: float = Field(
+        0.5, ge=0.0, le=1.0, description="MMR balance: 1 = only relevance, 0 = only diversity."
+    )
+
+
+def parse_retrieval(raw: dict | RetrievalSettings | None) -> RetrievalSettings:
+    """Validate retrieval settings; errors name the field."""
+    if isinstance(raw, RetrievalSettings):
+        return raw
+    try:
+        return RetrievalSettings.model_validate(raw or {})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "retrieval"
+        raise SettingsError(f"Invalid retrieval settings: {field}: {err['msg']}") from None

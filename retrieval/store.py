@@ -1,0 +1,360 @@
+"""Chroma-backed document store: ingest files as embedded chunks, list, delete, retrieve.
+
+Embeddings always come from our ``Embedder``; collections are created with
+``embedding_function=None`` so Chroma never downloads its default model.
+Each document is written with one ``add`` call (Chroma writes a batch in one
+transaction), so a crash never leaves half a document behind. Documents too big
+for one batch carry ``n_chunks`` in every chunk and count only once complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from chat.errors import DocumentError
+from retrieval.chunking import ChunkSettings, chunk_sections
+from retrieval.types import Chunk, FileSummary, Passage, Section
+
+SHARED = "shared"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,60}[A-Za-z0-9]")
+_PAGE = 5000  # rows per get/delete call when walking a whole collection
+_SERVER_FIX = "Start it with `chroma run --path DIR --host HOST --port PORT`, or use a local path."
+
+
+def session_collection(session_hash: str) -> str:
+    """The private collection name of one session: ``session-`` + the sanitized hash."""
+    cleaned = re.sub(r"[^A-Za-z0-9]", "", session_hash or "")[:48] or "anonymous"
+    return f"session-{cleaned}"
+
+
+def check_collection_name(name: str) -> str:
+    """Return ``name`` if Chroma accepts it as a collection name, else raise DocumentError."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
+        raise DocumentError(
+            f"Invalid collection name {name!r}: use 3-62 letters, digits, '.', '_' or '-', "
+            "starting and ending with a letter or digit."
+        )
+    return name
+
+
+class DocumentStore:
+    """Documents as embedded chunks in Chroma collections (on disk or on a Chroma server)."""
+
+    def __init__(
+        self,
+        embedder,
+        path: str | Path | None = None,
+        host: str | None = None,
+        port: int | None = None,
+    ):
+        import chromadb
+        from chromadb.config import Settings
+
+        self.embedder = embedder
+        settings = Settings(anonymized_telemetry=False)
+        if host:
+            try:
+                self.client = chromadb.HttpClient(host=host, port=port or 8000, settings=settings)
+                self.client.heartbeat()
+            except Exception as exc:
+                raise DocumentError(
+                    f"Cannot reach the Chroma server at {host}:{port or 8000} ({exc}). "
+                    + _SERVER_FIX
+                ) from None
+        elif path is not None:
+            try:
+                Path(path).mkdir(parents=True, exist_ok=True)
+                self.client = chromadb.PersistentClient(path=str(path), settings=settings)
+            except Exception as exc:
+                raise DocumentError(
+                    f"Cannot open the document store at {path} ({exc}). "
+                    "Pass a writable data folder, or delete a corrupted store folder."
+                ) from None
+        else:
+            raise DocumentError("DocumentStore needs a path or a Chroma server host.")
+        self._max_batch = int(self.client.get_max_batch_size())
+        self._write_lock = threading.Lock()
+
+    # -- collections ---------------------------------------------------------
+
+    def _collection(self, name: str, create: bool = False):
+        """The collection ``name``, created on demand; ``None`` if missing and not created."""
+        from chromadb.errors import NotFoundError
+
+        check_collection_name(name)
+        if create:
+            return self.client.get_or_create_collection(
+                name, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
+            )
+        try:
+            return self.client.get_collection(name, embedding_function=None)
+        except (NotFoundError, ValueError):
+            return None
+
+    def _metadatas(self, col, where: dict | None = None) -> tuple[list[str], list[dict]]:
+        """All ids and metadatas of ``col`` (optionally filtered), read page by page."""
+        ids, metas, offset = [], [], 0
+        while True:
+            got = col.get(where=where, include=["metadatas"], limit=_PAGE, offset=offset)
+            ids += got["ids"]
+            metas += got["metadatas"] or []
+            if len(got["ids"]) < _PAGE:
+                return ids, metas
+            offset += _PAGE
+
+    def _delete_ids(self, col, ids: list[str]) -> None:
+        for start in range(0, len(ids), self._max_batch):
+            col.delete(ids=ids[start : start + self._max_batch])
+
+    # -- ingest --------------------------------------------------------------
+
+    def ingest(
+        self,
+        files: list[tuple[str, str]],
+        collection: str,
+        chunk: ChunkSettings,
+        max_bytes: int,
+        progress: Callable[[int, int, str], None] | None = None,
+    ) -> list[FileSummary]:
+        """Ingest ``(path, original filename)`` pairs; one FileSummary per file, in order."""
+        summaries = []
+        for i, (path, filename) in enumerate(files):
+            if progress is not None:
+                progress(i, len(files), filename)
+            summaries.append(self.ingest_file(path, filename, collection, chunk, max_bytes))
+        return summaries
+
+    def ingest_file(
+        self, path: str, filename: str, collection: str, chunk: ChunkSettings, max_bytes: int
+    ) -> FileSummary:
+        """Load, chunk, embed and add one file; errors become a FileSummary with status error."""
+        try:
+            return self._ingest_file(path, filename, collection, chunk, max_bytes)
+        except DocumentError as exc:
+            return FileSummary(file=filename, status="error", error=str(exc))
+        except Exception as exc:  # one bad file must never stop the others
+            return FileSummary(
+                file=filename, status="error", error=f"Could not ingest {filename}: {exc!r:.300}"
+            )
+
+    def _ingest_file(
+        self, path: str, filename: str, collection: str, chunk: ChunkSettings, max_bytes: int
+    ) -> FileSummary:
+        from retrieval.loaders import load_document, safe_filename
+
+        source = safe_filename(filename)
+        col = self._collection(collection, create=True)
+        sections = load_document(path, filename, max_bytes)
+        doc_hash = _doc_hash(sections)
+        extra: dict = {}
+        # Text past the model's window would be silently cut off and never found.
+        if chunk.chunk_size > self.embedder.max_tokens:
+            size = self.embedder.max_tokens
+            chunk = ChunkSettings(chunk_size=size, chunk_overlap=min(chunk.chunk_overlap, size - 1))
+            extra["chunk_size_clamped_to"] = size
+        suffix = Path(filename).suffix or Path(path).suffix
+        chunks = chunk_sections(sections, suffix, chunk, self.embedder.count_tokens)
+        if not chunks:
+            raise DocumentError(f"{source} has no text to index (is it empty or a scanned image?).")
+
+        with self._write_lock:
+            existing, metas = self._metadatas(col, where={"doc_hash": doc_hash})
+            if existing and _complete(metas):
+                extra["existing_source"] = metas[0].get("source")
+                return FileSummary(
+                    file=filename, status="duplicate", chunks_skipped=len(existing),
+                    doc_hash=doc_hash, extra=extra,
+                )  # fmt: skip
+            if existing:  # leftovers of an interrupted multi-batch write
+                self._delete_ids(col, existing)
+            self._add(col, chunks, source, doc_hash)
+        return FileSummary(
+            file=filename, status="added", chunks_added=len(chunks), doc_hash=doc_hash, extra=extra
+        )
+
+    def _add(self, col, chunks: list[Chunk], source: str, doc_hash: str) -> None:
+        """Embed and write all chunks of one document, in one add call when they fit."""
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        ids, metas = [], []
+        for c in chunks:
+            ids.append(_chunk_id(doc_hash, c))
+            meta = {"source": source, "chunk_index": c.chunk_index, "doc_hash": doc_hash}
+            meta |= {"ingested_at": now, "n_chunks": len(chunks)}
+            if c.page is not None:
+                meta["page"] = int(c.page)
+            if c.section:
+                meta["section"] = c.section
+            metas.append(meta)
+        texts = [c.text for c in chunks]
+        vectors = self.embedder.encode(texts)
+        for start in range(0, len(ids), self._max_batch):
+            end = start + self._max_batch
+            col.add(
+                ids=ids[start:end],
+                embeddings=vectors[start:end],
+                documents=texts[start:end],
+                metadatas=metas[start:end],
+            )
+
+    # -- listing and deleting ------------------------------------------------
+
+    def documents(self, collection: str) -> list[dict]:
+        """``{source, doc_hash, chunks, ingested_at}`` per complete document, sorted by source."""
+        col = self._collection(collection)
+        if col is None:
+            return []
+        groups: dict[str, list[dict]] = defaultdict(list)
+        for meta in self._metadatas(col)[1]:
+            if meta and meta.get("doc_hash"):
+                groups[meta["doc_hash"]].append(meta)
+        docs = [
+            {
+                "source": metas[0].get("source", ""),
+                "doc_hash": doc_hash,
+                "chunks": len(metas),
+                "ingested_at": metas[0].get("ingested_at", ""),
+            }
+            for doc_hash, metas in groups.items()
+            if _complete(metas)
+        ]
+        return sorted(docs, key=lambda d: (d["source"].lower(), d["doc_hash"]))
+
+    def delete_document(self, collection: str, doc_hash: str) -> int:
+        """Remove every chunk of one document; returns how many were removed."""
+        col = self._collection(collection)
+        ids = self._metadatas(col, where={"doc_hash": doc_hash})[0] if col is not None else []
+        if not ids:
+            raise DocumentError(
+                f"No document with hash {doc_hash!r} in collection {collection!r}; "
+                "refresh the document list."
+            )
+        self._delete_ids(col, ids)
+        return len(ids)
+
+    def clear(self, collection: str) -> None:
+        """Remove every document of ``collection`` (the collection itself stays)."""
+        col = self._collection(collection)
+        if col is not None:
+            # Ids are fetched before deleting, so paging offsets never shift under us.
+            self._delete_ids(col, self._metadatas(col)[0])
+
+    def drop(self, collection: str) -> None:
+        """Delete ``collection`` altogether; a missing one is ignored."""
+        from chromadb.errors import NotFoundError
+
+        check_collection_name(collection)
+        try:
+            self.client.delete_collection(collection)
+        except (NotFoundError, ValueError):
+            pass
+
+    # -- retrieval -----------------------------------------------------------
+
+    def retrieve(
+        self,
+        query: str,
+        collections: list[str],
+        k: int = 4,
+        min_score: float = 0.0,
+        mmr: bool = False,
+        mmr_lambda: float = 0.5,
+        fetch_k: int = 20,
+    ) -> list[Passage]:
+        """The best ``k`` passages for ``query`` across ``collections`` (MMR if asked)."""
+        if not query.strip() or k < 1:
+            return []
+        cols = [c for c in (self._collection(name) for name in dict.fromkeys(collections)) if c]
+        cols = [c for c in cols if c.count() > 0]
+        if not cols:
+            return []
+        query_vec = self.embedder.encode([query])[0]
+        n_results = max(k, fetch_k) if mmr else k
+        candidates: list[tuple[Passage, list[float] | None]] = []
+        for col in cols:
+            include = ["documents", "metadatas", "distances"] + (["embeddings"] if mmr else [])
+            res = col.query(
+                query_embeddings=[query_vec], n_results=min(n_results, col.count()), include=include
+            )
+            vectors = res["embeddings"][0] if mmr else None
+            for j, (text, meta, dist) in enumerate(
+                zip(res["documents"][0], res["metadatas"][0], res["distances"][0], strict=True)
+            ):
+                score = 1.0 - float(dist)
+                if score < min_score or not self._usable(col, meta):
+                    continue
+                vec = list(vectors[j]) if vectors is not None else None
+                candidates.append((_passage(text, meta, score, col.name), vec))
+        candidates.sort(key=lambda pv: pv[0].score, reverse=True)
+        if mmr and len(candidates) > k:
+            order = mmr_select(query_vec, [v for _, v in candidates], k, mmr_lambda)
+            return [candidates[i][0] for i in order]
+        return [p for p, _ in candidates[:k]]
+
+    def _usable(self, col, meta: dict) -> bool:
+        """False for a chunk of a multi-batch document whose write never finished."""
+        total = int(meta.get("n_chunks", 0) or 0)
+        if total <= self._max_batch:
+            return True  # written by one add call: present means complete
+        ids = col.get(where={"doc_hash": meta.get("doc_hash", "")}, include=[])["ids"]
+        return len(ids) >= total
+
+
+def mmr_select(query: list[float], vectors: list, k: int, lam: float) -> list[int]:
+    """Indices of ``k`` vectors by maximal marginal relevance (unit vectors, cosine)."""
+    import numpy as np
+
+    vecs = np.asarray(vectors, dtype=np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True) + 1e-12
+    q = np.asarray(query, dtype=np.float32)
+    relevance = vecs @ (q / (np.linalg.norm(q) + 1e-12))
+    pairwise = vecs @ vecs.T
+    selected = [int(np.argmax(relevance))]
+    redundancy = pairwise[selected[0]].copy()
+    while len(selected) < min(k, len(vecs)):
+        score = lam * relevance - (1.0 - lam) * redundancy
+        score[selected] = -np.inf
+        best = int(np.argmax(score))
+        selected.append(best)
+        redundancy = np.maximum(redundancy, pairwise[best])
+    return selected
+
+
+def _doc_hash(sections: list[Section]) -> str:
+    """sha256 of the extracted text, so the same content in another file is a duplicate."""
+    h = hashlib.sha256()
+    for s in sections:
+        h.update(s.text.encode("utf-8", "surrogatepass"))
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+def _chunk_id(doc_hash: str, chunk: Chunk) -> str:
+    # The index keeps repeated paragraphs of one document from colliding.
+    payload = f"{doc_hash}\x00{chunk.chunk_index}\x00{chunk.text}".encode("utf-8", "surrogatepass")
+    return hashlib.sha256(payload).hexdigest()
+
+
+def _complete(metas: list[dict]) -> bool:
+    """Whether all chunks of one document's metadatas are present."""
+    total = max(int(m.get("n_chunks", 0) or 0) for m in metas) if metas else 0
+    return len(metas) >= total
+
+
+def _passage(text: str, meta: dict, score: float, collection: str) -> Passage:
+    page = meta.get("page")
+    return Passage(
+        text=text or "",
+        source=str(meta.get("source", "")),
+        score=score,
+        chunk_index=int(meta.get("chunk_index", 0)),
+        page=int(page) if page is not None else None,
+        section=meta.get("section") or None,
+        doc_hash=str(meta.get("doc_hash", "")),
+        collection=collection,
+    )
