@@ -45,13 +45,15 @@ def main(argv: list[str] | None = None) -> int:
     config.data_dir.mkdir(parents=True, exist_ok=True)
 
     from personas import PersonaStore
-    from ui.app import ChatUI
-
     from retrieval.service import RetrievalService
+    from ui.app import ChatUI
 
     personas = PersonaStore(config.data_dir / "personas")
     documents = RetrievalService(
-        config.data_dir, config.embedding_model, config.chroma_host, config.chroma_port,
+        config.data_dir,
+        config.embedding_model,
+        config.chroma_host,
+        config.chroma_port,
         config.max_upload_mb,
     )
     service = ChatService(ChatEngine(backend), personas, documents)

@@ -26,9 +26,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-WORDS = ("marsh heron ferry lantern boardwalk reed island orchard cider festival harbour "
-         "lighthouse glacier valley comet archive museum bridge tunnel railway meadow "
-         "copper silver granite quartz willow maple cedar falcon otter badger").split()
+WORDS = (
+    "marsh heron ferry lantern boardwalk reed island orchard cider festival harbour "
+    "lighthouse glacier valley comet archive museum bridge tunnel railway meadow "
+    "copper silver granite quartz willow maple cedar falcon otter badger"
+).split()
 
 
 def fake_document(rng: random.Random, paragraphs: int = 12) -> str:
@@ -87,8 +89,15 @@ def bench_latency(store, size: int, queries: int) -> dict:
             ids=[f"c{start + i}" for i in range(n)],
             embeddings=vecs,
             documents=[f"chunk {start + i}" for i in range(n)],
-            metadatas=[{"source": f"doc{(start + i) // 50}.txt", "chunk_index": i,
-                        "doc_hash": f"h{(start + i) // 50}", "n_chunks": 1} for i in range(n)],
+            metadatas=[
+                {
+                    "source": f"doc{(start + i) // 50}.txt",
+                    "chunk_index": i,
+                    "doc_hash": f"h{(start + i) // 50}",
+                    "n_chunks": 1,
+                }
+                for i in range(n)
+            ],
         )
     build_s = time.perf_counter() - t0
     words = WORDS
@@ -100,8 +109,12 @@ def bench_latency(store, size: int, queries: int) -> dict:
         store.retrieve(query, [name], k=4)
         times.append(time.perf_counter() - t)
     times.sort()
-    return {"size": size, "build_s": build_s, "p50_ms": statistics.median(times) * 1000,
-            "p95_ms": times[int(0.95 * (len(times) - 1))] * 1000}
+    return {
+        "size": size,
+        "build_s": build_s,
+        "p50_ms": statistics.median(times) * 1000,
+        "p95_ms": times[int(0.95 * (len(times) - 1))] * 1000,
+    }
 
 
 def bench_ttft(documents_service, runs: int = 5) -> dict:
@@ -111,17 +124,24 @@ def bench_ttft(documents_service, runs: int = 5) -> dict:
     from chat.models import default_model_path
     from chat.service import ChatService
 
-    service = ChatService(ChatEngine(LlamaCppBackend(default_model_path())), None,
-                          documents_service)
+    service = ChatService(
+        ChatEngine(LlamaCppBackend(default_model_path())), None, documents_service
+    )
     settings = {"strategy": "greedy", "max_new_tokens": 8}
     out = {}
     for use_rag in (False, True):
         ttfts, retrieval = [], []
         for _ in range(runs):
-            for result in service.run("Where do the herons nest in the marsh?", [], "assistant",
-                                      settings, use_rag, None, ["bench-ingest"],
-                                      {"top_k": 4, "min_score": 0.0}):
-                pass
+            *_, result = service.run(
+                "Where do the herons nest in the marsh?",
+                [],
+                "assistant",
+                settings,
+                use_rag,
+                None,
+                ["bench-ingest"],
+                {"top_k": 4, "min_score": 0.0},
+            )
             ttfts.append(result.stats["ttft_s"])
             retrieval.append(result.stats.get("retrieval_s", 0.0))
         out[use_rag] = (statistics.median(ttfts) * 1000, statistics.median(retrieval) * 1000)
@@ -147,18 +167,24 @@ def main() -> None:
         store = service.store
         assert isinstance(store, DocumentStore) and isinstance(store.embedder, Embedder)
         ing = bench_ingest(store, args.docs, tmp / "docs")
-        print(f"ingest: {ing['chunks']} chunks; app {ing['app_cps']:.1f} chunks/s, raw "
-              f"sentence-transformers encode {ing['raw_cps']:.1f} chunks/s, ratio "
-              f"{ing['app_cps'] / ing['raw_cps']:.2f} (target >= 0.90)")
+        print(
+            f"ingest: {ing['chunks']} chunks; app {ing['app_cps']:.1f} chunks/s, raw "
+            f"sentence-transformers encode {ing['raw_cps']:.1f} chunks/s, ratio "
+            f"{ing['app_cps'] / ing['raw_cps']:.2f} (target >= 0.90)"
+        )
         for size in args.sizes:
             lat = bench_latency(store, size, args.queries)
-            print(f"retrieve at {lat['size']:>7,} chunks: p50 {lat['p50_ms']:.1f} ms, p95 "
-                  f"{lat['p95_ms']:.1f} ms incl. query embedding (target p95 < 50 ms at 100k; "
-                  f"index built in {lat['build_s']:.0f} s)")
+            print(
+                f"retrieve at {lat['size']:>7,} chunks: p50 {lat['p50_ms']:.1f} ms, p95 "
+                f"{lat['p95_ms']:.1f} ms incl. query embedding (target p95 < 50 ms at 100k; "
+                f"index built in {lat['build_s']:.0f} s)"
+            )
         ttft = bench_ttft(service)
-        print(f"time to first token: {ttft[False][0]:.1f} ms without retrieval, "
-              f"{ttft[True][0]:.1f} ms with it (retrieval itself {ttft[True][1]:.1f} ms; "
-              f"the rest is the longer prompt)")
+        print(
+            f"time to first token: {ttft[False][0]:.1f} ms without retrieval, "
+            f"{ttft[True][0]:.1f} ms with it (retrieval itself {ttft[True][1]:.1f} ms; "
+            f"the rest is the longer prompt)"
+        )
 
 
 if __name__ == "__main__":

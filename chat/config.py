@@ -52,8 +52,9 @@ class AppConfig(BaseModel):
         None, description="A folder ingested into the shared knowledge base at start."
     )
     embedding_model: str | None = Field(
-        None, description="A local sentence-transformers model folder for document search "
-        "(default: the bundled all-MiniLM-L6-v2)."
+        None,
+        description="A local sentence-transformers model folder for document search "
+        "(default: the bundled all-MiniLM-L6-v2).",
     )
     chroma_host: str | None = Field(
         None, description="Use a Chroma server (chroma run) instead of data-dir/chroma."

@@ -150,9 +150,7 @@ def fit_prompt(
                     f"Dropped {len(passages) - len(kept)} lowest-scoring retrieved passage(s) "
                     "to fit the context window."
                 )
-            return FittedPrompt(
-                messages, prompt, n_prompt, max_new_tokens, dropped, notices, kept
-            )
+            return FittedPrompt(messages, prompt, n_prompt, max_new_tokens, dropped, notices, kept)
         if turns:
             turns.pop(0)
             dropped += 1

@@ -50,14 +50,8 @@ class Embedder:
             ) from None
         self.path = str(path)
         self.name = BUNDLED_MODEL_NAME if bundled else path.name
-        self.dim = int(self._get_dim())
+        self.dim = int(self._model.get_embedding_dimension())
         self.max_tokens = int(self._model.max_seq_length)
-
-    def _get_dim(self) -> int:
-        getter = getattr(self._model, "get_embedding_dimension", None) or getattr(
-            self._model, "get_sentence_embedding_dimension"
-        )
-        return getter()
 
     def encode(self, texts: list[str]) -> list[list[float]]:
         """Normalized embeddings of ``texts``, one list of floats per text."""

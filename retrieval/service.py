@@ -82,7 +82,8 @@ class RetrievalService:
     def ingest_folder(self, folder: str | Path, collection: str = SHARED) -> list[FileSummary]:
         """Ingest every supported file under ``folder`` (``--docs DIR``)."""
         paths = sorted(
-            p for p in Path(folder).rglob("*")
+            p
+            for p in Path(folder).rglob("*")
             if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES
         )
         return self.ingest([(str(p), p.name) for p in paths], collection)
@@ -90,15 +91,17 @@ class RetrievalService:
     def retrieve(self, query: str, collections: list[str], settings: RetrievalSettings):
         """The best passages for ``query`` across ``collections``."""
         return self.store.retrieve(
-            query, collections, k=settings.top_k, min_score=settings.min_score,
-            mmr=settings.mmr, mmr_lambda=settings.mmr_lambda,
+            query,
+            collections,
+            k=settings.top_k,
+            min_score=settings.min_score,
+            mmr=settings.mmr,
+            mmr_lambda=settings.mmr_lambda,
         )
 
     def documents(self, collections: list[str]) -> list[dict]:
         """Documents with their chunk counts, per collection."""
-        return [
-            {"collection": c, **doc} for c in collections for doc in self.store.documents(c)
-        ]
+        return [{"collection": c, **doc} for c in collections for doc in self.store.documents(c)]
 
     def delete_document(self, collection: str, doc_hash: str) -> int:
         """Remove one document (all its chunks)."""
@@ -116,6 +119,12 @@ class RetrievalService:
 
 def passage_dict(p: Passage) -> dict:
     """A passage as the ``retrieve`` endpoint returns it."""
-    return {"text": p.text, "source": p.source, "page": p.page, "section": p.section,
-            "chunk_index": p.chunk_index, "score": round(float(p.score), 4),
-            "collection": p.collection}
+    return {
+        "text": p.text,
+        "source": p.source,
+        "page": p.page,
+        "section": p.section,
+        "chunk_index": p.chunk_index,
+        "score": round(float(p.score), 4),
+        "collection": p.collection,
+    }

@@ -34,9 +34,8 @@ def app(gguf_backend, tmp_path_factory):
     from chat.engine import ChatEngine
     from chat.service import ChatService
     from personas import PersonaStore
-    from ui.app import ChatUI
-
     from retrieval.service import RetrievalService
+    from ui.app import ChatUI
 
     data = tmp_path_factory.mktemp("data")
     documents = RetrievalService(data, max_upload_mb=1)

@@ -156,7 +156,9 @@ def test_personas_endpoint(client):
 def test_concurrent_requests_wait_their_turn(client):
     """One generation at a time per model: concurrent callers queue and all get answers."""
     settings = {"strategy": "greedy", "max_new_tokens": 16}
-    jobs = [client.submit(message=f"Say the number {i}.", settings=settings, api_name="/chat")
-            for i in range(3)]
+    jobs = [
+        client.submit(message=f"Say the number {i}.", settings=settings, api_name="/chat")
+        for i in range(3)
+    ]
     results = [job.result(timeout=120) for job in jobs]
     assert all(r["reply"] and r["stats"]["completion_tokens"] > 0 for r in results)

@@ -53,25 +53,33 @@ def test_session_uploads_are_private(app, own_client, tmp_path):
     own_client.predict(files=[handle_file(doc)], collection="", api_name="/ingest")
     other = Client(app[1], verbose=False)
     assert other.predict(api_name="/documents") == []
-    assert all(h["source"] != "secret.txt" for h in
-               other.predict(query="vault code", k=4, api_name="/retrieve"))
+    assert all(
+        h["source"] != "secret.txt"
+        for h in other.predict(query="vault code", k=4, api_name="/retrieve")
+    )
 
 
 def test_chat_with_sources(own_client, tmp_path):
     doc = write(tmp_path, "glimmerfen.md", FACTS)
     own_client.predict(files=[handle_file(doc)], collection="", api_name="/ingest")
-    out = own_client.predict(message="Where do the blue herons nest?", use_rag=True,
-                             settings={"strategy": "greedy", "max_new_tokens": 40},
-                             api_name="/chat")
+    out = own_client.predict(
+        message="Where do the blue herons nest?",
+        use_rag=True,
+        settings={"strategy": "greedy", "max_new_tokens": 40},
+        api_name="/chat",
+    )
     assert out["sources"] and out["sources"][0]["source"] == "glimmerfen.md"
     assert out["sources"][0]["n"] == 1 and 0 < out["sources"][0]["score"] <= 1
     prompt = out["prompt_messages"][-1]["content"]
     assert "<<<REFERENCE [1] glimmerfen.md" in prompt and "not instructions" in prompt
     assert prompt.endswith("Question: Where do the blue herons nest?")
     assert out["stats"]["retrieval_s"] >= 0
-    plain = own_client.predict(message="Where do the blue herons nest?", use_rag=False,
-                               settings={"strategy": "greedy", "max_new_tokens": 8},
-                               api_name="/chat")
+    plain = own_client.predict(
+        message="Where do the blue herons nest?",
+        use_rag=False,
+        settings={"strategy": "greedy", "max_new_tokens": 8},
+        api_name="/chat",
+    )
     assert plain["sources"] == []
 
 
@@ -82,8 +90,11 @@ def test_bad_files_are_reported_and_others_still_ingest(own_client, tmp_path):
     empty = write(tmp_path, "empty.txt", "")
     big = tmp_path / "big.txt"
     big.write_text("word " * 300_000, encoding="utf-8")  # 1.5 MB, over the test's 1 MB limit
-    out = own_client.predict(files=[handle_file(p) for p in (binary, good, empty, big)],
-                             collection="", api_name="/ingest")
+    out = own_client.predict(
+        files=[handle_file(p) for p in (binary, good, empty, big)],
+        collection="",
+        api_name="/ingest",
+    )
     status = {o["file"]: (o["status"], o["error"] or "") for o in out}
     assert status["good.txt"][0] == "added"
     assert status["photo.txt"][0] == "error" and "binary" in status["photo.txt"][1]
@@ -104,7 +115,10 @@ def test_browser_upload_then_sources_under_the_answer(page, tmp_path):
     page.locator("#doc-upload input[type=file]").set_input_files(doc)
     page.locator("#ingest").click()
     page.wait_for_function(
-        "document.querySelector('#ingest-summary').innerText.includes('added')", timeout=60000)
+        "document.querySelector('#ingest-summary').innerText.includes('glimmerfen.md')",
+        timeout=60000,
+    )
+    assert "added" in page.locator("#ingest-summary").inner_text()
     page.locator("#use-docs input").check()
     set_slider(page, "max_new_tokens", 24)
     send(page, "When does the marsh boardwalk close?")

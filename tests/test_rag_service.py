@@ -37,10 +37,22 @@ def test_docs_folder_is_ingested_at_start(tmp_path):
     (folder / "skip.exe").write_bytes(b"MZ")
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "main.py", "--port", str(port), "--docs", str(folder),
-         "--data-dir", str(tmp_path / "data")],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        [
+            sys.executable,
+            "main.py",
+            "--port",
+            str(port),
+            "--docs",
+            str(folder),
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     try:
         seen, deadline = "", time.time() + 120
         while time.time() < deadline and seen.count(": added") < 2:

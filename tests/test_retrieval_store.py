@@ -418,6 +418,33 @@ def test_sigkill_during_ingest_leaves_only_whole_documents(embedder, tmp_path):
     assert resumed.status == "added"
 
 
+def test_multi_batch_document_counts_only_when_complete(store, tmp_path, monkeypatch):
+    from chromadb.api.models.Collection import Collection
+
+    monkeypatch.setattr(store, "_max_batch", 2)  # force several add calls per document
+    path, name = write(tmp_path, "long.txt", long_text(40))
+    real_add, calls = Collection.add, []
+
+    def add_then_crash(self, **kwargs):
+        calls.append(len(kwargs["ids"]))
+        if len(calls) == 2:
+            raise RuntimeError("simulated crash between batches")
+        return real_add(self, **kwargs)
+
+    monkeypatch.setattr(Collection, "add", add_then_crash)
+    broken = store.ingest_file(path, name, "shared", SMALL, MAX_BYTES)
+    assert broken.status == "error" and "simulated crash" in broken.error
+    assert store.documents("shared") == []  # the first batch is there, but hidden
+    assert store.retrieve("Sentence number 1", ["shared"]) == []
+    monkeypatch.setattr(Collection, "add", real_add)
+
+    fixed = store.ingest_file(path, name, "shared", SMALL, MAX_BYTES)
+    assert fixed.status == "added" and fixed.chunks_added > 2
+    assert store.documents("shared")[0]["chunks"] == fixed.chunks_added
+    assert store.retrieve("Sentence number 1", ["shared"], k=2)
+    assert store.ingest_file(path, name, "shared", SMALL, MAX_BYTES).status == "duplicate"
+
+
 # -- retrieval quality ------------------------------------------------------------------
 
 

@@ -256,8 +256,12 @@ class ChatUI:
                         clear = gr.Button("Clear", elem_id="clear")
                         export = gr.Button("Export JSON", elem_id="export")
                     sources = gr.Dataframe(
-                        headers=SOURCE_HEADERS, label="Sources used in the last answer",
-                        visible=False, interactive=False, wrap=True, elem_id="sources",
+                        headers=SOURCE_HEADERS,
+                        label="Sources used in the last answer",
+                        visible=False,
+                        interactive=False,
+                        wrap=True,
+                        elem_id="sources",
                     )
                     export_file = gr.File(label="Chat export", visible=False)
                 with gr.Column(scale=2):
@@ -267,8 +271,16 @@ class ChatUI:
                         )
                     docs = DocumentsPanel(svc.documents) if svc.documents else None
             settings_inputs = panel.components + (docs.chat_inputs if docs else [])
-            outputs = [chatbot, conversation, message, stats, *boxes, choice, candidates_row,
-                       sources]
+            outputs = [
+                chatbot,
+                conversation,
+                message,
+                stats,
+                *boxes,
+                choice,
+                candidates_row,
+                sources,
+            ]
             run = dict(
                 outputs=outputs,
                 concurrency_limit=1,

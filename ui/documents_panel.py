@@ -19,7 +19,7 @@ from ui.settings_panel import slider_for
 
 RAG_FIELDS = ["top_k", "min_score", "mmr", "mmr_lambda"]
 CHUNK_FIELDS = ["chunk_size", "chunk_overlap"]
-SUMMARY_HEADERS = ["file", "status", "chunks added", "skipped (duplicate)", "error"]
+SUMMARY_HEADERS = ["file", "status", "new chunks", "skipped (duplicate)", "error"]
 DOC_HEADERS = ["collection", "file", "chunks", "ingested at", "id"]
 SOURCE_HEADERS = ["#", "file", "page / section", "score", "passage"]
 
@@ -35,8 +35,7 @@ def _fail(exc: Exception):
 def sources_rows(sources: list[dict]) -> list[list]:
     """Rows for the Sources table under the chat."""
     return [
-        [f"[{s['n']}]", s["source"], s.get("page") or s.get("section") or "", s["score"],
-         s["text"]]
+        [f"[{s['n']}]", s["source"], s.get("page") or s.get("section") or "", s["score"], s["text"]]
         for s in sources
     ]
 
@@ -50,30 +49,41 @@ class DocumentsPanel:
         self.documents = documents
         with gr.Accordion("Documents (retrieval)", open=False, elem_id="documents"):
             self.use = gr.Checkbox(
-                False, label="Use documents", elem_id="use-docs",
+                False,
+                label="Use documents",
+                elem_id="use-docs",
                 info="Answer from the documents below and cite them as [1], [2].",
             )
             self.files = gr.File(
-                file_count="multiple", file_types=list(SUPPORTED_SUFFIXES),
-                label="Upload (txt, md, pdf, html, docx, csv, json)", elem_id="doc-upload",
+                file_count="multiple",
+                file_types=list(SUPPORTED_SUFFIXES),
+                label="Upload (txt, md, pdf, html, docx, csv, json)",
+                elem_id="doc-upload",
             )
             with gr.Row():
                 self.chunk = [slider_for(ChunkSettings, f, 1) for f in CHUNK_FIELDS]
             self.ingest_btn = gr.Button("Ingest", variant="primary", elem_id="ingest")
             self.summary = gr.Dataframe(
-                headers=SUMMARY_HEADERS, label="Ingest summary", interactive=False,
-                elem_id="ingest-summary", wrap=True,
+                headers=SUMMARY_HEADERS,
+                label="Ingest summary",
+                interactive=False,
+                elem_id="ingest-summary",
+                wrap=True,
             )
             with gr.Row():
                 self.rag = [
                     slider_for(RetrievalSettings, "top_k", 1),
                     slider_for(RetrievalSettings, "min_score", 0.01),
-                    gr.Checkbox(False, label="mmr",
-                                info=RetrievalSettings.model_fields["mmr"].description),
+                    gr.Checkbox(
+                        False, label="mmr", info=RetrievalSettings.model_fields["mmr"].description
+                    ),
                     slider_for(RetrievalSettings, "mmr_lambda", 0.05),
                 ]
             self.table = gr.Dataframe(
-                headers=DOC_HEADERS, label="Documents", interactive=False, elem_id="doc-list",
+                headers=DOC_HEADERS,
+                label="Documents",
+                interactive=False,
+                elem_id="doc-list",
                 wrap=True,
             )
             with gr.Row():
@@ -91,12 +101,22 @@ class DocumentsPanel:
     def read_chat_inputs(values) -> tuple[bool, dict]:
         """``(use_rag, retrieval settings dict)`` from ``chat_inputs`` values."""
         use, top_k, min_score, mmr, mmr_lambda = values
-        return bool(use), {"top_k": int(top_k), "min_score": float(min_score),
-                           "mmr": bool(mmr), "mmr_lambda": float(mmr_lambda)}
+        return bool(use), {
+            "top_k": int(top_k),
+            "min_score": float(min_score),
+            "mmr": bool(mmr),
+            "mmr_lambda": float(mmr_lambda),
+        }
 
     # ----- handlers --------------------------------------------------------------
-    def ingest_uploads(self, files, chunk_size, chunk_overlap, request: gr.Request,
-               progress=gr.Progress()):  # noqa: B008 (how Gradio injects a progress bar)
+    def ingest_uploads(
+        self,
+        files,
+        chunk_size,
+        chunk_overlap,
+        request: gr.Request,
+        progress=gr.Progress(),  # noqa: B008 (how Gradio injects a progress bar)
+    ):
         """Ingest the uploaded files into this session's collection."""
         from retrieval.chunking import ChunkSettings
 
@@ -117,8 +137,9 @@ class DocumentsPanel:
             summaries = self.documents.ingest(pairs, collection, chunk, progress=report)
         except ChatStudioError as exc:
             _fail(exc)
-        rows = [[s.file, s.status, s.chunks_added, s.chunks_skipped, s.error or ""]
-                for s in summaries]
+        rows = [
+            [s.file, s.status, s.chunks_added, s.chunks_skipped, s.error or ""] for s in summaries
+        ]
         return (rows, *self.listing(request), None)
 
     def listing(self, request: gr.Request):
@@ -127,10 +148,14 @@ class DocumentsPanel:
             docs = self.documents.documents(self.documents.scope(_session(request)))
         except ChatStudioError as exc:
             _fail(exc)
-        rows = [[d["collection"], d["source"], d["chunks"], d["ingested_at"], d["doc_hash"]]
-                for d in docs]
-        choices = [(f"{d['source']} ({d['collection']})", f"{d['collection']}/{d['doc_hash']}")
-                   for d in docs]
+        rows = [
+            [d["collection"], d["source"], d["chunks"], d["ingested_at"], d["doc_hash"]]
+            for d in docs
+        ]
+        choices = [
+            (f"{d['source']} ({d['collection']})", f"{d['collection']}/{d['doc_hash']}")
+            for d in docs
+        ]
         return rows, gr.update(choices=choices, value=None)
 
     def delete(self, picked, request: gr.Request):
@@ -166,14 +191,21 @@ class DocumentsPanel:
         except ChatStudioError as exc:
             _fail(exc)
         return [
-            {"file": s.file, "status": s.status, "chunks_added": s.chunks_added,
-             "chunks_skipped": s.chunks_skipped, "error": s.error, "doc_hash": s.doc_hash,
-             "collection": target}
+            {
+                "file": s.file,
+                "status": s.status,
+                "chunks_added": s.chunks_added,
+                "chunks_skipped": s.chunks_skipped,
+                "error": s.error,
+                "doc_hash": s.doc_hash,
+                "collection": target,
+            }
             for s in summaries
         ]
 
-    def api_retrieve(self, query: str, k: int = 4, collection: str | None = None,
-                     request: gr.Request = None) -> list[dict]:
+    def api_retrieve(
+        self, query: str, k: int = 4, collection: str | None = None, request: gr.Request = None
+    ) -> list[dict]:
         """Passages for ``query``: ``[{text, source, page, chunk_index, score}]``."""
         try:
             settings = RetrievalSettings(top_k=k, min_score=0.0)
@@ -184,16 +216,18 @@ class DocumentsPanel:
             _fail(exc)
         return [passage_dict(p) for p in passages]
 
-    def api_documents(self, collection: str | None = None,
-                      request: gr.Request = None) -> list[dict]:
+    def api_documents(
+        self, collection: str | None = None, request: gr.Request = None
+    ) -> list[dict]:
         """Documents with chunk counts: the named collection, else shared + this session's."""
         try:
             return self.documents.documents(self.documents.scope(_session(request), collection))
         except ChatStudioError as exc:
             _fail(exc)
 
-    def api_delete_document(self, doc_hash: str, collection: str | None = None,
-                            request: gr.Request = None) -> int:
+    def api_delete_document(
+        self, doc_hash: str, collection: str | None = None, request: gr.Request = None
+    ) -> int:
         """Delete a document (all its chunks); returns how many chunks went."""
         target = collection or self.documents.session_collection(_session(request))
         try:
@@ -206,8 +240,12 @@ class DocumentsPanel:
         hidden = {"api_visibility": "private"}
         listing_out = [self.table, self.pick]
         self.ingest_btn.click(
-            self.ingest_uploads, [self.files, *self.chunk], [self.summary, *listing_out, self.files],
-            concurrency_limit=1, concurrency_id="ingest", **hidden,
+            self.ingest_uploads,
+            [self.files, *self.chunk],
+            [self.summary, *listing_out, self.files],
+            concurrency_limit=1,
+            concurrency_id="ingest",
+            **hidden,
         )
         self.delete_btn.click(self.delete, self.pick, listing_out, **hidden)
         self.clear_btn.click(self.clear, None, listing_out, **hidden)
@@ -219,9 +257,15 @@ class DocumentsPanel:
         api_collection = gr.Textbox(visible=False)
         api_out = gr.JSON(visible=False)
         trigger = gr.Button(visible=False)
-        trigger.click(self.api_ingest, [api_files, api_collection], api_out, api_name="ingest",
-                      api_visibility="public",
-                      concurrency_limit=1, concurrency_id="ingest")
+        trigger.click(
+            self.api_ingest,
+            [api_files, api_collection],
+            api_out,
+            api_name="ingest",
+            api_visibility="public",
+            concurrency_limit=1,
+            concurrency_id="ingest",
+        )
         gr.api(self.api_retrieve, api_name="retrieve")
         gr.api(self.api_documents, api_name="documents")
         gr.api(self.api_delete_document, api_name="delete_document")
@@ -233,5 +277,8 @@ def _path(f) -> str:
 
 def _original_name(f) -> str:
     # Gradio keeps the uploaded file's own name as the last path component.
-    return Path(_path(f)).name if isinstance(f, str) else getattr(f, "orig_name", None) or Path(
-        _path(f)).name
+    return (
+        Path(_path(f)).name
+        if isinstance(f, str)
+        else getattr(f, "orig_name", None) or Path(_path(f)).name
+    )

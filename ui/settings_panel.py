@@ -23,8 +23,13 @@ def slider_for(model, name: str, step: float, **overrides) -> gr.Slider:
     """A slider whose range, default and help text come from a pydantic field."""
     b = field_bounds(name, model)
     args = {
-        "minimum": b.get("minimum", 0), "maximum": b["maximum"], "step": step,
-        "value": b["default"], "label": name, "info": b["info"], "elem_id": f"setting-{name}",
+        "minimum": b.get("minimum", 0),
+        "maximum": b["maximum"],
+        "step": step,
+        "value": b["default"],
+        "label": name,
+        "info": b["info"],
+        "elem_id": f"setting-{name}",
     }
     return gr.Slider(**(args | overrides))
 
