@@ -53,18 +53,23 @@ class Embedder:
         self.dim = int(self._model.get_embedding_dimension())
         self.max_tokens = int(self._model.max_seq_length)
 
-    def encode(self, texts: list[str]) -> list[list[float]]:
-        """Normalized embeddings of ``texts``, one list of floats per text."""
+    def encode(self, texts: list[str]):
+        """Normalized float32 embeddings of ``texts``, one row per text (a numpy array).
+
+        Arrays, not lists of Python floats: Chroma takes them as they are, and
+        converting 384 floats per chunk to Python objects cost more than the writes.
+        """
+        import numpy as np
+
         if not texts:
-            return []
-        vectors = self._model.encode(
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self._model.encode(
             list(texts),
             batch_size=64,
             show_progress_bar=False,
             normalize_embeddings=True,
             convert_to_numpy=True,
-        )
-        return vectors.tolist()
+        ).astype(np.float32, copy=False)
 
     def count_tokens(self, text: str) -> int:
         """Number of model tokens in ``text``, without [CLS]/[SEP]."""

@@ -1,4 +1,6 @@
-"""Chroma-backed document store: ingest files as embedded chunks, list, delete, retrieve.
+"""Chroma-backed document store: collections, listing, deleting and retrieval.
+
+Ingest lives in ``retrieval.ingest`` (``IngestMixin``).
 
 Embeddings always come from our ``Embedder``; collections are created with
 ``embedding_function=None`` so Chroma never downloads its default model.
@@ -9,17 +11,14 @@ for one batch carry ``n_chunks`` in every chunk and count only once complete.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import threading
 from collections import defaultdict
-from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 from chat.errors import DocumentError
-from retrieval.chunking import ChunkSettings, chunk_sections
-from retrieval.types import Chunk, FileSummary, Passage, Section
+from retrieval.ingest import IngestMixin, _complete
+from retrieval.types import Passage
 
 SHARED = "shared"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,60}[A-Za-z0-9]")
@@ -43,7 +42,7 @@ def check_collection_name(name: str) -> str:
     return name
 
 
-class DocumentStore:
+class DocumentStore(IngestMixin):
     """Documents as embedded chunks in Chroma collections (on disk or on a Chroma server)."""
 
     def __init__(
@@ -111,96 +110,6 @@ class DocumentStore:
     def _delete_ids(self, col, ids: list[str]) -> None:
         for start in range(0, len(ids), self._max_batch):
             col.delete(ids=ids[start : start + self._max_batch])
-
-    # -- ingest --------------------------------------------------------------
-
-    def ingest(
-        self,
-        files: list[tuple[str, str]],
-        collection: str,
-        chunk: ChunkSettings,
-        max_bytes: int,
-        progress: Callable[[int, int, str], None] | None = None,
-    ) -> list[FileSummary]:
-        """Ingest ``(path, original filename)`` pairs; one FileSummary per file, in order."""
-        summaries = []
-        for i, (path, filename) in enumerate(files):
-            if progress is not None:
-                progress(i, len(files), filename)
-            summaries.append(self.ingest_file(path, filename, collection, chunk, max_bytes))
-        return summaries
-
-    def ingest_file(
-        self, path: str, filename: str, collection: str, chunk: ChunkSettings, max_bytes: int
-    ) -> FileSummary:
-        """Load, chunk, embed and add one file; errors become a FileSummary with status error."""
-        try:
-            return self._ingest_file(path, filename, collection, chunk, max_bytes)
-        except DocumentError as exc:
-            return FileSummary(file=filename, status="error", error=str(exc))
-        except Exception as exc:  # one bad file must never stop the others
-            return FileSummary(
-                file=filename, status="error", error=f"Could not ingest {filename}: {exc!r:.300}"
-            )
-
-    def _ingest_file(
-        self, path: str, filename: str, collection: str, chunk: ChunkSettings, max_bytes: int
-    ) -> FileSummary:
-        from retrieval.loaders import load_document, safe_filename
-
-        source = safe_filename(filename)
-        col = self._collection(collection, create=True)
-        sections = load_document(path, filename, max_bytes)
-        doc_hash = _doc_hash(sections)
-        extra: dict = {}
-        # Text past the model's window would be silently cut off and never found.
-        if chunk.chunk_size > self.embedder.max_tokens:
-            size = self.embedder.max_tokens
-            chunk = ChunkSettings(chunk_size=size, chunk_overlap=min(chunk.chunk_overlap, size - 1))
-            extra["chunk_size_clamped_to"] = size
-        suffix = Path(filename).suffix or Path(path).suffix
-        chunks = chunk_sections(sections, suffix, chunk, self.embedder.count_tokens)
-        if not chunks:
-            raise DocumentError(f"{source} has no text to index (is it empty or a scanned image?).")
-
-        with self._write_lock:
-            existing, metas = self._metadatas(col, where={"doc_hash": doc_hash})
-            if existing and _complete(metas):
-                extra["existing_source"] = metas[0].get("source")
-                return FileSummary(
-                    file=filename, status="duplicate", chunks_skipped=len(existing),
-                    doc_hash=doc_hash, extra=extra,
-                )  # fmt: skip
-            if existing:  # leftovers of an interrupted multi-batch write
-                self._delete_ids(col, existing)
-            self._add(col, chunks, source, doc_hash)
-        return FileSummary(
-            file=filename, status="added", chunks_added=len(chunks), doc_hash=doc_hash, extra=extra
-        )
-
-    def _add(self, col, chunks: list[Chunk], source: str, doc_hash: str) -> None:
-        """Embed and write all chunks of one document, in one add call when they fit."""
-        now = datetime.now(UTC).isoformat(timespec="seconds")
-        ids, metas = [], []
-        for c in chunks:
-            ids.append(_chunk_id(doc_hash, c))
-            meta = {"source": source, "chunk_index": c.chunk_index, "doc_hash": doc_hash}
-            meta |= {"ingested_at": now, "n_chunks": len(chunks)}
-            if c.page is not None:
-                meta["page"] = int(c.page)
-            if c.section:
-                meta["section"] = c.section
-            metas.append(meta)
-        texts = [c.text for c in chunks]
-        vectors = self.embedder.encode(texts)
-        for start in range(0, len(ids), self._max_batch):
-            end = start + self._max_batch
-            col.add(
-                ids=ids[start:end],
-                embeddings=vectors[start:end],
-                documents=texts[start:end],
-                metadatas=metas[start:end],
-            )
 
     # -- listing and deleting ------------------------------------------------
 
@@ -323,27 +232,6 @@ def mmr_select(query: list[float], vectors: list, k: int, lam: float) -> list[in
         selected.append(best)
         redundancy = np.maximum(redundancy, pairwise[best])
     return selected
-
-
-def _doc_hash(sections: list[Section]) -> str:
-    """sha256 of the extracted text, so the same content in another file is a duplicate."""
-    h = hashlib.sha256()
-    for s in sections:
-        h.update(s.text.encode("utf-8", "surrogatepass"))
-        h.update(b"\x00")
-    return h.hexdigest()
-
-
-def _chunk_id(doc_hash: str, chunk: Chunk) -> str:
-    # The index keeps repeated paragraphs of one document from colliding.
-    payload = f"{doc_hash}\x00{chunk.chunk_index}\x00{chunk.text}".encode("utf-8", "surrogatepass")
-    return hashlib.sha256(payload).hexdigest()
-
-
-def _complete(metas: list[dict]) -> bool:
-    """Whether all chunks of one document's metadatas are present."""
-    total = max(int(m.get("n_chunks", 0) or 0) for m in metas) if metas else 0
-    return len(metas) >= total
 
 
 def _passage(text: str, meta: dict, score: float, collection: str) -> Passage:

@@ -109,3 +109,41 @@ def test_stop_filter_cuts_and_holds_back_prefixes():
     g = StopFilter(["###"])
     g.feed("a#")
     assert g.text() == "a" and g.text(final=True) == "a#"
+
+
+class P:
+    """A stand-in retrieved passage."""
+
+    def __init__(self, text, score, source="doc.txt", page=None, section=None):
+        self.text, self.score, self.source, self.page, self.section = (
+            text,
+            score,
+            source,
+            page,
+            section,
+        )
+
+
+def test_passages_are_numbered_delimited_and_marked_as_reference():
+    passages = [P("Herons nest on tussocks.", 0.9, "marsh.pdf", page=3), P("Open at dawn.", 0.5)]
+    fitted = fit_prompt(
+        WordRenderer(), SYSTEM, [], "Where?", n_ctx=500, max_new_tokens=50, passages=passages
+    )
+    content = fitted.messages[-1]["content"]
+    block = "<<<REFERENCE [1] marsh.pdf, page 3>>>\nHerons nest on tussocks.\n<<<END [1]>>>"
+    assert block in content
+    assert "<<<REFERENCE [2] doc.txt>>>" in content
+    assert "not instructions" in content and "[1], [2]" in content
+    assert content.endswith("Question: Where?")
+    assert fitted.passages == passages
+
+
+def test_tight_window_drops_old_turns_then_lowest_scoring_passages():
+    passages = [P("best " * 40, 0.9), P("middle " * 40, 0.6), P("worst " * 40, 0.3)]
+    fitted = fit_prompt(
+        WordRenderer(), SYSTEM, turns(3), "Q?", n_ctx=180, max_new_tokens=40, passages=passages
+    )
+    assert fitted.dropped_turns == 3
+    assert [p.score for p in fitted.passages] == [0.9, 0.6]
+    assert fitted.prompt_tokens + fitted.max_new_tokens <= 180
+    assert any("lowest-scoring" in n for n in fitted.notices)

@@ -370,8 +370,9 @@ for p in sorted(Path(sys.argv[2]).glob("*.txt")):
 
 
 def test_sigkill_during_ingest_leaves_only_whole_documents(embedder, tmp_path):
+    from retrieval.ingest import _doc_hash
     from retrieval.loaders import load_document
-    from retrieval.store import DocumentStore, _doc_hash
+    from retrieval.store import DocumentStore
 
     docs_dir = tmp_path / "docs"
     docs_dir.mkdir()
