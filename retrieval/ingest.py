@@ -134,30 +134,14 @@ class IngestMixin:
             for prep in preps:
                 vecs = vectors[offset : offset + len(prep.chunks)]
                 offset += len(prep.chunks)
-                if prep.doc_hash in rows.doc_hashes:
-                    summaries.append(
-                        FileSummary(
-                            file=prep.filename,
-                            status="duplicate",
-                            chunks_skipped=len(prep.chunks),
-                            doc_hash=prep.doc_hash,
-                            extra=prep.extra,
-                        )  # fmt: skip
-                    )
+                if prep.doc_hash in rows.doc_hashes:  # the same file twice in one upload
+                    summaries.append(prep.summary("duplicate"))
                     continue
                 if rows.col is not prep.col or len(rows) + len(prep.chunks) > self._max_batch:
                     rows.flush(self._max_batch)
                     rows.col = prep.col
                 rows.extend(prep, vecs)
-                summaries.append(
-                    FileSummary(
-                        file=prep.filename,
-                        status="added",
-                        chunks_added=len(prep.chunks),
-                        doc_hash=prep.doc_hash,
-                        extra=prep.extra,
-                    )  # fmt: skip
-                )
+                summaries.append(prep.summary("added"))
             rows.flush(self._max_batch)
         return summaries
 
@@ -172,6 +156,13 @@ class _Prepared:
     doc_hash: str
     chunks: list[Chunk]
     extra: dict
+
+    def summary(self, status: str) -> FileSummary:
+        """The summary of this document once ``added`` (or found a ``duplicate``)."""
+        counts = {"chunks_added" if status == "added" else "chunks_skipped": len(self.chunks)}
+        return FileSummary(
+            file=self.filename, status=status, doc_hash=self.doc_hash, extra=self.extra, **counts
+        )
 
 
 class _Rows:

@@ -3,6 +3,8 @@
 import pytest
 from gradio_client.exceptions import AppError
 
+from tests.test_settings import HF_PIPELINE_EXAMPLE
+
 GREEDY = {"strategy": "greedy", "max_new_tokens": 24}
 KEYS = {"reply", "candidates", "sources", "prompt_messages", "stats", "settings", "notices"}
 STAT_KEYS = {
@@ -81,14 +83,7 @@ def test_hugging_face_style_settings(client):
     out = chat(
         client,
         "Hi",
-        settings={
-            "max_length": 150,
-            "num_return_sequences": 1,
-            "temperature": 0.8,
-            "top_p": 0.9,
-            "repetition_penalty": 1.1,
-            "do_sample": True,
-        },
+        settings=HF_PIPELINE_EXAMPLE,
     )
     st = out["stats"]
     assert out["settings"]["strategy"] == "sample"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from chat.config import ConfigError, load_config
-from tests.conftest import free_port
+from tests.conftest import free_port, spawn_main
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = [
@@ -105,14 +105,7 @@ def test_beam_backend_mismatch_is_explained():
 
 def test_main_serves_the_page_and_prints_the_device():
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "main.py", "--port", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
+    proc = spawn_main("--port", str(port))
     try:
         lines = []
         deadline = time.time() + 120
@@ -132,14 +125,7 @@ def test_main_serves_the_page_and_prints_the_device():
 
 def test_share_without_network_keeps_serving_locally():
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "main.py", "--port", str(port), "--share", "--share-without-auth"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
+    proc = spawn_main("--port", str(port), "--share", "--share-without-auth")
     try:
         deadline = time.time() + 120
         text = ""

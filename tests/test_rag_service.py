@@ -1,8 +1,5 @@
 """The retrieval service: collection scope, stale sessions, --docs at start."""
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -28,7 +25,7 @@ def test_scope_and_stale_session_collections_are_dropped(tmp_path):
 
 
 def test_docs_folder_is_ingested_at_start(tmp_path):
-    from tests.conftest import free_port
+    from tests.conftest import free_port, spawn_main
 
     folder = tmp_path / "kb"
     (folder / "sub").mkdir(parents=True)
@@ -36,22 +33,8 @@ def test_docs_folder_is_ingested_at_start(tmp_path):
     (folder / "sub" / "notes.txt").write_text("Ferries leave the harbour at noon.")
     (folder / "skip.exe").write_bytes(b"MZ")
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "main.py",
-            "--port",
-            str(port),
-            "--docs",
-            str(folder),
-            "--data-dir",
-            str(tmp_path / "data"),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    proc = spawn_main(
+        "--port", str(port), "--docs", str(folder), "--data-dir", str(tmp_path / "data")
     )
     try:
         seen, deadline = "", time.time() + 120

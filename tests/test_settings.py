@@ -33,17 +33,19 @@ def test_unknown_setting_lists_valid_ones():
         parse_settings({"temprature": 0.5})
 
 
+# Settings as Hugging Face pipeline('text-generation') examples write them.
+HF_PIPELINE_EXAMPLE = {
+    "max_length": 150,
+    "num_return_sequences": 1,
+    "temperature": 0.8,
+    "top_p": 0.9,
+    "repetition_penalty": 1.1,
+    "do_sample": True,
+}
+
+
 def test_hf_pipeline_example_is_expressible():
-    s = parse_settings(
-        {
-            "max_length": 150,
-            "num_return_sequences": 1,
-            "temperature": 0.8,
-            "top_p": 0.9,
-            "repetition_penalty": 1.1,
-            "do_sample": True,
-        }
-    )
+    s = parse_settings(HF_PIPELINE_EXAMPLE)
     assert (s.strategy, s.max_length, s.temperature, s.top_p) == ("sample", 150, 0.8, 0.9)
 
 
