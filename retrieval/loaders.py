@@ -15,21 +15,18 @@ Limits (see the constants below):
 
 from __future__ import annotations
 
-import csv
 import io
-import json
 import os
-import re
 import zipfile
-from html.parser import HTMLParser
 from pathlib import Path
 
 from chat.errors import DocumentError
+from retrieval.loaders_common import MIB, _error, _mb, _reason
 from retrieval.sanitize import decode_text, safe_filename, sanitize_text, sniff_binary
+from retrieval.text_formats import _TEXT_EXTRACTORS
 from retrieval.types import SUPPORTED_SUFFIXES, Section
 
 TEXT_SUFFIXES = (".txt", ".md", ".html", ".htm", ".csv", ".json")
-MIB = 1024 * 1024
 DOCX_MAX_MEMBERS = 2000
 DOCX_MAX_TOTAL = 100 * MIB
 DOCX_MAX_RATIO = 100
@@ -37,23 +34,6 @@ DOCX_RATIO_MIN_SIZE = 5 * MIB
 PDF_MAX_PAGES = 2000
 
 _SUPPORTED = ", ".join(SUPPORTED_SUFFIXES)
-
-
-def _error(name: str, problem: str) -> DocumentError:
-    return DocumentError(f"{name} {problem}")
-
-
-def _mb(n: int) -> str:
-    value = n / MIB
-    if value == int(value):
-        return f"{value:.0f} MB"
-    return f"{value:.1f} MB" if value >= 1 else f"{value:.2f} MB"
-
-
-def _reason(exc: BaseException) -> str:
-    """A short, single-line description of a parser's exception."""
-    text = " ".join(str(exc).split())
-    return (text[:150] + "...") if len(text) > 150 else (text or type(exc).__name__)
 
 
 def load_document(path: str | Path, filename: str, max_bytes: int) -> list[Section]:
@@ -124,156 +104,6 @@ def _decode_text(data: bytes, name: str) -> str:
 
 
 # -- text formats ------------------------------------------------------------------------
-
-
-def _extract_plain(text: str, name: str) -> list[Section]:
-    return [Section(text=text)]
-
-
-class _VisibleText(HTMLParser):
-    """Collects the text a browser would show; nothing is fetched or executed."""
-
-    HIDDEN = {"script", "style", "head", "template", "noscript", "svg", "math", "iframe"}
-    HIDDEN |= {"object"}
-    BLOCK = {"p", "div", "section", "article", "header", "footer", "main", "nav", "aside"}
-    BLOCK |= {"h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "table", "blockquote", "pre"}
-    BLOCK |= {"form", "figure", "figcaption", "dl", "hr", "address", "details", "summary"}
-    LINE = {"br", "li", "tr", "dt", "dd", "caption", "option"}
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.title: list[str] = []
-        self.hidden: list[str] = []
-        self.in_title = False
-        self.in_pre = 0
-
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        if tag == "body":
-            self.hidden.clear()  # an unclosed <head> ends where the body starts
-        elif tag in self.HIDDEN:
-            self.hidden.append(tag)
-        elif tag == "title" and self.hidden in ([], ["head"]):  # not an <svg> <title>
-            self.in_title = True
-        self._break(tag)
-        if tag == "pre":
-            self.in_pre += 1
-        elif tag in ("td", "th"):
-            self.parts.append(" | ")
-
-    def handle_startendtag(self, tag: str, attrs: list) -> None:
-        self._break(tag)
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self.hidden:
-            while self.hidden and self.hidden.pop() != tag:
-                pass
-        elif tag == "title":
-            self.in_title = False
-        elif tag == "pre" and self.in_pre:
-            self.in_pre -= 1
-        self._break(tag)
-
-    def handle_data(self, data: str) -> None:
-        if self.in_title:
-            self.title.append(data)
-        elif not self.hidden:
-            self.parts.append(data if self.in_pre else re.sub(r"\s+", " ", data))
-
-    def _break(self, tag: str) -> None:
-        if tag in self.BLOCK:
-            self.parts.append("\n\n")
-        elif tag in self.LINE:
-            self.parts.append("\n")
-
-    def text(self) -> str:
-        """The collected text: whitespace collapsed within lines, at most one blank line."""
-        lines = []
-        for line in "".join(self.parts).split("\n"):
-            line = " ".join(line.replace("\xa0", " ").split()).strip(" |")
-            if line or (lines and lines[-1]):
-                lines.append(line)
-        return "\n".join(lines).strip()
-
-
-def _extract_html(text: str, name: str) -> list[Section]:
-    parser = _VisibleText()
-    parser.feed(text)
-    parser.close()
-    title = " ".join("".join(parser.title).split()) or None
-    return [Section(text=parser.text(), section=title)]
-
-
-def _extract_csv(text: str, name: str) -> list[Section]:
-    try:
-        dialect = csv.Sniffer().sniff(text[:8192], delimiters=",;\t|")
-    except csv.Error:
-        dialect = csv.excel
-    try:
-        rows = [
-            row for row in csv.reader(io.StringIO(text), dialect) if any(c.strip() for c in row)
-        ]
-    except csv.Error as exc:
-        raise _error(
-            name, f"is not valid CSV ({_reason(exc)}); fix it or upload it as .txt"
-        ) from None
-    if not rows:
-        return []
-    header = [h.strip() or f"column {i + 1}" for i, h in enumerate(rows[0])]
-    if len(rows) == 1:
-        return [Section(text="columns: " + ", ".join(header))]
-    lines = []
-    for row in rows[1:]:
-        cols = header + [f"column {i + 1}" for i in range(len(header), len(row))]
-        lines.append(
-            "; ".join(f"{c}: {v.strip()}" for c, v in zip(cols, row, strict=False) if v.strip())
-        )
-    return [Section(text="\n".join(lines))]
-
-
-def _json_scalar(value: object) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict | list):
-        return "{}" if isinstance(value, dict) else "[]"
-    return json.dumps(value)
-
-
-def _extract_json(text: str, name: str) -> list[Section]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        where = f"line {exc.lineno}, column {exc.colno}: {exc.msg}"
-        raise _error(name, f"is not valid JSON ({where}); fix it or upload it as .txt") from None
-    except (ValueError, RecursionError) as exc:
-        raise _error(name, f"is not usable JSON ({_reason(exc)}); upload it as .txt") from None
-    # Flatten iteratively: deeply nested JSON must not hit the recursion limit.
-    lines: list[str] = []
-    stack: list[tuple[str, object]] = [("", data)]
-    while stack:
-        key, value = stack.pop()
-        if isinstance(value, dict) and value:
-            items = [(f"{key}.{k}" if key else str(k), v) for k, v in value.items()]
-        elif isinstance(value, list) and value:
-            items = [(f"{key}[{i}]", v) for i, v in enumerate(value)]
-        else:
-            lines.append(f"{key}: {_json_scalar(value)}" if key else _json_scalar(value))
-            continue
-        stack.extend(reversed(items))
-    return [Section(text="\n".join(lines))]
-
-
-_TEXT_EXTRACTORS = {
-    ".txt": _extract_plain,
-    ".md": _extract_plain,
-    ".html": _extract_html,
-    ".htm": _extract_html,
-    ".csv": _extract_csv,
-    ".json": _extract_json,
-}
-
-
-# -- PDF -----------------------------------------------------------------------------------
 
 
 def _extract_pdf(data: bytes, name: str) -> list[Section]:
