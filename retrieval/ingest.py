@@ -137,7 +137,7 @@ class IngestMixin:
                 if prep.doc_hash in rows.doc_hashes:  # the same file twice in one upload
                     summaries.append(prep.summary("duplicate"))
                     continue
-                if rows.col is not prep.col or len(rows) + len(prep.chunks) > self._max_batch:
+                if rows.name != prep.col.name or len(rows) + len(prep.chunks) > self._max_batch:
                     rows.flush(self._max_batch)
                     rows.col = prep.col
                 rows.extend(prep, vecs)
@@ -172,6 +172,11 @@ class _Rows:
         self.col = None
         self.ids, self.blocks, self.texts, self.metas = [], [], [], []
         self.doc_hashes: set[str] = set()
+
+    @property
+    def name(self) -> str | None:
+        """The collection these rows go to (Chroma hands out a new object per lookup)."""
+        return self.col.name if self.col is not None else None
 
     def __len__(self) -> int:
         return len(self.ids)
