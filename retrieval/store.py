@@ -186,19 +186,19 @@ class DocumentStore(IngestMixin):
         n_results = max(k, fetch_k) if mmr else k
         candidates: list[tuple[Passage, list[float] | None]] = []
         for col in cols:
-            include = ["documents", "metadatas", "distances"] + (["embeddings"] if mmr else [])
+            include = ["metadatas", "distances"] + (["embeddings"] if mmr else [])
             res = col.query(
                 query_embeddings=[query_vec], n_results=min(n_results, col.count()), include=include
             )
             vectors = res["embeddings"][0] if mmr else None
-            for j, (text, meta, dist) in enumerate(
-                zip(res["documents"][0], res["metadatas"][0], res["distances"][0], strict=True)
+            for j, (meta, dist) in enumerate(
+                zip(res["metadatas"][0], res["distances"][0], strict=True)
             ):
                 score = 1.0 - float(dist)
                 if score < min_score or not self._usable(col, meta):
                     continue
                 vec = list(vectors[j]) if vectors is not None else None
-                candidates.append((_passage(text, meta, score, col.name), vec))
+                candidates.append((_passage(meta.get("text", ""), meta, score, col.name), vec))
         candidates.sort(key=lambda pv: pv[0].score, reverse=True)
         if mmr and len(candidates) > k:
             order = mmr_select(query_vec, [v for _, v in candidates], k, mmr_lambda)
