@@ -3,10 +3,8 @@
 Ingest lives in ``retrieval.ingest`` (``IngestMixin``).
 
 Embeddings always come from our ``Embedder``; collections are created with
-``embedding_function=None`` so Chroma never downloads its default model.
-Each document is written with one ``add`` call (Chroma writes a batch in one
-transaction), so a crash never leaves half a document behind. Documents too big
-for one batch carry ``n_chunks`` in every chunk and count only once complete.
+``embedding_function=None`` so Chroma never downloads its default model. The
+chunk text is kept in each chunk's metadata (``text``).
 """
 
 from __future__ import annotations
