@@ -22,7 +22,6 @@ from chat.errors import PersonaError
 from personas.cards import Persona, describe_error
 
 DEFAULT_PERSONA = "assistant"
-MAX_CARD_BYTES = 256 * 1024
 
 
 def slugify(name: str) -> str:
@@ -32,7 +31,8 @@ def slugify(name: str) -> str:
     return text or "persona"
 
 
-def _card_from_yaml(text: str, source: str) -> Persona:
+def parse_card(text: str, source: str = "card") -> Persona:
+    """Validate YAML text as a card; errors name ``source`` and the field."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -50,11 +50,6 @@ def card_to_yaml(card: Persona) -> str:
     data = card.model_dump(exclude_defaults=True)
     data = {"name": card.name, **data}
     return yaml.safe_dump(data, allow_unicode=True, sort_keys=False, width=100)
-
-
-def parse_card(text: str, source: str = "card") -> Persona:
-    """Validate YAML text as a card; errors name ``source`` and the field."""
-    return _card_from_yaml(text, source)
 
 
 class PersonaStore:
@@ -81,7 +76,7 @@ class PersonaStore:
 
     def _load(self, pid: str, name: str, read, source: str) -> None:
         try:
-            self._cards[pid] = (_card_from_yaml(read(encoding="utf-8"), name), source)
+            self._cards[pid] = (parse_card(read(encoding="utf-8"), name), source)
         except (PersonaError, OSError, UnicodeDecodeError) as exc:
             self._errors[pid] = (str(exc), source)
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Any
 
-from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from retrieval.types import Chunk, Section
@@ -43,18 +41,6 @@ class ChunkSettings(BaseModel):
                 f"got {self.chunk_overlap}"
             )
         return self
-
-
-def chunk_field_bounds(name: str) -> dict[str, Any]:
-    """``minimum``, ``maximum``, ``default`` and ``info`` of a ChunkSettings field, for sliders."""
-    field = ChunkSettings.model_fields[name]
-    out: dict[str, Any] = {"default": field.default, "info": field.description}
-    for meta in field.metadata:
-        if isinstance(meta, (Ge, Gt)):
-            out["minimum"] = meta.ge if isinstance(meta, Ge) else meta.gt
-        if isinstance(meta, (Le, Lt)):
-            out["maximum"] = meta.le if isinstance(meta, Le) else meta.lt
-    return out
 
 
 def chunk_sections(

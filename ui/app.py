@@ -22,7 +22,6 @@ from ui.persona_panel import PersonaEditor, persona_choices
 from ui.settings_panel import FIELDS, SettingsPanel
 
 GENERATE = "generate"  # one concurrency group: one generation at a time per model
-CSS = ".stats-line {font-size: 0.85em; opacity: 0.8}"
 
 
 class ChatUI:

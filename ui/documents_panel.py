@@ -17,7 +17,6 @@ from retrieval.settings import RetrievalSettings
 from retrieval.types import SUPPORTED_SUFFIXES
 from ui.settings_panel import slider_for
 
-RAG_FIELDS = ["top_k", "min_score", "mmr", "mmr_lambda"]
 CHUNK_FIELDS = ["chunk_size", "chunk_overlap"]
 SUMMARY_HEADERS = ["file", "status", "new chunks", "skipped (duplicate)", "error"]
 DOC_HEADERS = ["collection", "file", "chunks", "ingested at", "id"]
@@ -277,8 +276,4 @@ def _path(f) -> str:
 
 def _original_name(f) -> str:
     # Gradio keeps the uploaded file's own name as the last path component.
-    return (
-        Path(_path(f)).name
-        if isinstance(f, str)
-        else getattr(f, "orig_name", None) or Path(_path(f)).name
-    )
+    return getattr(f, "orig_name", None) or Path(_path(f)).name
