@@ -1,11 +1,13 @@
 """GPT Chat Studio: ``python main.py`` serves a chat UI for a local language model.
 
-Wires things together: reads the config, loads the model, builds the UI,
-launches. Errors a user can fix are printed without a traceback.
+Wires things together: reads the config, loads the model, builds the app
+(``studio.launch``), serves it. Errors a user can fix are printed as one line,
+without a traceback.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -14,8 +16,8 @@ import threading
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-from chat.config import ConfigError, load_config  # noqa: E402
 from chat.errors import ChatStudioError  # noqa: E402
+from studio.config import ConfigError, load_config  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,51 +27,47 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from chat.engine import ChatEngine
-    from chat.models import load_backend, resolve_model
-    from chat.service import ChatService
+    from studio import logs
+
+    logs.install()  # Gradio's own refusals of malformed requests: one line each
+    log = logging.getLogger("chat_studio")  # one line per refused request, no tracebacks
+    log.addHandler(logging.StreamHandler(sys.stdout))
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    from chat.models import load_backend, remote_model, resolve_model
+    from studio.datadir import InstanceLock
+    from studio.launch import build, serve
 
     try:
-        spec = resolve_model(config.model, config.backend)
+        InstanceLock(config.data_dir).acquire().release()  # fail fast, before loading a model
+        if config.openai_base_url:
+            spec = remote_model(config.openai_base_url, config.openai_model)
+        else:
+            spec = resolve_model(config.model, config.backend)
         print(f"Loading {spec.source} with {spec.backend} ...", flush=True)
-        backend = load_backend(spec, config.device, config.n_ctx, config.n_gpu_layers)
+        backend = load_backend(
+            spec,
+            config.device,
+            config.n_ctx,
+            config.n_gpu_layers,
+            config.n_threads,
+            config.runtime,
+            os.environ.get("CHAT_STUDIO_OPENAI_API_KEY"),
+        )
+        if getattr(backend, "startup_error", None):
+            print(f"warning: {backend.startup_error}", flush=True)
+        info = backend.info
+        print(
+            f"Model: {info.model} | backend: {info.backend} | device: {info.device} | "
+            f"context: {info.n_ctx} tokens",
+            flush=True,
+        )
+        studio = build(config, backend)
+        serve(studio)
     except ChatStudioError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    info = backend.info
-    print(
-        f"Model: {info.model} | backend: {info.backend} | device: {info.device} | "
-        f"context: {info.n_ctx} tokens",
-        flush=True,
-    )
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-
-    from personas import PersonaStore
-    from retrieval.service import RetrievalService
-    from ui.app import ChatUI
-
-    personas = PersonaStore(config.data_dir / "personas")
-    documents = RetrievalService(
-        config.data_dir,
-        config.embedding_model,
-        config.chroma_host,
-        config.chroma_port,
-        config.max_upload_mb,
-    )
-    service = ChatService(ChatEngine(backend), personas, documents)
-    demo = ChatUI(service, queue_size=config.queue_size).create_app()
-    host, port = config.bind()
-    demo.launch(
-        server_name=host,
-        server_port=port,
-        share=config.share,
-        auth=config.auth_pair(),
-        prevent_thread_lock=True,
-        show_error=True,
-        # Gradio refuses far larger uploads outright (disk safety); below that, the
-        # ingest reports an oversized file in its summary while the others go in.
-        max_file_size=int(max(config.max_upload_mb, 10) * 4 * 2**20),
-    )
+    demo = studio.demo
     if config.share and not demo.share_url:
         print(
             "The share link could not be opened (no internet?). "
@@ -78,12 +76,14 @@ def main(argv: list[str] | None = None) -> int:
         )
     if config.docs:
         threading.Thread(
-            target=ingest_docs, args=(documents, config.docs), daemon=True, name="docs"
+            target=ingest_docs, args=(studio.retrieval, config.docs), daemon=True, name="docs"
         ).start()
     try:
         demo.block_thread()
     except KeyboardInterrupt:
         pass
+    finally:
+        studio.close()
     return 0
 
 

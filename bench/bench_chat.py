@@ -1,19 +1,26 @@
-"""Benchmark: raw llama-cpp-python against the app's /chat end to end.
+"""Benchmark: each runtime raw, against the app on it. Prints figures; asserts nothing.
 
-Prints figures; asserts nothing. Same prompt, same greedy settings, same model:
+    python bench/bench_chat.py [--runs 5] [--max-new-tokens 128] [--skip transformers,remote]
 
-    python bench/bench_chat.py [--runs 3] [--max-new-tokens 128]
+Same prompt, greedy, same model (the bundled GGUF) everywhere:
 
-Reports tokens/s (decode speed: tokens after the first, over the time after the
-first) and time to first token for both, their ratio and difference, the time
-``python main.py`` takes to serve its first page, and the app's resident memory.
-The app is measured two ways: over Gradio's plain HTTP streaming API, and with
-``gradio_client`` (whose own request handling adds some 50 ms per call).
+- llama.cpp: raw llama-cpp-python (threads tuned: one per physical core) against
+  the app's engine with the model in this process, and in a child process
+  (``--runtime subprocess``); then the app end to end over HTTP.
+- transformers: a plain ``model.generate`` against the app's engine.
+- a remote engine: ``llama_cpp.server`` called directly with the ``openai``
+  client, against the app using it as its backend.
+
+Decode speed is tokens after the first over the time after the first token;
+time to first token (TTFT) is from the request. Targets: app/raw >= 0.95 for
+llama.cpp, >= 0.9 for transformers and the remote engine; TTFT added over
+HTTP <= 20 ms. Also: start-up time and resident memory of ``python main.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -27,40 +34,90 @@ sys.path.insert(0, str(ROOT))
 
 PROMPT = "Write a story about a cat who goes on an adventure."
 SYSTEM = "You are a helpful, concise assistant. Answer clearly and truthfully."
+MESSAGES = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPT}]
 
 
-def raw_llama(max_new: int, runs: int) -> dict:
-    """Stream the reply straight from llama-cpp-python, as a user of the library would."""
-    import llama_cpp
+def speed(stamps: list[float], t0: float) -> tuple[float, float]:
+    """(decode tokens/s, time to first token) from per-token arrival times."""
+    return (len(stamps) - 1) / (stamps[-1] - stamps[0]), stamps[0] - t0
 
-    from chat.models import default_model_path
 
-    llm = llama_cpp.Llama(model_path=str(default_model_path()), n_ctx=4096, verbose=False)
-    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPT}]
-    ttfts, speeds, counts = [], [], []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        stamps = []
-        for chunk in llm.create_chat_completion(
-            messages, max_tokens=max_new, temperature=0.0, repeat_penalty=1.0, stream=True
-        ):
-            if chunk["choices"][0]["delta"].get("content"):
-                stamps.append(time.perf_counter())
-        ttfts.append(stamps[0] - t0)
-        speeds.append((len(stamps) - 1) / (stamps[-1] - stamps[0]))
-        counts.append(len(stamps))
+def median_of(runs: int, once) -> dict:
+    """Run ``once()`` -> (tokens/s, ttft) several times; medians."""
+    out = [once() for _ in range(runs)]
     return {
-        "ttft_s": statistics.median(ttfts),
-        "tokens_per_s": statistics.median(speeds),
-        "tokens": counts[-1],
+        "tps": statistics.median(o[0] for o in out),
+        "ttft": statistics.median(o[1] for o in out),
     }
 
 
-def start_app(port: int) -> tuple[subprocess.Popen, float]:
+def engine_once(engine, max_new: int):
+    """One greedy turn through the app's engine, timed per streamed snapshot."""
+    from chat.settings import DecodingSettings
+
+    settings = DecodingSettings(strategy="greedy", max_new_tokens=max_new, repetition_penalty=1.0)
+    *_, last = engine.stream_turn(PROMPT, [], MESSAGES[:1], settings)
+    return last.stats["tokens_per_s"], last.stats["ttft_s"]
+
+
+# -- llama.cpp -------------------------------------------------------------------------------
+
+
+def llama_raw(max_new: int, runs: int) -> dict:
+    """Raw llama-cpp-python, streaming a chat completion, threads tuned."""
+    import llama_cpp
+
+    from chat.backends.llama_cpp_backend import physical_cores
+    from chat.models import default_model_path
+
+    llm = llama_cpp.Llama(
+        model_path=str(default_model_path()),
+        n_ctx=4096,
+        n_threads=physical_cores(),
+        n_threads_batch=os.cpu_count(),
+        verbose=False,
+    )
+
+    def once():
+        t0, stamps = time.perf_counter(), []
+        for chunk in llm.create_chat_completion(
+            MESSAGES, max_tokens=max_new, temperature=0.0, repeat_penalty=1.0, stream=True
+        ):
+            if chunk["choices"][0]["delta"].get("content"):
+                stamps.append(time.perf_counter())
+        return speed(stamps, t0)
+
+    once()
+    result = median_of(runs, once)
+    llm.close()
+    return result
+
+
+def llama_app(max_new: int, runs: int, runtime: str) -> dict:
+    """The app's engine on the llama.cpp model, in this process or in a child."""
+    from chat.engine import ChatEngine
+    from chat.models import load_backend, resolve_model
+
+    backend = load_backend(resolve_model(None), runtime=runtime, n_ctx=4096)
+    engine = ChatEngine(backend)
+    engine_once(engine, 8)
+    result = median_of(runs, lambda: engine_once(engine, max_new))
+    if hasattr(backend, "close"):
+        backend.close()
+    else:
+        backend.llm.close()
+    return result
+
+
+# -- the app over HTTP -------------------------------------------------------------------------
+
+
+def start_app(port: int, *args: str) -> tuple[subprocess.Popen, float]:
     """Start ``python main.py``; return the process and seconds until the page is served."""
     t0 = time.perf_counter()
+    data = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-chat-{port}"
     proc = subprocess.Popen(
-        [sys.executable, "main.py", "--port", str(port)],
+        [sys.executable, "main.py", "--port", str(port), "--data-dir", str(data), *args],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -77,125 +134,222 @@ def start_app(port: int) -> tuple[subprocess.Popen, float]:
     raise SystemExit("the app did not serve its page within 120 s")
 
 
-def app_chat(port: int, max_new: int, runs: int) -> dict:
-    """Stream /chat through gradio_client and time it from the client's side."""
-    from gradio_client import Client
-
-    client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-    settings = {"strategy": "greedy", "max_new_tokens": max_new, "repetition_penalty": 1.0}
-    client.predict(
-        message="Hi", settings={"strategy": "greedy", "max_new_tokens": 4}, api_name="/chat"
-    )  # warm-up: connection and first compile
-    ttfts, speeds, server = [], [], []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        job = client.submit(message=PROMPT, settings=settings, api_name="/chat")
-        t_first = t_last = None
-        seen = 0
-        while not job.done():
-            n = len(job.outputs())
-            if n > seen:
-                seen = n
-                now = time.perf_counter()
-                if t_first is None and job.outputs()[-1]["reply"]:
-                    t_first = now
-                t_last = now
-            time.sleep(0.001)
-        final = job.result()
-        t_last = time.perf_counter() if t_last is None else t_last
-        tokens = final["stats"]["completion_tokens"]
-        ttfts.append(t_first - t0)
-        speeds.append((tokens - 1) / (t_last - t_first))
-        server.append(final["stats"])
-    return {
-        "ttft_s": statistics.median(ttfts),
-        "tokens_per_s": statistics.median(speeds),
-        "tokens": tokens,
-        "server_ttft_s": statistics.median(s["ttft_s"] for s in server),
-        "server_tokens_per_s": statistics.median(s["tokens_per_s"] for s in server),
-    }
-
-
-def app_chat_http(port: int, max_new: int, runs: int) -> dict:
+def app_http(port: int, max_new: int, runs: int) -> dict:
     """Stream /chat over Gradio's plain HTTP API (POST, then read the event stream)."""
-    import json
-
     import httpx
 
-    base = f"http://127.0.0.1:{port}/gradio_api/call/chat"
+    base = f"http://127.0.0.1:{port}/gradio_api/call/v2/chat"
     settings = {"strategy": "greedy", "max_new_tokens": max_new, "repetition_penalty": 1.0}
-    ttfts, speeds = [], []
-    with httpx.Client(timeout=120) as http:
-        for _ in range(runs):
+
+    def once():
+        with httpx.Client(timeout=120) as http:
             t0 = time.perf_counter()
-            event = http.post(base, json={"data": [PROMPT, [], "assistant", settings, False]})
-            t_first = t_last = final = None
+            event = http.post(base, json={"message": PROMPT, "settings": settings})
+            t_first = t_last = None
             with http.stream("GET", f"{base}/{event.json()['event_id']}") as stream:
                 for line in stream.iter_lines():
                     if not line.startswith("data:") or line == "data: null":
                         continue
-                    now = time.perf_counter()
                     final = json.loads(line[5:])[0]
+                    now = time.perf_counter()
                     if t_first is None and final["reply"]:
                         t_first = now
                     t_last = now
-            tokens = final["stats"]["completion_tokens"]
-            ttfts.append(t_first - t0)
-            speeds.append((tokens - 1) / (t_last - t_first))
-    return {
-        "ttft_s": statistics.median(ttfts),
-        "tokens_per_s": statistics.median(speeds),
-        "tokens": tokens,
-    }
+        tokens = final["stats"]["completion_tokens"]
+        return (tokens - 1) / (t_last - t_first), t_first - t0
+
+    once()
+    return median_of(runs, once)
 
 
-def main() -> None:
-    """Run both sides and print the comparison."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--max-new-tokens", type=int, default=128)
-    parser.add_argument("--port", type=int, default=7899)
-    args = parser.parse_args()
+# -- transformers ------------------------------------------------------------------------------
 
+
+def transformers_pair(max_new: int, runs: int) -> tuple[dict, dict]:
+    """A plain ``model.generate`` (token times from a no-op streamer) against the app's engine."""
+    import torch
+
+    from chat.backends.transformers_backend import TransformersBackend
+    from chat.engine import ChatEngine
+    from chat.models import default_model_path
+
+    gguf = default_model_path()
+    backend = TransformersBackend(str(gguf.parent), gguf_file=gguf.name, device="auto")
+    ids = torch.tensor([backend._encode(backend.render(MESSAGES))], device=backend._device)
+
+    class Stamps:
+        def __init__(self):
+            self.times, self.first = [], True
+
+        def put(self, value):
+            if self.first:
+                self.first = False
+                return
+            self.times.append(time.perf_counter())
+
+        def end(self):
+            pass
+
+    def raw_once():
+        stamps = Stamps()
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            backend.model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=max_new,
+                do_sample=False,
+                repetition_penalty=1.0,
+                pad_token_id=backend._pad_id,
+                streamer=stamps,
+            )
+        return speed(stamps.times, t0)
+
+    raw_once()
+    raw = median_of(runs, raw_once)
+    engine = ChatEngine(backend)
+    engine_once(engine, 8)
+    app = median_of(runs, lambda: engine_once(engine, max_new))
+    return raw, app
+
+
+# -- a remote engine ---------------------------------------------------------------------------
+
+
+def remote_pair(max_new: int, runs: int) -> tuple[dict, dict]:
+    """llama_cpp.server called directly with the openai client, against the app on it."""
+    from openai import OpenAI
+
+    from chat.backends.openai_backend import OpenAIBackend
+    from chat.engine import ChatEngine
+    from tests.servers import LlamaServer
+
+    server = LlamaServer(n_ctx=4096)
+    try:
+        client = OpenAI(base_url=server.url, api_key="none")
+
+        def raw_once():
+            t0, stamps = time.perf_counter(), []
+            for chunk in client.chat.completions.create(
+                model="x",
+                messages=MESSAGES,
+                stream=True,
+                max_tokens=max_new,
+                temperature=0.0,
+                extra_body={"repeat_penalty": 1.0},
+            ):
+                if chunk.choices and chunk.choices[0].delta.content:
+                    stamps.append(time.perf_counter())
+            return speed(stamps, t0)
+
+        raw_once()
+        raw = median_of(runs, raw_once)
+        engine = ChatEngine(OpenAIBackend(server.url), concurrency=8)
+        engine_once(engine, 8)
+        app = median_of(runs, lambda: engine_once(engine, max_new))
+        return raw, app
+    finally:
+        server.stop()
+
+
+CASES = {
+    "llama raw": lambda a: llama_raw(a.max_new_tokens, a.runs),
+    "llama app, in-process": lambda a: llama_app(a.max_new_tokens, a.runs, "in-process"),
+    "llama app, subprocess": lambda a: llama_app(a.max_new_tokens, a.runs, "subprocess"),
+    "http, in-process": lambda a: http_case(a, "in-process"),
+    "http, subprocess": lambda a: http_case(a, "subprocess"),
+    "transformers": lambda a: dict(
+        zip(("raw", "app"), transformers_pair(a.max_new_tokens, a.runs), strict=True)
+    ),
+    "remote": lambda a: dict(
+        zip(("raw", "app"), remote_pair(a.max_new_tokens, a.runs), strict=True)
+    ),
+}
+
+
+def http_case(args, runtime: str) -> dict:
+    """The app over HTTP, with its start-up time and memory (the model's child included)."""
     import psutil
 
-    raw = raw_llama(args.max_new_tokens, args.runs)
-    proc, startup = start_app(args.port)
+    proc, startup = start_app(args.port, "--runtime", runtime)
     try:
-        app = app_chat(args.port, args.max_new_tokens, args.runs)
-        http = app_chat_http(args.port, args.max_new_tokens, args.runs)
-        rss = psutil.Process(proc.pid).memory_info().rss / 2**20
+        result = app_http(args.port, args.max_new_tokens, args.runs)
+        main_proc = psutil.Process(proc.pid)
+        rss = sum(p.memory_info().rss for p in [main_proc, *main_proc.children(True)])
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    return result | {"startup_s": startup, "rss_mib": rss / 2**20}
 
-    print(f"prompt: {PROMPT!r}  greedy, max_new_tokens={args.max_new_tokens}, runs={args.runs}")
-    print(f"{'':28}{'tokens/s':>10}{'TTFT ms':>10}{'tokens':>8}")
-    print(
-        f"{'raw llama-cpp-python':28}{raw['tokens_per_s']:10.1f}{raw['ttft_s'] * 1000:10.1f}"
-        f"{raw['tokens']:8d}"
-    )
-    print(
-        f"{'app /chat (gradio_client)':28}{app['tokens_per_s']:10.1f}{app['ttft_s'] * 1000:10.1f}"
-        f"{app['tokens']:8d}"
-    )
-    print(
-        f"{'app /chat (HTTP stream)':28}{http['tokens_per_s']:10.1f}"
-        f"{http['ttft_s'] * 1000:10.1f}{http['tokens']:8d}"
-    )
-    print(
-        f"{'app engine (server stats)':28}{app['server_tokens_per_s']:10.1f}"
-        f"{app['server_ttft_s'] * 1000:10.1f}"
-    )
-    for label, side in (("HTTP stream", http), ("gradio_client", app)):
-        ratio = side["tokens_per_s"] / raw["tokens_per_s"]
-        extra = (side["ttft_s"] - raw["ttft_s"]) * 1000
-        print(
-            f"{label}: throughput ratio app/raw {ratio:.2f} (target >= 0.90), "
-            f"added time to first token {extra:+.1f} ms (target <= 50 ms)"
-        )
-    print(f"python main.py serves its first page in {startup:.1f} s  (target <= 10 s)")
-    print(f"app resident memory: {rss:.0f} MiB  (target < 1024 MiB)")
+
+def run_case(name: str, args) -> dict:
+    """One case in a fresh process: two llama.cpp models in one process slow each other."""
+    cmd = [sys.executable, __file__, "--case", name, "--runs", str(args.runs)]
+    cmd += ["--max-new-tokens", str(args.max_new_tokens), "--port", str(args.port)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode or not lines:
+        raise SystemExit(f"{name} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    return json.loads(lines[-1])
+
+
+def main() -> None:
+    """Run every case (each in its own process, the rounds interleaved) and compare."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3, help="measurements per case and round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--port", type=int, default=7899)
+    parser.add_argument("--skip", default="", help="comma list: transformers, remote, http")
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.case:
+        print(json.dumps(CASES[args.case](args)))
+        return
+    skip = set(filter(None, args.skip.split(",")))
+    names = [n for n in CASES if not any(n.startswith(k) or k in n for k in skip)]
+    rounds: dict[str, list[dict]] = {n: [] for n in names}
+    for _ in range(args.rounds):
+        for name in names:
+            rounds[name].append(run_case(name, args))
+
+    def med(name, key="tps", part=None):
+        values = [(r[part] if part else r)[key] for r in rounds[name]]
+        return statistics.median(values)
+
+    rows = []
+
+    def row(label, tps, ttft, raw=None):
+        ratio = f"{tps / raw:.2f}" if raw else ""
+        rows.append(f"{label:44}{tps:10.1f}{ttft * 1000:10.1f}{ratio:>8}")
+
+    raw = med("llama raw")
+    row("llama.cpp raw (threads tuned)", raw, med("llama raw", "ttft"))
+    for runtime in ("in-process", "subprocess"):
+        name = f"llama app, {runtime}"
+        row(f"app engine, llama.cpp {runtime}", med(name), med(name, "ttft"), raw)
+    for runtime in ("in-process", "subprocess"):
+        name = f"http, {runtime}"
+        if name in rounds:
+            row(f"app /chat over HTTP, {runtime}", med(name), med(name, "ttft"), raw)
+    for name, label in (("transformers", "transformers"), ("remote", "remote engine")):
+        if name in rounds:
+            t_raw = med(name, part="raw")
+            row(f"{label}: raw", t_raw, med(name, "ttft", "raw"))
+            row(f"{label}: app engine", med(name, part="app"), med(name, "ttft", "app"), t_raw)
+    print(f"prompt: {PROMPT!r}; greedy, max_new_tokens={args.max_new_tokens}; medians of "
+          f"{args.rounds} rounds x {args.runs} runs, each case in its own process")  # fmt: skip
+    print(f"{'':44}{'tokens/s':>10}{'TTFT ms':>10}{'ratio':>8}")
+    print("\n".join(rows))
+    for runtime in ("in-process", "subprocess"):
+        name = f"http, {runtime}"
+        if name in rounds:
+            added = (med(name, "ttft") - med("llama raw", "ttft")) * 1000
+            print(
+                f"{runtime}: time to first token added over HTTP {added:+.1f} ms (target <= 20 "
+                f"ms); python main.py serves its page in {med(name, 'startup_s'):.1f} s; "
+                f"resident memory {med(name, 'rss_mib'):.0f} MiB"
+            )
 
 
 if __name__ == "__main__":

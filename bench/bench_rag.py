@@ -134,7 +134,7 @@ def bench_ttft(documents_service, runs: int = 5) -> dict:
     from chat.backends.llama_cpp_backend import LlamaCppBackend
     from chat.engine import ChatEngine
     from chat.models import default_model_path
-    from chat.service import ChatService
+    from studio.service import ChatService
 
     service = ChatService(
         ChatEngine(LlamaCppBackend(default_model_path())), None, documents_service

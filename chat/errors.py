@@ -31,3 +31,7 @@ class InputError(ChatStudioError):
 
 class DocumentError(ChatStudioError):
     """A document could not be ingested; the message says why and what to do."""
+
+
+class Cancelled(ChatStudioError):
+    """The caller stopped the request (Stop, a closed tab, or nobody listening)."""

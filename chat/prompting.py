@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from chat.errors import InputError
+from chat.errors import Cancelled, InputError
+from chat.text import clean_text
 
 TRANSCRIPT_STOPS = ["\nUser:", "\nAssistant:"]
 # Room kept free so that a tokenizer merging differently at the prompt/reply
@@ -80,6 +81,72 @@ class FittedPrompt:
     passages: list = field(default_factory=list)  # the retrieved passages kept, numbered [1]..
 
 
+def _estimate_start(backend, prefix, turns, message, passages, limit, attempt) -> int:
+    """How many of the oldest turns to drop, from the newest turns' own token counts."""
+    base = attempt(len(turns), len(passages))[2]  # prefix, passages and message alone
+    if not turns:
+        return 0
+    pair = [{"role": "user", "content": ""}, {"role": "assistant", "content": ""}]
+    empty = [{"role": "user", "content": ""}]
+    per_message = (
+        max(
+            0,
+            backend.count_tokens(backend.render(prefix + pair + empty))
+            - backend.count_tokens(backend.render(prefix + empty)),
+        )
+        / 2
+    )
+    total = base
+    for start in range(len(turns) - 1, -1, -1):
+        for m in turns[start]:
+            total += backend.count_tokens(m["content"]) + per_message
+        if total > limit:
+            return start + 1
+    return 0
+
+
+def _most_turns(fits, start: int, n_turns: int, limit: int):
+    """``(start, attempt)`` keeping the most turns that fit, searching from ``start``.
+
+    ``fits(s)`` renders the prompt without the ``s`` oldest turns; the token
+    count only falls as ``s`` grows. Steps of 1, 2, 4... away from the guess,
+    then a binary search between the last fitting and first failing ``s``.
+    """
+    found = fits(start)
+    if found[2] <= limit:  # try keeping older turns too
+        good, good_found, step = start, found, 1
+        bad = None
+        while good > 0:
+            s = max(0, good - step)
+            f = fits(s)
+            if f[2] > limit:
+                bad = s
+                break
+            good, good_found, step = s, f, step * 2
+        lo, hi = (bad, good) if bad is not None else (good, good)
+    else:  # drop more turns
+        bad, step = start, 1
+        good = good_found = None
+        while bad < n_turns:
+            s = min(n_turns, bad + step)
+            f = fits(s)
+            if f[2] <= limit:
+                good, good_found = s, f
+                break
+            bad, step = s, step * 2
+        if good is None:
+            return None
+        lo, hi = bad, good
+    while hi - lo > 1:  # invariant: lo fails, hi fits
+        mid = (lo + hi) // 2
+        f = fits(mid)
+        if f[2] <= limit:
+            hi, good_found = mid, f
+        else:
+            lo = mid
+    return hi, good_found
+
+
 def validate_history(history: object) -> list[dict]:
     """Check history is a list of ``{role: user|assistant, content: str}``; return a copy."""
     if history is None:
@@ -94,7 +161,7 @@ def validate_history(history: object) -> list[dict]:
             raise InputError(
                 f"history[{i}].role must be 'user' or 'assistant', got {msg.get('role')!r}"
             )
-        clean.append({"role": msg["role"], "content": msg["content"]})
+        clean.append({"role": msg["role"], "content": clean_text(msg["content"])})
     return clean
 
 
@@ -117,16 +184,30 @@ def fit_prompt(
     n_ctx: int,
     max_new_tokens: int,
     passages: list | None = None,
+    cancel=None,
+    suffix: list[dict] | None = None,
 ) -> FittedPrompt:
-    """Fit ``prefix + history + message`` and the reply into ``n_ctx`` tokens.
+    """Fit ``prefix + history + message + suffix`` and the reply into ``n_ctx`` tokens.
+
+    ``suffix``: messages that always follow the new message (a character card's
+    post-history instructions).
 
     History goes oldest turn first, then retrieved ``passages`` (sorted best
     first) lowest score first; the prefix (system prompt and few-shot examples)
     and the new message stay. A message too long on its own is cut, and if
     even that is not enough the reply budget shrinks. Each concession is
     reported in ``notices``.
+
+    Fast for any history: the newest turns are counted one by one only until
+    the window is full, which estimates how many turns fit; the estimate is
+    then checked on the rendered prompt, stepping a turn at a time (then in
+    growing steps) until the most turns that fit are found. Every prompt
+    rendered is about the size of the window, whatever the history's length.
+    ``cancel`` (a ``threading.Event``) is checked between renders and raises
+    ``Cancelled``.
     """
     notices: list[str] = []
+    suffix = list(suffix or [])
     budget = n_ctx - SAFETY_TOKENS
     if max_new_tokens > budget // 2:
         notices.append(
@@ -135,36 +216,48 @@ def fit_prompt(
         )
         max_new_tokens = budget // 2
     turns = split_turns(history)
-    kept = list(passages or [])
-    dropped = 0
-    while True:
-        user = {"role": "user", "content": with_context(message, kept)}
-        messages = prefix + [m for t in turns for m in t] + [user]
+    passages = list(passages or [])
+    limit = budget - max_new_tokens
+
+    def attempt(start: int, n_passages: int):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("The request was cancelled while its prompt was being built.")
+        user = {"role": "user", "content": with_context(message, passages[:n_passages])}
+        messages = prefix + [m for t in turns[start:] for m in t] + [user] + suffix
         prompt = backend.render(messages)
-        n_prompt = backend.count_tokens(prompt)
-        if n_prompt + max_new_tokens <= budget:
-            if dropped:
-                notices.append(f"Dropped the {dropped} oldest turn(s) to fit the context window.")
-            if len(kept) < len(passages or []):
-                notices.append(
-                    f"Dropped {len(passages) - len(kept)} lowest-scoring retrieved passage(s) "
-                    "to fit the context window."
-                )
-            return FittedPrompt(messages, prompt, n_prompt, max_new_tokens, dropped, notices, kept)
-        if turns:
-            turns.pop(0)
-            dropped += 1
-        elif kept:
-            kept.pop()
-        else:
-            break
+        return messages, prompt, backend.count_tokens(prompt)
+
+    def done(start: int, n_passages: int, found) -> FittedPrompt:
+        messages, prompt, n_prompt = found
+        if start:
+            notices.append(f"Dropped the {start} oldest turn(s) to fit the context window.")
+        if n_passages < len(passages):
+            notices.append(
+                f"Dropped {len(passages) - n_passages} lowest-scoring retrieved passage(s) "
+                "to fit the context window."
+            )
+        kept = passages[:n_passages]
+        return FittedPrompt(messages, prompt, n_prompt, max_new_tokens, start, notices, kept)
+
+    start = _estimate_start(backend, prefix, turns, message, passages, limit, attempt)
+    fits = lambda start: attempt(start, len(passages))  # noqa: E731
+    best = _most_turns(fits, start, len(turns), limit)
+    if best is not None:
+        return done(best[0], len(passages), best[1])
+    for n_passages in range(len(passages) - 1, -1, -1):  # no turns left: drop passages
+        found = attempt(len(turns), n_passages)
+        if found[2] <= limit:
+            return done(len(turns), n_passages, found)
+    dropped = len(turns)
     if dropped:
         notices.append(f"Dropped all {dropped} earlier turn(s) to fit the context window.")
     if passages:
         notices.append("Dropped every retrieved passage: the message alone fills the window.")
 
     # The prefix and the message alone are too long: cut the message.
-    overhead = backend.count_tokens(backend.render(prefix + [{"role": "user", "content": ""}]))
+    overhead = backend.count_tokens(
+        backend.render(prefix + [{"role": "user", "content": ""}] + suffix)
+    )
     allowed = budget - max_new_tokens - overhead
     if allowed < MIN_MESSAGE_TOKENS:
         max_new_tokens = max(1, budget - overhead - MIN_MESSAGE_TOKENS)
@@ -178,7 +271,7 @@ def fit_prompt(
         notices.append(f"The reply is capped at {max_new_tokens} tokens to fit the window.")
     cut = backend.truncate(message, allowed)
     while True:
-        messages = prefix + [{"role": "user", "content": cut}]
+        messages = prefix + [{"role": "user", "content": cut}] + suffix
         prompt = backend.render(messages)
         n_prompt = backend.count_tokens(prompt)
         if n_prompt + max_new_tokens <= budget or not cut:

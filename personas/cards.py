@@ -46,12 +46,23 @@ class Persona(BaseModel):
     settings: str | dict[str, Any] | None = Field(
         None, description="A preset name, or decoding settings overrides."
     )
+    examples: list[str] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Example messages offered as clickable suggestions.",
+    )
+    post_history_instructions: str = Field(
+        "",
+        description="Sent after the conversation, just before the reply (character card V2).",
+    )
     tags: list[str] = Field(default_factory=list)
     character_card: dict[str, Any] | None = Field(
         None, description="The imported character card V2, kept whole for a lossless export."
     )
 
-    _macros = field_validator("name", "description", "system_prompt", "greeting")(check_macros)
+    _macros = field_validator(
+        "name", "description", "system_prompt", "greeting", "post_history_instructions"
+    )(check_macros)
 
     def expand(self, text: str, user: str = "User") -> str:
         """Expand ``{{user}}``, ``{{char}}`` and ``{{date}}`` in ``text``."""
@@ -65,6 +76,11 @@ class Persona(BaseModel):
     def greeting_text(self, user: str = "User") -> str:
         """The greeting with macros expanded (empty when the card has none)."""
         return self.expand(self.greeting, user)
+
+    def suffix_messages(self, user: str = "User") -> list[dict]:
+        """The post-history instructions as a system message after the conversation."""
+        text = self.expand(self.post_history_instructions, user).strip()
+        return [{"role": "system", "content": text}] if text else []
 
     def prefix_messages(self, user: str = "User") -> list[dict]:
         """System prompt then example dialogue, as role/content messages."""

@@ -84,6 +84,7 @@ def card_from_v2(raw: dict) -> Persona:
         description=(summary[0] if summary else "")[:300],
         system_prompt="\n\n".join(p.strip() for p in parts if p.strip()),
         greeting=_plain(data.get("first_mes")),
+        post_history_instructions=_plain(data.get("post_history_instructions")),
         example_dialogue=_examples(_plain(data.get("mes_example"))),
         tags=[str(t) for t in tags],
         character_card=raw,
@@ -100,6 +101,8 @@ def card_to_v2(card: Persona) -> dict:
             data["name"] = card.name
         if card.greeting != _plain(data.get("first_mes")):
             data["first_mes"] = card.greeting
+        if card.post_history_instructions != _plain(data.get("post_history_instructions")):
+            data["post_history_instructions"] = card.post_history_instructions
         if card.tags != [str(t) for t in data.get("tags") or []]:
             data["tags"] = list(card.tags)
         return raw
@@ -121,7 +124,7 @@ def card_to_v2(card: Persona) -> dict:
             "first_mes": card.greeting,
             "mes_example": mes_example,
             "system_prompt": card.system_prompt,
-            "post_history_instructions": "",
+            "post_history_instructions": card.post_history_instructions,
             "alternate_greetings": [],
             "tags": list(card.tags),
             "creator_notes": card.description,

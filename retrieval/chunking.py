@@ -30,14 +30,15 @@ class ChunkSettings(BaseModel):
         ge=0,
         le=256,
         description="Tokens shared by neighbouring chunks, so a fact cut at a chunk "
-        "boundary still appears whole in one of them.",
+        "boundary still appears whole in one of them (at most half of chunk_size).",
     )
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> ChunkSettings:
-        if self.chunk_overlap >= self.chunk_size:
+        # A larger overlap multiplies the chunks (and the work) of every document.
+        if self.chunk_overlap > self.chunk_size // 2:
             raise ValueError(
-                f"chunk_overlap: must be smaller than chunk_size ({self.chunk_size}), "
+                f"chunk_overlap: may be at most half of chunk_size ({self.chunk_size // 2}), "
                 f"got {self.chunk_overlap}"
             )
         return self

@@ -31,24 +31,32 @@ class IngestMixin:
         chunk: ChunkSettings,
         max_bytes: int,
         progress: Callable[[int, int, str], None] | None = None,
+        max_chunks: int | None = None,
     ) -> list[FileSummary]:
         """Ingest ``(path, original filename)`` pairs; one FileSummary per file, in order.
 
         Files are loaded and chunked one by one; their chunks are embedded
         together in large batches (one big encode runs at the raw model's
         speed, per-document calls do not) and written several documents per
-        add call. One bad file never stops the others.
+        add call. One bad file never stops the others. Once the files so far
+        made ``max_chunks`` chunks, the rest are refused with a clear error.
+        If a write fails, each file's summary says what was really stored.
         """
         summaries: list[FileSummary | None] = [None] * len(files)
         batch: list[tuple[int, _Prepared]] = []
+        total_chunks = 0
 
         def flush() -> None:
             preps = [prep for _, prep in batch]
             try:
+                self.check_space(
+                    sum(len(p.chunks) for p in preps),
+                    sum(len(c.text) for p in preps for c in p.chunks),
+                )
                 vectors = self.embedder.encode([c.text for prep in preps for c in prep.chunks])
                 results = self._write(preps, vectors)
-            except Exception as exc:  # the model or the store failed: these files fail
-                results = [_failed(prep.filename, exc) for prep in preps]
+            except Exception as exc:  # the model or the store failed: say what got stored
+                results = [self._after_failure(prep, exc) for prep in preps]
             for (i, _), summary in zip(batch, results, strict=True):
                 summaries[i] = summary
 
@@ -58,6 +66,16 @@ class IngestMixin:
             prepared = self._try_prepare(path, filename, collection, chunk, max_bytes)
             if isinstance(prepared, FileSummary):  # an error, or already stored
                 summaries[i] = prepared
+                continue
+            total_chunks += len(prepared.chunks)
+            if max_chunks is not None and total_chunks > max_chunks:
+                summaries[i] = FileSummary(
+                    file=filename,
+                    status="error",
+                    error=f"{prepared.source}: this upload already makes {max_chunks:,} chunks, "
+                    "the most one request may add; ingest this file in another request.",
+                )
+                total_chunks -= len(prepared.chunks)
                 continue
             batch.append((i, prepared))
             if sum(len(prep.chunks) for _, prep in batch) >= EMBED_BATCH:
@@ -106,6 +124,16 @@ class IngestMixin:
         if not chunks:
             raise DocumentError(f"{source} has no text to index (is it empty or a scanned image?).")
         return _Prepared(filename, source, col, doc_hash, chunks, extra)
+
+    def _after_failure(self, prep: _Prepared, exc: Exception) -> FileSummary:
+        """After a failed write: "added" if the document is in fact stored whole, else the error."""
+        try:
+            ids, metas = self._metadatas(prep.col, where={"doc_hash": prep.doc_hash})
+            if ids and _complete(metas):
+                return prep.summary("added")
+        except Exception:  # the store cannot even be read: report the write's error
+            pass
+        return _failed(prep.filename, exc)
 
     def _duplicate(self, col, filename: str, doc_hash: str, extra: dict) -> FileSummary | None:
         """A "duplicate" summary when ``doc_hash`` is completely stored; clears leftovers."""

@@ -23,7 +23,7 @@ from pathlib import Path
 from chat.errors import DocumentError
 from retrieval.loaders_common import MIB, _error, _mb, _reason
 from retrieval.sanitize import decode_text, safe_filename, sanitize_text, sniff_binary
-from retrieval.text_formats import _TEXT_EXTRACTORS
+from retrieval.text_formats import _TEXT_EXTRACTORS, too_much_text
 from retrieval.types import SUPPORTED_SUFFIXES, Section
 
 TEXT_SUFFIXES = (".txt", ".md", ".html", ".htm", ".csv", ".json")
@@ -32,6 +32,16 @@ DOCX_MAX_TOTAL = 100 * MIB
 DOCX_MAX_RATIO = 100
 DOCX_RATIO_MIN_SIZE = 5 * MIB
 PDF_MAX_PAGES = 2000
+# Text may grow past the upload's size (CSV headers repeat on every row, JSON key
+# paths on every value), but not without bound: a few KB must not become megabytes.
+TEXT_RATIO = 32
+TEXT_FLOOR = 64 * 1024
+
+
+def max_text_chars(upload_bytes: int) -> int:
+    """The most text a document of ``upload_bytes`` may yield."""
+    return TEXT_RATIO * upload_bytes + TEXT_FLOOR
+
 
 _SUPPORTED = ", ".join(SUPPORTED_SUFFIXES)
 
@@ -57,11 +67,13 @@ def load_document(path: str | Path, filename: str, max_bytes: int) -> list[Secti
     data = _read_limited(path, max_bytes, name)
     if suffix in TEXT_SUFFIXES:
         text = _decode_text(data, name)
-        sections = _TEXT_EXTRACTORS[suffix](text, name)
+        sections = _TEXT_EXTRACTORS[suffix](text, name, max_text_chars(size))
     elif suffix == ".pdf":
         sections = _extract_pdf(data, name)
     else:
         sections = _extract_docx(data, name, max_bytes)
+    if sum(len(s.text) for s in sections) > max_text_chars(size):
+        raise too_much_text(name, max_text_chars(size))
     sections = [s for s in (_clean(s) for s in sections) if s.text]
     if not sections:
         raise _error(name, "is empty (no text found); upload a file with some text in it")

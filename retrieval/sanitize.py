@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from chat.text import drop_surrogates
+
 MAX_NAME_CHARS = 200
 FALLBACK_NAME = "document"
 SNIFF_BYTES = 8192
@@ -28,20 +30,13 @@ _MAGIC = (
 _NEWLINES = re.compile(r"\r\n|[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 # C0 controls except \t and \n, DEL, and C1 controls.
 _CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-_SURROGATES = re.compile("[\ud800-\udfff]")
 # Bidi overrides/isolates can make "evil\u202etxt.exe" display as "evilexe.txt".
 _BIDI = re.compile(r"[\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
-def _drop_surrogates(text: str) -> str:
-    # Valid high+low pairs are joined into the real character; lone halves are dropped.
-    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "ignore")
-
-
 def sanitize_text(text: str) -> str:
     """Drop NULs, lone surrogates and control characters; NFC-normalize; newlines become \\n."""
-    if _SURROGATES.search(text):
-        text = _drop_surrogates(text)
+    text = drop_surrogates(text)
     text = unicodedata.normalize("NFC", text)
     text = _NEWLINES.sub("\n", text)
     return _CONTROLS.sub("", text)

@@ -7,8 +7,10 @@ page at once; ``main.py`` passes one ``RetrievalService`` to the UI and chat.
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
+from chat.errors import DocumentError
 from retrieval.settings import RetrievalSettings
 from retrieval.types import SUPPORTED_SUFFIXES, FileSummary, Passage
 
@@ -25,58 +27,84 @@ class RetrievalService:
         chroma_host: str | None = None,
         chroma_port: int | None = None,
         max_upload_mb: float = 20,
+        min_free_mb: float = 0,
+        orphan_age_s: float = 7 * 86400,
     ):
         self.path = Path(data_dir) / "chroma"
         self.embedding_model = embedding_model
         self.host, self.port = chroma_host, chroma_port
         self.max_bytes = int(max_upload_mb * 2**20)
+        self.min_free_bytes = int(min_free_mb * 2**20)
+        self.orphan_age_s = orphan_age_s
         self._store = None
+        self._failure: tuple[float, str] | None = None
         self._lock = threading.Lock()
 
     @property
+    def loaded(self) -> bool:
+        """Whether the store (and its embedder) has been opened."""
+        return self._store is not None
+
+    @property
     def store(self):
-        """The ``DocumentStore``, opened (with its embedder) on first use."""
+        """The ``DocumentStore``, opened (with its embedder) on first use.
+
+        If it cannot open, every call says so with the same clear message
+        (chat without documents keeps working); it is tried again after a
+        minute, so a fixed folder or a restarted server is picked up.
+        """
         with self._lock:
             if self._store is None:
-                from retrieval.embedder import Embedder
-                from retrieval.store import DocumentStore
-
-                embedder = Embedder(self.embedding_model)
-                if self.host:
-                    self._store = DocumentStore(embedder, host=self.host, port=self.port or 8000)
-                else:
-                    self._store = DocumentStore(embedder, path=self.path)
-                    self._drop_stale_sessions()
+                if self._failure and time.monotonic() - self._failure[0] < 60:
+                    raise DocumentError(self._failure[1])
+                try:
+                    self._store = self._open()
+                except DocumentError as exc:
+                    self._failure = (time.monotonic(), str(exc))
+                    raise
+                self._failure = None
             return self._store
 
-    def _drop_stale_sessions(self) -> None:
-        """Session collections left by an earlier run belong to no live session: delete them.
+    def _open(self):
+        from retrieval.embedder import Embedder
+        from retrieval.store import DocumentStore
 
-        Only for the local store; a shared Chroma server may hold other app
-        instances' live sessions.
-        """
-        for col in self._store.client.list_collections():
-            name = getattr(col, "name", col)
-            if str(name).startswith("session-"):
-                self._store.drop(str(name))
+        embedder = Embedder(self.embedding_model)
+        if self.host:
+            store = DocumentStore(embedder, host=self.host, port=self.port or 8000)
+            store.drop_sessions(older_than_s=self.orphan_age_s)
+        else:
+            store = DocumentStore(embedder, path=self.path, min_free_bytes=self.min_free_bytes)
+            # The data folder's lock says no other app uses it: every session
+            # collection left over belongs to no live session.
+            store.drop_sessions()
+        return store
 
-    @staticmethod
-    def session_collection(session: str | None) -> str:
-        """The private collection of one browser (or API client) session."""
-        from retrieval.store import session_collection
+    def warm_up(self) -> None:
+        """Open the store now (``--docs`` at start); failures are reported, not raised."""
+        try:
+            _ = self.store
+        except DocumentError:
+            pass
 
-        return session_collection(session or "anonymous")
-
-    def scope(self, session: str | None, collection: str | None = None) -> list[str]:
-        """Collections a question searches: the named one, else shared + the session's."""
-        return [collection] if collection else [SHARED, self.session_collection(session)]
-
-    def ingest(self, files: list[tuple[str, str]], collection: str, chunk=None, progress=None):
+    def ingest(
+        self,
+        files: list[tuple[str, str]],
+        collection: str,
+        chunk=None,
+        progress=None,
+        max_chunks: int | None = None,
+    ):
         """Ingest ``(path, original name)`` files; one ``FileSummary`` per file."""
         from retrieval.chunking import ChunkSettings
 
         return self.store.ingest(
-            files, collection, chunk or ChunkSettings(), self.max_bytes, progress=progress
+            files,
+            collection,
+            chunk or ChunkSettings(),
+            self.max_bytes,
+            progress=progress,
+            max_chunks=max_chunks,
         )
 
     def ingest_folder(self, folder: str | Path, collection: str = SHARED) -> list[FileSummary]:
@@ -111,10 +139,14 @@ class RetrievalService:
         """Remove every document of a collection."""
         self.store.clear(collection)
 
-    def drop_session(self, session: str | None) -> None:
-        """Delete a session's private collection when the session ends."""
+    def drop(self, collection: str) -> None:
+        """Delete a collection (a session's, when the session ends); nothing if never opened."""
         if self._store is not None:
-            self._store.drop(self.session_collection(session))
+            self._store.drop(collection)
+
+    def collection_names(self) -> list[str]:
+        """Every collection in the store."""
+        return self.store.names()
 
 
 def passage_dict(p: Passage) -> dict:

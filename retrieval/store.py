@@ -10,7 +10,9 @@ chunk text is kept in each chunk's metadata (``text``).
 from __future__ import annotations
 
 import re
+import shutil
 import threading
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -22,12 +24,6 @@ SHARED = "shared"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,60}[A-Za-z0-9]")
 _PAGE = 5000  # rows per get/delete call when walking a whole collection
 _SERVER_FIX = "Start it with `chroma run --path DIR --host HOST --port PORT`, or use a local path."
-
-
-def session_collection(session_hash: str) -> str:
-    """The private collection name of one session: ``session-`` + the sanitized hash."""
-    cleaned = re.sub(r"[^A-Za-z0-9]", "", session_hash or "")[:48] or "anonymous"
-    return f"session-{cleaned}"
 
 
 def check_collection_name(name: str) -> str:
@@ -49,6 +45,7 @@ class DocumentStore(IngestMixin):
         path: str | Path | None = None,
         host: str | None = None,
         port: int | None = None,
+        min_free_bytes: int = 0,
     ):
         import chromadb
         from chromadb.config import Settings
@@ -70,13 +67,17 @@ class DocumentStore(IngestMixin):
                 self.client = chromadb.PersistentClient(path=str(path), settings=settings)
             except Exception as exc:
                 raise DocumentError(
-                    f"Cannot open the document store at {path} ({exc}). "
-                    "Pass a writable data folder, or delete a corrupted store folder."
+                    f"Cannot open the document store at {path} ({exc}). Chat without "
+                    "documents still works. To fix it, free disk space if it is full, or move "
+                    "the damaged folder aside (its documents must then be ingested again), "
+                    "and restart."
                 ) from None
         else:
             raise DocumentError("DocumentStore needs a path or a Chroma server host.")
         self._max_batch = int(self.client.get_max_batch_size())
         self._write_lock = threading.Lock()
+        self.path = Path(path) if path is not None and not host else None
+        self.min_free_bytes = min_free_bytes
 
     # -- collections ---------------------------------------------------------
 
@@ -87,7 +88,10 @@ class DocumentStore(IngestMixin):
         check_collection_name(name)
         if create:
             return self.client.get_or_create_collection(
-                name, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
+                name,
+                embedding_function=None,
+                configuration={"hnsw": {"space": "cosine"}},
+                metadata={"created": time.time()},
             )
         try:
             return self.client.get_collection(name, embedding_function=None)
@@ -150,6 +154,44 @@ class DocumentStore(IngestMixin):
         if col is not None:
             # Ids are fetched before deleting, so paging offsets never shift under us.
             self._delete_ids(col, self._metadatas(col)[0])
+
+    def names(self) -> list[str]:
+        """Every collection's name."""
+        return [str(getattr(c, "name", c)) for c in self.client.list_collections()]
+
+    def drop_sessions(self, older_than_s: float | None = None) -> list[str]:
+        """Drop ``session-*`` collections: all, or those created over ``older_than_s`` ago."""
+        dropped = []
+        for col in self.client.list_collections():
+            name = str(getattr(col, "name", col))
+            if not name.startswith("session-"):
+                continue
+            if older_than_s is not None:
+                meta = getattr(col, "metadata", None) or {}
+                if time.time() - float(meta.get("created", 0) or 0) < older_than_s:
+                    continue
+            self.drop(name)
+            dropped.append(name)
+        return dropped
+
+    def check_space(self, n_chunks: int, text_chars: int) -> None:
+        """Refuse a write that would bring the store's disk below its reserve.
+
+        The estimate is generous (the vector, its index entry, the metadata
+        and Chroma's write-ahead log, twice over): a store whose disk fills up
+        mid-write can be left unreadable.
+        """
+        if self.path is None:
+            return  # a Chroma server looks after its own disk
+        need = 2 * (n_chunks * (self.embedder.dim * 4 * 3 + 1024) + text_chars * 3)
+        free = shutil.disk_usage(self.path).free
+        if free - need < self.min_free_bytes:
+            raise DocumentError(
+                f"Not enough free disk space for the document store at {self.path}: "
+                f"{free / 2**20:,.0f} MB free, this needs about {need / 2**20:,.1f} MB and "
+                f"{self.min_free_bytes / 2**20:,.0f} MB is kept in reserve (--min-free-mb). "
+                "Free some space or delete documents, then ingest again."
+            )
 
     def drop(self, collection: str) -> None:
         """Delete ``collection`` altogether; a missing one is ignored."""

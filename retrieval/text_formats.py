@@ -16,7 +16,7 @@ from retrieval.loaders_common import _error, _reason
 from retrieval.types import Section
 
 
-def _extract_plain(text: str, name: str) -> list[Section]:
+def _extract_plain(text: str, name: str, max_chars: int | None = None) -> list[Section]:
     return [Section(text=text)]
 
 
@@ -86,7 +86,7 @@ class _VisibleText(HTMLParser):
         return "\n".join(lines).strip()
 
 
-def _extract_html(text: str, name: str) -> list[Section]:
+def _extract_html(text: str, name: str, max_chars: int | None = None) -> list[Section]:
     parser = _VisibleText()
     parser.feed(text)
     parser.close()
@@ -94,7 +94,7 @@ def _extract_html(text: str, name: str) -> list[Section]:
     return [Section(text=parser.text(), section=title)]
 
 
-def _extract_csv(text: str, name: str) -> list[Section]:
+def _extract_csv(text: str, name: str, max_chars: int | None = None) -> list[Section]:
     try:
         dialect = csv.Sniffer().sniff(text[:8192], delimiters=",;\t|")
     except csv.Error:
@@ -113,11 +113,14 @@ def _extract_csv(text: str, name: str) -> list[Section]:
     if len(rows) == 1:
         return [Section(text="columns: " + ", ".join(header))]
     lines = []
+    total = 0
     for row in rows[1:]:
         cols = header + [f"column {i + 1}" for i in range(len(header), len(row))]
-        lines.append(
-            "; ".join(f"{c}: {v.strip()}" for c, v in zip(cols, row, strict=False) if v.strip())
-        )
+        line = "; ".join(f"{c}: {v.strip()}" for c, v in zip(cols, row, strict=False) if v.strip())
+        total += len(line) + 1
+        if max_chars is not None and total > max_chars:
+            raise too_much_text(name, max_chars)
+        lines.append(line)
     return [Section(text="\n".join(lines))]
 
 
@@ -129,7 +132,13 @@ def _json_scalar(value: object) -> str:
     return json.dumps(value)
 
 
-def _extract_json(text: str, name: str) -> list[Section]:
+def _extract_json(text: str, name: str, max_chars: int | None = None) -> list[Section]:
+    if _too_deep(text):
+        raise _error(
+            name,
+            f"is JSON nested more than {MAX_JSON_DEPTH} levels deep, more than a document "
+            "needs; flatten it, or upload it as .txt",
+        )
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -139,6 +148,7 @@ def _extract_json(text: str, name: str) -> list[Section]:
         raise _error(name, f"is not usable JSON ({_reason(exc)}); upload it as .txt") from None
     # Flatten iteratively: deeply nested JSON must not hit the recursion limit.
     lines: list[str] = []
+    total = 0
     stack: list[tuple[str, object]] = [("", data)]
     while stack:
         key, value = stack.pop()
@@ -147,10 +157,38 @@ def _extract_json(text: str, name: str) -> list[Section]:
         elif isinstance(value, list) and value:
             items = [(f"{key}[{i}]", v) for i, v in enumerate(value)]
         else:
-            lines.append(f"{key}: {_json_scalar(value)}" if key else _json_scalar(value))
+            line = f"{key}: {_json_scalar(value)}" if key else _json_scalar(value)
+            total += len(line) + 1
+            if max_chars is not None and total > max_chars:
+                raise too_much_text(name, max_chars)
+            lines.append(line)
             continue
         stack.extend(reversed(items))
     return [Section(text="\n".join(lines))]
+
+
+MAX_JSON_DEPTH = 64
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKETS = re.compile(r"[^\[\]{}]+")
+
+
+def _too_deep(text: str) -> bool:
+    """Whether ``[`` and ``{`` (outside strings) nest deeper than ``MAX_JSON_DEPTH``."""
+    depth = 0
+    for ch in _JSON_BRACKETS.sub("", _JSON_STRING.sub("", text)):
+        depth += 1 if ch in "[{" else -1
+        if depth > MAX_JSON_DEPTH:
+            return True
+    return False
+
+
+def too_much_text(name: str, max_chars: int):
+    """The error for a document whose text grows far beyond its upload size."""
+    return _error(
+        name,
+        f"unpacks to more than {max_chars:,} characters of text, far more than its size "
+        "suggests; split it or upload it as .txt",
+    )
 
 
 _TEXT_EXTRACTORS = {

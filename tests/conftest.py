@@ -44,23 +44,32 @@ def gguf_backend():
 
 
 @pytest.fixture(scope="session")
+def smol_transformers():
+    """The same bundled GGUF, dequantized and run by transformers on the CPU (loaded once)."""
+    from chat.backends.transformers_backend import TransformersBackend
+    from chat.models import default_model_path
+
+    gguf = default_model_path()
+    return TransformersBackend(str(gguf.parent), gguf_file=gguf.name, device="cpu")
+
+
+def start_studio(backend, data_dir, **options):
+    """The app as ``main.py`` builds and serves it, on a free loopback port."""
+    from studio.config import AppConfig
+    from studio.launch import build, serve
+
+    config = AppConfig(host="127.0.0.1", port=free_port(), data_dir=data_dir, **options)
+    studio = build(config, backend)
+    serve(studio, quiet=True)
+    return studio
+
+
+@pytest.fixture(scope="session")
 def app(gguf_backend, tmp_path_factory):
     """The real Gradio app on a free loopback port; yields ``(demo, url)``."""
-    from chat.engine import ChatEngine
-    from chat.service import ChatService
-    from personas import PersonaStore
-    from retrieval.service import RetrievalService
-    from ui.app import ChatUI
-
-    data = tmp_path_factory.mktemp("data")
-    documents = RetrievalService(data, max_upload_mb=1)
-    service = ChatService(ChatEngine(gguf_backend), PersonaStore(data / "personas"), documents)
-    demo = ChatUI(service).create_app()
-    demo.launch(
-        server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True
-    )
-    yield demo, demo.local_url
-    demo.close()
+    studio = start_studio(gguf_backend, tmp_path_factory.mktemp("data"), max_upload_mb=1)
+    yield studio.demo, studio.demo.local_url
+    studio.close()
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from chat.config import ConfigError, load_config
+from studio.config import ConfigError, load_config
 from tests.conftest import free_port, spawn_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +66,8 @@ def test_space_binds_what_the_space_gives(monkeypatch):
 def test_share_needs_auth_or_explicit_consent():
     with pytest.raises(ConfigError, match="--share-without-auth"):
         load_config(["--share"], {})
-    assert load_config(["--share", "--auth", "a:b"], {}).auth_pair() == ("a", "b")
+    cfg = load_config(["--share", "--auth", "ada:long-enough"], {})
+    assert cfg.credentials() == [("ada", "long-enough")]
     assert load_config(["--share", "--share-without-auth"], {}).share
     with pytest.raises(ConfigError, match="USER:PASS"):
         load_config(["--auth", "nocolon"], {})

@@ -77,7 +77,8 @@ def test_cancel_halts_the_backend_quickly(gguf_backend):
     assert time.perf_counter() - t_cancel < 1.0
     assert result.stats["finish_reason"] == "cancelled"
     assert result.stats["completion_tokens"] < 100
-    assert not engine._lock.locked()  # the model is free for the next turn
+    assert engine.acquire()  # the model is free for the next turn
+    engine.release()
 
 
 def test_candidates_use_consecutive_seeds(gguf_backend):
@@ -107,3 +108,39 @@ def test_chinese_text_streams_whole_characters(gguf_backend):
     )
     assert all("\ufffd" not in s.reply for s in snapshots)
     assert result.stats["completion_tokens"] > 0
+
+
+def test_a_request_waiting_for_the_model_gives_up_on_cancel(gguf_backend):
+    """The prompt is built outside the generation slot; waiting for one ends on cancel."""
+    from chat.errors import Cancelled
+
+    engine = ChatEngine(gguf_backend)
+    assert engine.acquire()  # someone else is generating
+    cancel = threading.Event()
+    outcome = []
+
+    def turn():
+        try:
+            for result in engine.stream_turn("Hi", [], SYSTEM, DecodingSettings(), cancel):
+                outcome.append(result)
+        except Cancelled:
+            outcome.append("cancelled")
+
+    worker = threading.Thread(target=turn)
+    worker.start()
+    time.sleep(0.5)
+    assert worker.is_alive() and not outcome  # still waiting for the slot
+    cancel.set()
+    worker.join(timeout=2)
+    engine.release()
+    assert outcome == ["cancelled"]
+
+
+def test_a_generation_stops_at_the_time_limit(gguf_backend):
+    engine = ChatEngine(gguf_backend)
+    settings = DecodingSettings(strategy="sample", seed=2, max_new_tokens=2000)
+    t0 = time.perf_counter()
+    *_, result = engine.stream_turn("Tell a long story.", [], SYSTEM, settings, max_seconds=1.0)
+    assert time.perf_counter() - t0 < 3
+    assert result.stats["finish_reason"] == "time_limit"
+    assert any("--max-request-seconds" in n for n in result.notices)

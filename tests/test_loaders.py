@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import random
 import struct
@@ -440,3 +441,26 @@ def test_sanitize_text():
     assert sanitize_text("e\u0301") == "\u00e9"
     assert sanitize_text("one\r\ntwo\rthree\n") == "one\ntwo\nthree\n"
     assert sanitize_text("tab\tkept\x01\x1b\x7f\x9f") == "tab\tkept"
+
+
+def test_json_that_unpacks_far_beyond_its_size_is_refused(write):
+    # 2 KB that flattens to about 190 KB of "[0][0]...[0][i]: 0" lines.
+    bomb = "[" * 60 + "0," * 999 + "0" + "]" * 60
+    message = fails(write("bomb.json", bomb), "unpacks to more than", "characters")
+    assert "upload it as .txt" in message
+    # The issue's own example nests deeper still: refused before it is parsed.
+    fails(write("deeper.json", "[" * 200 + "0," * 999 + "0" + "]" * 200), "nested more than")
+
+
+def test_csv_whose_headers_repeat_beyond_its_size_is_refused(write):
+    header = ",".join(f"column {i:03d} " + "x" * 110 for i in range(100))
+    rows = "\n".join(",".join("1" * 100) for _ in range(300))
+    fails(write("wide.csv", header + "\n" + rows), "unpacks to more than")
+
+
+def test_ordinary_json_and_csv_still_load(write):
+    data = {"items": [{"name": f"item {i}", "price": i} for i in range(200)]}
+    sections = load(write("shop.json", json.dumps(data)))
+    assert "items[199].name: item 199" in sections[0].text
+    table = "name,price\n" + "\n".join(f"item {i},{i}" for i in range(200))
+    assert "name: item 5; price: 5" in load(write("shop.csv", table))[0].text

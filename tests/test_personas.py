@@ -98,21 +98,21 @@ def test_slugs_never_leave_the_folder(name, tmp_path):
     slug = slugify(name)
     assert slug and "/" not in slug and "\\" not in slug and ".." not in slug and "\0" not in slug
     store = PersonaStore(tmp_path / "personas")
-    pid = store.save_user(Persona(name=name.strip() or "x"))
+    pid = store.save_shared(Persona(name=name.strip() or "x"))
     files = list((tmp_path / "personas").iterdir())
     assert len(files) == 1 and files[0].parent == tmp_path / "personas"
-    assert store.source(pid) == "user"
+    assert store.source(pid) == "shared"
 
 
 def test_user_cards_never_overwrite_shipped_ones(tmp_path):
     store = PersonaStore(tmp_path)
-    pid = store.save_user(Persona(name="Assistant", system_prompt="custom"))
-    assert pid == "assistant-user"
+    pid = store.save_shared(Persona(name="Assistant", system_prompt="custom"))
+    assert pid == "assistant-shared"
     assert store.get("assistant").system_prompt != "custom"
     assert store.get(pid).system_prompt == "custom"
     with pytest.raises(PersonaError, match="cannot be deleted"):
-        store.delete_user("assistant")
-    store.delete_user(pid)
+        store.delete_shared("assistant")
+    store.delete_shared(pid)
     assert pid not in {r["id"] for r in store.list()}
 
 
@@ -132,14 +132,14 @@ def test_broken_file_is_listed_and_others_still_load(tmp_path):
 
 def test_save_is_atomic(tmp_path, monkeypatch):
     store = PersonaStore(tmp_path)
-    pid = store.save_user(Persona(name="Keeper", system_prompt="first version"))
+    pid = store.save_shared(Persona(name="Keeper", system_prompt="first version"))
 
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError):
-        store.save_user(Persona(name="Keeper", system_prompt="second version"))
+        store.save_shared(Persona(name="Keeper", system_prompt="second version"))
     assert PersonaStore(tmp_path).get(pid).system_prompt == "first version"
     assert [p.name for p in tmp_path.iterdir()] == ["keeper.yaml"]  # no temp file left
 

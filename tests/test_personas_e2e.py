@@ -5,7 +5,7 @@ import json
 import pytest
 
 from personas import PersonaStore
-from tests.test_browser import bot_text
+from tests.test_browser import bot_text, open_tab
 from tests.test_personas import V2
 
 SHIPPED = ["assistant", "catgirl", "translator", "tutor", "sentiment", "storyteller"]
@@ -75,7 +75,7 @@ def test_browser_persona_picker_shows_the_greeting(page, tmp_path):
     )
     assert "主人好喵" in bot_text(page)
     # The editor shows the card; an imported character card becomes one of "my" personas.
-    page.get_by_text("Persona editor").click()
+    open_tab(page, "Personas")
     page.wait_for_function(
         "document.querySelector('#persona-yaml') && "
         "document.querySelector('#persona-yaml').innerText.includes('你是一只可爱的猫娘')",
@@ -86,8 +86,10 @@ def test_browser_persona_picker_shows_the_greeting(page, tmp_path):
     with page.expect_file_chooser() as chooser:
         page.locator("#persona-import").click()
     chooser.value.set_files(str(card))
+    open_tab(page, "Chat")
     page.wait_for_function(
         "document.querySelector('#chatbot').innerText.includes('Welcome aboard, User')",
         timeout=15000,
     )
-    assert "Captain Mira (mine)" in page.locator("#persona input").input_value()
+    # On a private app you are the admin: your cards are the shared ones.
+    assert "Captain Mira (shared)" in page.locator("#persona input").input_value()

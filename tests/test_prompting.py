@@ -147,3 +147,59 @@ def test_tight_window_drops_old_turns_then_lowest_scoring_passages():
     assert [p.score for p in fitted.passages] == [0.9, 0.6]
     assert fitted.prompt_tokens + fitted.max_new_tokens <= 180
     assert any("lowest-scoring" in n for n in fitted.notices)
+
+
+class CountingRenderer(WordRenderer):
+    """Counts renders, and how many messages they held in all."""
+
+    def __init__(self):
+        self.renders = 0
+        self.rendered_messages = 0
+
+    def render(self, messages):
+        self.renders += 1
+        self.rendered_messages += len(messages)
+        return render_transcript(messages)
+
+
+def test_fitting_a_huge_history_renders_only_window_sized_prompts():
+    backend = CountingRenderer()
+    history = turns(5000, words=3)  # 10,000 messages
+    fitted = fit_prompt(backend, SYSTEM, history, "newest", n_ctx=400, max_new_tokens=50)
+    assert fitted.prompt_tokens + 50 <= 400 and fitted.dropped_turns > 4900
+    assert backend.renders < 30
+    assert backend.rendered_messages < 30 * 100  # never the whole history at once
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_fitting_keeps_exactly_the_most_turns_that_fit(seed):
+    import random
+
+    rng = random.Random(seed)
+    history = []
+    for i in range(rng.randint(0, 60)):
+        history += [
+            {"role": "user", "content": f"q{i} " + "w " * rng.randint(0, 40)},
+            {"role": "assistant", "content": f"a{i} " + "w " * rng.randint(0, 40)},
+        ]
+    n_ctx, max_new = rng.randint(120, 900), 40
+    fitted = fit_prompt(WordRenderer(), SYSTEM, history, "now", n_ctx=n_ctx, max_new_tokens=max_new)
+    # Brute force: the fewest dropped turns whose prompt fits.
+    budget = n_ctx - 4 - max_new
+    groups = split_turns(history)
+    for drop in range(len(groups) + 1):
+        msgs = SYSTEM + [m for t in groups[drop:] for m in t] + [{"role": "user", "content": "now"}]
+        if len(render_transcript(msgs).split()) <= budget:
+            break
+    assert fitted.dropped_turns == drop
+
+
+def test_fitting_gives_up_on_cancel():
+    import threading
+
+    from chat.errors import Cancelled
+
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        fit_prompt(WordRenderer(), SYSTEM, turns(50), "x", 300, 50, cancel=cancel)

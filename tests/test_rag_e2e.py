@@ -31,9 +31,9 @@ def write(tmp_path, name, text):
 
 def test_ingest_retrieve_list_delete(own_client, tmp_path):
     doc = write(tmp_path, "glimmerfen.md", FACTS)
-    first = own_client.predict(files=[handle_file(doc)], collection="", api_name="/ingest")
+    first = own_client.predict(files=[handle_file(doc)], api_name="/ingest")
     assert first[0]["status"] == "added" and first[0]["chunks_added"] > 0
-    again = own_client.predict(files=[handle_file(doc)], collection="", api_name="/ingest")
+    again = own_client.predict(files=[handle_file(doc)], api_name="/ingest")
     assert again[0]["status"] == "duplicate" and again[0]["chunks_added"] == 0
 
     hits = own_client.predict(query="When does the boardwalk close?", k=2, api_name="/retrieve")
@@ -50,7 +50,7 @@ def test_ingest_retrieve_list_delete(own_client, tmp_path):
 
 def test_session_uploads_are_private(app, own_client, tmp_path):
     doc = write(tmp_path, "secret.txt", "The vault code of Bellamy Station is 4417.")
-    own_client.predict(files=[handle_file(doc)], collection="", api_name="/ingest")
+    own_client.predict(files=[handle_file(doc)], api_name="/ingest")
     other = Client(app[1], verbose=False)
     assert other.predict(api_name="/documents") == []
     assert all(
@@ -61,7 +61,7 @@ def test_session_uploads_are_private(app, own_client, tmp_path):
 
 def test_chat_with_sources(own_client, tmp_path):
     doc = write(tmp_path, "glimmerfen.md", FACTS)
-    own_client.predict(files=[handle_file(doc)], collection="", api_name="/ingest")
+    own_client.predict(files=[handle_file(doc)], api_name="/ingest")
     out = own_client.predict(
         message="Where do the blue herons nest?",
         use_rag=True,
@@ -92,7 +92,6 @@ def test_bad_files_are_reported_and_others_still_ingest(own_client, tmp_path):
     big.write_text("word " * 300_000, encoding="utf-8")  # 1.5 MB, over the test's 1 MB limit
     out = own_client.predict(
         files=[handle_file(p) for p in (binary, good, empty, big)],
-        collection="",
         api_name="/ingest",
     )
     status = {o["file"]: (o["status"], o["error"] or "") for o in out}
@@ -102,22 +101,24 @@ def test_bad_files_are_reported_and_others_still_ingest(own_client, tmp_path):
     assert status["big.txt"][0] == "error" and "limit" in status["big.txt"][1]
 
 
-def test_bad_collection_name_is_an_error(own_client):
-    with pytest.raises(AppError):
+def test_callers_cannot_name_a_collection(own_client):
+    # The collection parameter is gone: what a caller may read follows from who they are.
+    with pytest.raises((AppError, TypeError, ValueError)):
         own_client.predict(query="x", k=2, collection="../etc", api_name="/retrieve")
 
 
 def test_browser_upload_then_sources_under_the_answer(page, tmp_path):
-    from tests.test_browser import send, set_slider, wait_until_done
+    from tests.test_browser import open_tab, send, set_slider, wait_until_done
 
     doc = write(tmp_path, "glimmerfen.md", FACTS + "\n<script>alert('x')</script>\n")
-    page.get_by_text("Documents (retrieval)").click()
+    open_tab(page, "Documents")
     page.locator("#doc-upload input[type=file]").set_input_files(doc)
     page.locator("#ingest").click()
     # "added" is a status cell: the column headers and the progress text never say it
     page.wait_for_function(
         "document.querySelector('#ingest-summary').innerText.includes('added')", timeout=60000
     )
+    open_tab(page, "Chat")
     page.locator("#use-docs input").check()
     set_slider(page, "max_new_tokens", 24)
     send(page, "When does the marsh boardwalk close?")

@@ -8,13 +8,11 @@ from retrieval.service import SHARED, RetrievalService
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_scope_and_stale_session_collections_are_dropped(tmp_path):
+def test_stale_session_collections_are_dropped_at_open(tmp_path):
     doc = tmp_path / "a.txt"
     doc.write_text("Otters hold hands while they sleep so they do not drift apart.")
     first = RetrievalService(tmp_path / "data")
-    session = first.session_collection("abc123")
-    assert first.scope("abc123") == [SHARED, session]
-    assert first.scope("abc123", "team-notes") == ["team-notes"]
+    session = "session-abc123"
     first.ingest([(str(doc), "a.txt")], session)
     first.ingest([(str(doc), "a.txt")], SHARED)
     assert len(first.documents([session])) == 1

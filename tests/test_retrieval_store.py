@@ -149,11 +149,13 @@ def test_pdf_pages_kept_and_indexes_continue(embedder):
 
 
 def test_collection_names():
-    from retrieval.store import check_collection_name, session_collection
+    from retrieval.store import check_collection_name
+    from studio.access import Access
 
-    assert session_collection("ab12/../x y") == "session-ab12xy"
-    assert session_collection("") == "session-anonymous"
-    check_collection_name(session_collection("z" * 200))
+    access = Access(secret=b"k" * 32)
+    name = access.private_name("ab12/../x y")
+    assert name.startswith("session-") and check_collection_name(name) == name
+    assert access.private_name("abc") != Access(secret=b"j" * 32).private_name("abc")
     for bad in ("a", "-abc", "abc-", "a..b", "sp ace", "x" * 70):
         with pytest.raises(DocumentError, match="collection name"):
             check_collection_name(bad)
@@ -238,11 +240,11 @@ def test_bad_file_does_not_stop_the_others(store, tmp_path, monkeypatch):
 
 
 def test_persistence_and_session_isolation(embedder, tmp_path):
-    from retrieval.store import SHARED, DocumentStore, session_collection
+    from retrieval.store import SHARED, DocumentStore
 
     path = tmp_path / "chroma"
     first = DocumentStore(embedder, path=path)
-    sess_a, sess_b = session_collection("aaa111"), session_collection("bbb222")
+    sess_a, sess_b = "session-aaa111", "session-bbb222"
     first.ingest([write(tmp_path, "fruit.txt", FRUIT)], SHARED, ChunkSettings(), MAX_BYTES)
     first.ingest([write(tmp_path, "bees.txt", BEES)], sess_a, ChunkSettings(), MAX_BYTES)
     del first

@@ -57,9 +57,8 @@ def bundled_gguf() -> Path:
 
 
 @pytest.fixture(scope="module")
-def smol() -> TransformersBackend:
-    gguf = bundled_gguf()
-    return TransformersBackend(str(gguf.parent), gguf_file=gguf.name, device="cpu")
+def smol(smol_transformers) -> TransformersBackend:
+    return smol_transformers
 
 
 def test_smollm2_loads_with_its_chat_template(smol):

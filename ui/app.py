@@ -1,183 +1,121 @@
-"""The Gradio chat UI and the named API endpoints. All Gradio wiring lives here.
+"""The Gradio app: the page's layout and the named API endpoints. Gradio wiring lives in ``ui``.
 
-``ChatUI(service).create_app()`` builds the Blocks; ``launch()`` is separate.
-The conversation is per browser session (``gr.State``); the UI and the
-``/chat`` endpoint both run ``ChatService.run``.
+``ChatUI(service, access).create_app()`` builds the Blocks; ``studio.launch``
+serves them. The page: a sidebar (your name, saved chats, decoding settings)
+and tabs for Chat (``ui.chat_tab``), Inspect, Documents, Personas and Model.
+The conversation is per browser tab (``gr.State``) and saved in the visitor's
+own browser (``ui.saved_chats``). Every handler works out its caller first
+(``Access.caller``), so a handler called from a script can only touch the
+caller's own things.
 """
 
 from __future__ import annotations
 
-import tempfile
 import threading
-from pathlib import Path
+from contextlib import nullcontext
 
 import gradio as gr
 
-from chat.errors import ChatStudioError
-from chat.service import ChatService
-from chat.settings import MAX_CANDIDATES
-from ui import render
-from ui.documents_panel import SOURCE_HEADERS, DocumentsPanel, sources_rows
+from chat.errors import Cancelled, ChatStudioError
+from personas.cards import Persona
+from personas.store import parse_card
+from studio import datasets
+from studio.access import Access
+from studio.service import ChatService, inspect_options
+from ui.chat_tab import DEFAULT_USER, GENERATE, ChatTab
+from ui.documents_panel import DocumentsPanel
+from ui.downloads import Download
+from ui.errors import user_error
 from ui.persona_panel import PersonaEditor, persona_choices
-from ui.settings_panel import FIELDS, SettingsPanel
+from ui.render import model_banner
+from ui.saved_chats import SavedChats, new_id
+from ui.settings_panel import CUSTOM, SettingsPanel
 
-GENERATE = "generate"  # one concurrency group: one generation at a time per model
+OWN_PERSONAS_KEY = "chat-studio-personas"
+USER_NAME_KEY = "chat-studio-user"
+
+PAGE_CSS = """
+#input-row { align-items: center; }
+#stats-line { font-size: 0.85em; opacity: 0.8; min-height: 1.2em; }
+.candidate { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 6px; }
+@media (max-width: 640px) {
+  #model-banner { font-size: 0.75em; }
+  #input-row { flex-wrap: wrap !important; gap: 6px; }
+  #message-box { flex: 1 1 100% !important; order: -1; }
+  #use-docs-box { flex: 1 1 auto !important; }
+  #send, #stop { flex: 0 0 80px !important; min-width: 0 !important; }
+  #chatbot { height: 40vh !important; min-height: 220px !important; }
+  #examples > .gallery { flex-wrap: nowrap !important; overflow-x: auto; }
+  #examples .gallery-item div { white-space: nowrap !important; }
+}
+"""
+
+# A phone shows the chat first: the sidebar starts folded there (its button opens it).
+FOLD_SIDEBAR_ON_PHONES = """() => {
+  const bar = document.querySelector('#sidebar');
+  if (window.innerWidth < 768 && bar && bar.classList.contains('open')) {
+    bar.querySelector('.toggle-button').click();
+  }
+}"""
 
 
 class ChatUI:
     """Builds the chat app around a loaded ``ChatService``."""
 
     def __init__(
-        self, service: ChatService, queue_size: int = 16, default_preset: str = "Balanced"
+        self,
+        service: ChatService,
+        access: Access | None = None,
+        guard=None,
+        queue_size: int = 16,
+        default_preset: str = "Balanced",
+        browser_secret: str | None = None,
+        switcher=None,
     ):
         self.service = service
+        self.access = access or Access(secret=b"local-only", private=True)
+        self.guard = guard  # a studio.web.Guard, when the app runs behind it
         self.queue_size = queue_size
         self.default_preset = default_preset
-        self._cancel: dict[str, threading.Event] = {}
-        self._cancel_lock = threading.Lock()
+        self.browser_secret = browser_secret
+        self.switcher = switcher  # a studio.model_switch.ModelSwitcher: the Model tab
+        self.chat = ChatTab(self, service)
+        self.access.on_end(self.chat.forget)
 
-    # ----- session helpers -------------------------------------------------
-    def _cancel_event(self, request: gr.Request | None) -> threading.Event:
-        key = getattr(request, "session_hash", None) or "api"
-        with self._cancel_lock:
-            return self._cancel.setdefault(key, threading.Event())
-
-    def _forget_session(self, request: gr.Request):
-        with self._cancel_lock:
-            self._cancel.pop(getattr(request, "session_hash", None), None)
-
-    def _greeting(self, persona_id: str) -> list[dict]:
+    # ----- what the panels ask of the app ---------------------------------------------------
+    def caller(self, request):
+        """Who is calling (a clear error when the request carries no valid session)."""
         try:
-            greeting = self.service.personas.get(persona_id).greeting_text()
+            return self.access.caller(request)
         except ChatStudioError as exc:
-            raise gr.Error(str(exc)) from None
-        return [{"role": "assistant", "content": greeting}] if greeting else []
+            raise user_error(exc) from None
 
-    # ----- handlers ----------------------------------------------------------
-    def _stream(self, conversation, message, persona_id, settings_values, request, clear_box):
-        """Run one turn for ``message`` after ``conversation``; yields UI updates."""
-        settings = SettingsPanel.values_to_dict(settings_values[: len(FIELDS)])
-        use_rag, retrieval = False, None
-        if self.service.documents is not None:
-            use_rag, retrieval = DocumentsPanel.read_chat_inputs(settings_values[len(FIELDS) :])
-        scope = self.service.documents.scope(request.session_hash) if use_rag else None
-        cancel = self._cancel_event(request)
-        cancel.clear()
-        history = render.history_for_model(conversation)
-        conversation = conversation + [{"role": "user", "content": message}]
-        reply = {"role": "assistant", "content": ""}
-        result = None
-        yield self._outputs(conversation + [reply], None, clear_box=clear_box)
+    def watch(self, session: str, cancel: threading.Event):
+        """Stop the work once nobody listens for it (a closed tab, a REST call never read)."""
+        return self.guard.watch(session, cancel) if self.guard else nullcontext()
+
+    def persona(self, persona_id: str, own: dict | None) -> Persona:
+        """A persona the caller may use (shipped, shared, or one of their own)."""
         try:
-            for result in self.service.run(
-                message, history, persona_id, settings, use_rag, cancel, scope, retrieval
-            ):
-                reply = {"role": "assistant", "content": result.reply}
-                if result.done:
-                    reply["meta"] = {
-                        "settings": result.settings,
-                        "stats": result.stats,
-                        "prompt_messages": result.prompt_messages,
-                        "notices": result.notices,
-                        "candidates": result.candidates,
-                        "chosen": 0,
-                        "sources": result.sources,
-                    }
-                yield self._outputs(conversation + [reply], result)
+            return self.service.personas.get(persona_id, own)
         except ChatStudioError as exc:
-            raise gr.Error(str(exc)) from None
-        for notice in result.notices if result else []:
-            gr.Info(notice)
+            raise user_error(exc) from None
 
-    def _outputs(self, conversation, result=None, clear_box=False):
-        """Values for: chatbot, state, textbox, stats, candidates (boxes, radio, row), sources."""
-        candidates = result.candidates if result and result.done else []
-        show = len(candidates) > 1
-        boxes = [
-            gr.update(
-                value=candidates[i] if i < len(candidates) else "", visible=i < len(candidates)
-            )
-            for i in range(MAX_CANDIDATES)
-        ]
-        radio = gr.update(
-            choices=[str(i + 1) for i in range(len(candidates))], value="1" if show else None
-        )
-        stats = render.stats_line(result.stats) if result else "generating…"
-        if result and not result.done:
-            stats = "generating… " + stats
-        return [
-            render.chatbot_messages(conversation),
-            conversation,
-            "" if clear_box else gr.update(),
-            stats,
-            *boxes,
-            radio,
-            gr.update(visible=show),
-            gr.update(
-                value=sources_rows(result.sources) if result else [],
-                visible=bool(result and result.sources),
-            ),
-        ]
+    def _end_session(self, request: gr.Request):
+        """A tab closed: end its session, if the request really comes from its owner."""
+        self.access.end(request)
 
-    def send(self, message, conversation, persona_id, request: gr.Request, *settings_values):
-        """Send the typed message."""
-        if not message or not message.strip():
-            raise gr.Error("Type a message first.")
-        yield from self._stream(conversation, message, persona_id, settings_values, request, True)
+    def persona_settings(self, persona_id: str, own: dict | None, panel: SettingsPanel):
+        """The preset box and controls for a persona: its preset, its own settings, or ours."""
+        persona = self.persona(persona_id, own)
+        if isinstance(persona.settings, str):
+            return panel.for_persona(self.service.preset(persona.settings), persona.settings)
+        if persona.settings:
+            return panel.for_persona(self.service.base_settings(persona), CUSTOM)
+        default = self.default_preset
+        return panel.for_persona(self.service.preset(default), default)
 
-    def regenerate(self, conversation, persona_id, request: gr.Request, *settings_values):
-        """Drop the last reply and answer the last user message again."""
-        last_user = max(
-            (i for i, m in enumerate(conversation) if m["role"] == "user"), default=None
-        )
-        if last_user is None:
-            raise gr.Error("Nothing to regenerate yet: send a message first.")
-        message = conversation[last_user]["content"]
-        yield from self._stream(
-            conversation[:last_user], message, persona_id, settings_values, request, False
-        )
-
-    def undo(self, conversation):
-        """Remove the last exchange and put its message back in the textbox for editing."""
-        last_user = max(
-            (i for i, m in enumerate(conversation) if m["role"] == "user"), default=None
-        )
-        if last_user is None:
-            return render.chatbot_messages(conversation), conversation, gr.update()
-        kept = conversation[:last_user]
-        return render.chatbot_messages(kept), kept, conversation[last_user]["content"]
-
-    def stop(self, request: gr.Request):
-        """Halt this browser session's generation (the backend itself, not only the display)."""
-        self._cancel_event(request).set()
-
-    def choose_candidate(self, choice, conversation):
-        """Continue the conversation with the picked candidate."""
-        if not choice or not conversation or "meta" not in conversation[-1]:
-            return gr.update(), conversation
-        last = dict(conversation[-1])
-        meta = dict(last["meta"])
-        index = int(choice) - 1
-        meta["chosen"] = index
-        last.update(content=meta["candidates"][index], meta=meta)
-        conversation = conversation[:-1] + [last]
-        return render.chatbot_messages(conversation), conversation
-
-    def new_chat(self, persona_id):
-        """A fresh conversation opened by the persona's greeting."""
-        conversation = self._greeting(persona_id)
-        return render.chatbot_messages(conversation), conversation, "", gr.update(visible=False)
-
-    def export(self, conversation, persona_id):
-        """Write the chat with all metadata to a JSON file for download."""
-        folder = Path(tempfile.mkdtemp(prefix="chat-export-"))
-        path = folder / "chat.json"
-        path.write_text(
-            render.export_json(conversation, self.service.info, persona_id), encoding="utf-8"
-        )
-        return gr.update(value=str(path), visible=True)
-
-    # ----- API ---------------------------------------------------------------
+    # ----- API -----------------------------------------------------------------------
     def api_chat(
         self,
         message: str,
@@ -186,6 +124,11 @@ class ChatUI:
         settings: dict | None = None,
         use_rag: bool = False,
         retrieval: dict | None = None,
+        persona_card: str | None = None,
+        top_logprobs: int = 0,
+        confidence_threshold: float | None = None,
+        reply_prefix_ids: list[int] | None = None,
+        user_name: str = DEFAULT_USER,
         request: gr.Request = None,
     ) -> dict:
         """Chat turn for scripts: returns reply, candidates, sources, prompt_messages and stats.
@@ -193,133 +136,165 @@ class ChatUI:
         A generator: ``Client.predict`` returns the final dict, ``Client.submit``
         streams partial ones (same keys, reply growing). With ``use_rag`` the
         shared documents and this client's uploads are searched (``retrieval``:
-        top_k, min_score, mmr, mmr_lambda).
+        top_k, min_score, mmr, mmr_lambda). ``persona_card`` (YAML text) uses a
+        card of your own instead of ``persona``. ``top_logprobs`` (0-20) adds
+        ``tokens``: per candidate, each token with its log-probability and top
+        alternatives; ``reply_prefix_ids`` makes the reply start with those tokens.
+        ``user_name`` is what ``{{user}}`` in the persona stands for.
         """
-        docs = self.service.documents
-        scope = docs.scope(getattr(request, "session_hash", None)) if docs and use_rag else None
+        caller = self.caller(request)
+        cancel = threading.Event()
         try:
-            for result in self.service.run(
-                message, history, persona, settings, use_rag, None, scope, retrieval
-            ):
-                yield result.to_api()
+            inspect = inspect_options(
+                top_logprobs=top_logprobs,
+                confidence_threshold=confidence_threshold,
+                reply_prefix_ids=reply_prefix_ids,
+            )
+            card = (
+                parse_card(persona_card, "persona_card")
+                if persona_card
+                else self.service.personas.get(persona)
+            )
+            user = (user_name or DEFAULT_USER).strip()[:60] or DEFAULT_USER
+            with self.watch(caller.session, cancel):
+                for result in self.service.run(
+                    caller,
+                    message,
+                    history,
+                    card,
+                    settings,
+                    use_rag,
+                    cancel,
+                    retrieval,
+                    inspect,
+                    user,
+                ):
+                    yield result.to_api()
+        except Cancelled:
+            return
         except ChatStudioError as exc:
-            raise gr.Error(str(exc)) from None
+            raise user_error(exc) from None
 
     def api_personas(self) -> list[dict]:
-        """The personas: ``{id, name, description, source, error}`` each."""
+        """The shipped and shared personas: ``{id, name, description, source, error}`` each."""
         return self.service.personas.list()
 
-    # ----- layout ------------------------------------------------------------
+    def api_export_dataset(self, kind: str = "sft", conversations: list | None = None) -> str:
+        """Training data from chats, as JSONL text.
+
+        ``kind``: ``"sft"`` (``{"messages"}`` and ``{"prompt", "completion"}`` rows)
+        or ``"preference"`` (``{"prompt", "chosen", "rejected"}`` rows).
+        ``conversations``: saved chats, chat exports or plain message lists.
+        Exact and near duplicates are dropped.
+        """
+        try:
+            return datasets.export(kind, conversations or []).jsonl()
+        except ChatStudioError as exc:
+            raise user_error(exc) from None
+
+    # ----- layout ----------------------------------------------------------------------
     def create_app(self) -> gr.Blocks:
         """Build the Blocks (not launched)."""
+        from ui.inspect_panel import InspectPanel
+        from ui.inspect_render import CSS
+        from ui.inspect_tools import InspectTools
+        from ui.model_panel import ModelPanel
+
         svc = self.service
         personas = persona_choices(svc.personas)
-        with gr.Blocks(title="GPT Chat Studio") as demo:
-            gr.Markdown("## GPT Chat Studio")
-            gr.Markdown(render.model_banner(svc.info), elem_id="model-banner")
-            conversation = gr.State(self._greeting(personas[0][1]))
-            with gr.Row():
-                with gr.Column(scale=3):
-                    persona = gr.Dropdown(
-                        personas, value=personas[0][1], label="Persona", elem_id="persona"
-                    )
-                    editor = PersonaEditor(svc.personas, persona)
-                    chatbot = gr.Chatbot(
-                        value=render.chatbot_messages(conversation.value),
-                        label="Chat",
-                        height=480,
-                        elem_id="chatbot",
-                        sanitize_html=True,
-                        buttons=["copy"],
-                    )
-                    stats = gr.Markdown(elem_id="stats-line", elem_classes="stats-line")
-                    with gr.Column(visible=False, elem_id="candidates") as candidates_row:
-                        with gr.Row():
-                            boxes = [
-                                gr.Textbox(label=f"Candidate {i + 1}", lines=6, interactive=False)
-                                for i in range(MAX_CANDIDATES)
-                            ]
-                        choice = gr.Radio([], label="Continue with candidate", elem_id="choice")
-                    with gr.Row():
-                        message = gr.Textbox(
-                            placeholder="Type a message and press Enter",
-                            show_label=False,
-                            scale=6,
-                            elem_id="message",
-                        )
-                        send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
-                        stop = gr.Button("Stop", variant="stop", scale=1, elem_id="stop")
-                    with gr.Row():
-                        regen = gr.Button("Regenerate", elem_id="regenerate")
-                        undo = gr.Button("Undo / edit last", elem_id="undo")
-                        clear = gr.Button("Clear", elem_id="clear")
-                        export = gr.Button("Export JSON", elem_id="export")
-                    sources = gr.Dataframe(
-                        headers=SOURCE_HEADERS,
-                        label="Sources used in the last answer",
-                        visible=False,
-                        interactive=False,
-                        wrap=True,
-                        elem_id="sources",
-                    )
-                    export_file = gr.File(label="Chat export", visible=False)
-                with gr.Column(scale=2):
-                    with gr.Accordion("Decoding settings", open=True):
-                        panel = SettingsPanel(
-                            svc.capabilities, svc.info.backend, svc.presets, self.default_preset
-                        )
-                    docs = DocumentsPanel(svc.documents) if svc.documents else None
-            settings_inputs = panel.components + (docs.chat_inputs if docs else [])
-            outputs = [
-                chatbot,
-                conversation,
-                message,
-                stats,
-                *boxes,
-                choice,
-                candidates_row,
-                sources,
-            ]
-            run = dict(
-                outputs=outputs,
-                concurrency_limit=1,
-                concurrency_id=GENERATE,
-                api_visibility="private",
-            )
-            for trigger in (message.submit, send.click):
-                trigger(self.send, [message, conversation, persona, *settings_inputs], **run)
-            regen.click(self.regenerate, [conversation, persona, *settings_inputs], **run)
-            stop.click(self.stop, None, None, queue=False, api_visibility="private")
-            undo.click(
-                self.undo, conversation, [chatbot, conversation, message], api_visibility="private"
-            )
-            for trigger in (clear.click, persona.change):
-                trigger(
-                    self.new_chat,
-                    persona,
-                    [chatbot, conversation, stats, candidates_row],
-                    api_visibility="private",
+        self.css = CSS + PAGE_CSS  # passed to launch() (Gradio 6 takes css there)
+        hidden = {"api_visibility": "private"}
+        with gr.Blocks(title="GPT Chat Studio", delete_cache=(300, 1800)) as demo:
+            own = gr.BrowserState({}, storage_key=OWN_PERSONAS_KEY, secret=self.browser_secret)
+            stored_name = gr.BrowserState(DEFAULT_USER, storage_key=USER_NAME_KEY)
+            with gr.Sidebar(open=True, width=340, elem_id="sidebar"):
+                gr.Markdown("### GPT Chat Studio")
+                user = gr.Textbox(
+                    DEFAULT_USER,
+                    label="Your name",
+                    info="What {{user}} stands for in personas.",
+                    max_length=60,
+                    elem_id="user-name",
                 )
-            choice.input(
-                self.choose_candidate,
-                [choice, conversation],
-                [chatbot, conversation],
-                api_visibility="private",
-            )
-            export.click(
-                self.export, [conversation, persona], export_file, api_visibility="private"
-            )
-            persona.change(
-                lambda p: panel.values(svc.base_settings(p)),
-                persona,
-                panel.components,
-                api_visibility="private",
-            )
-            editor.wire()
-            if docs:
-                docs.wire(demo)
-            gr.api(self.api_chat, api_name="chat", concurrency_limit=1, concurrency_id=GENERATE)
+                saved = SavedChats(self.browser_secret)
+                with gr.Accordion("Decoding settings", open=False, elem_id="settings-box"):
+                    panel = SettingsPanel(
+                        svc, svc.presets, self.default_preset, svc.limits.max_reply_tokens
+                    )
+            banner = gr.Markdown(model_banner(svc.info), elem_id="model-banner")
+            conversation = gr.State(self.chat.greeting(personas[0][1], {}, DEFAULT_USER))
+            download = Download()
+            with gr.Tabs():
+                with gr.Tab("Chat", elem_id="tab-chat"):
+                    c = self.chat.build(personas, conversation, own, user, panel, None)
+                with gr.Tab("Inspect", elem_id="tab-inspect"):
+                    inspect = InspectPanel(svc, self.access)
+                if svc.documents is not None:
+                    with gr.Tab("Documents", elem_id="tab-documents") as docs_tab:
+                        c.docs = DocumentsPanel(svc.documents, self.access)
+                with gr.Tab("Personas", elem_id="tab-personas"):
+                    editor = PersonaEditor(svc.personas, self.access, c.persona, own)
+                if self.switcher is not None:
+                    with gr.Tab("Model", elem_id="tab-model"):
+                        models = ModelPanel(self.switcher, svc)
+            # Named endpoints before the page's events, so no event takes their names.
+            api = {"concurrency_limit": c.slots + 2, "concurrency_id": GENERATE}
+            gr.api(self.api_chat, api_name="chat", **api)
             gr.api(self.api_personas, api_name="personas")
-            demo.unload(self._forget_session)
+            gr.api(self.api_export_dataset, api_name="export_dataset")
+            if c.docs:
+                c.docs.wire(demo)
+                docs_tab.select(c.docs.listing, None, c.docs.listing_out, **hidden)
+            self.chat.wire(demo, c, inspect, download)
+            InspectTools(svc, inspect).wire(c)
+            saved.wire(c)
+            self._wire_personas(demo, c, editor, panel, saved)
+            saved.restore_on_load(demo, c)
+            demo.load(None, None, None, js=FOLD_SIDEBAR_ON_PHONES)
+            demo.load(lambda n: n or DEFAULT_USER, stored_name, user, **hidden)
+            user.change(lambda n: n, user, stored_name, **hidden)
+            # Controls that depend on the loaded model, as of this page load or a new model.
+            fitted = [banner, *panel.refreshed, *inspect.refreshed]
+
+            def refit():
+                return [model_banner(svc.info), *panel.refresh(), *inspect.refresh()]
+
+            demo.load(refit, None, fitted, **hidden)
+            if self.switcher is not None:
+                listing = [models.pick, models.capabilities]
+                demo.load(models.choices, None, listing, **hidden)
+                models.refresh_btn.click(models.choices, None, listing, **hidden)
+                models.load_btn.click(
+                    models.load,
+                    [models.pick, models.backend],
+                    [models.status, models.capabilities, banner],
+                    concurrency_limit=1,
+                    concurrency_id="load-model",
+                    **hidden,
+                ).success(refit, None, fitted, **hidden)
+            demo.unload(self._end_session)
         demo.queue(max_size=self.queue_size, default_concurrency_limit=1)
         return demo
+
+    def _wire_personas(self, demo, c, editor: PersonaEditor, panel: SettingsPanel, saved):
+        """The persona picker drives the settings; a saved card restarts the chat with it."""
+        hidden = {"api_visibility": "private"}
+        c.persona.change(
+            lambda p, o: self.persona_settings(p, o, panel),
+            [c.persona, c.own],
+            [panel.preset, *panel.components],
+            **hidden,
+        )
+        editor.wire()
+        fresh = [c.chatbot, c.conversation, c.stats, c.candidates_row, c.sources, c.actions]
+        fresh += [c.selected, c.examples, saved.current, saved.pick]
+
+        def restart(card_id, own, user):
+            if not card_id:  # nothing was saved: the chat goes on
+                return [gr.update() for _ in fresh]
+            return [*self.chat.new_chat(card_id, own, user), new_id(), None]
+
+        for event in editor.saved:
+            event.then(restart, [editor.just_saved, c.own, c.user], fresh, **hidden)
+        # Cards saved in this browser join the picker on every page load.
+        demo.load(editor.refresh, c.own, [c.persona, editor.broken], **hidden)

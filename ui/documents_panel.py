@@ -1,8 +1,10 @@
 """The Documents accordion (upload, ingest, list, delete, retrieval settings) and its API.
 
-Uploads go to the browser session's private collection; questions search the
-shared knowledge base plus that collection. Document text is only ever shown
-as plain text (Dataframe cells, fenced code), never rendered as HTML.
+Uploads go to the caller's private collection (admins may add to the shared
+knowledge base); questions search the shared base plus the caller's uploads.
+No handler takes a collection name: what a caller may touch follows from who
+they are. Document text is only ever shown as plain text (Dataframe cells,
+fenced code), never rendered as HTML.
 """
 
 from __future__ import annotations
@@ -12,23 +14,18 @@ from pathlib import Path
 import gradio as gr
 
 from chat.errors import ChatStudioError
-from retrieval.service import RetrievalService, passage_dict
+from retrieval.service import passage_dict
 from retrieval.settings import RetrievalSettings
 from retrieval.types import SUPPORTED_SUFFIXES
+from studio.access import Access
+from studio.documents import DocumentAccess
+from ui.errors import user_error
 from ui.settings_panel import slider_for
 
 CHUNK_FIELDS = ["chunk_size", "chunk_overlap"]
 SUMMARY_HEADERS = ["file", "status", "new chunks", "skipped (duplicate)", "error"]
-DOC_HEADERS = ["collection", "file", "chunks", "ingested at", "id"]
+DOC_HEADERS = ["where", "file", "chunks", "ingested at"]
 SOURCE_HEADERS = ["#", "file", "page / section", "score", "passage"]
-
-
-def _session(request: gr.Request | None) -> str | None:
-    return getattr(request, "session_hash", None)
-
-
-def _fail(exc: Exception):
-    raise gr.Error(str(exc)) from None
 
 
 def sources_rows(sources: list[dict]) -> list[list]:
@@ -40,18 +37,17 @@ def sources_rows(sources: list[dict]) -> list[list]:
 
 
 class DocumentsPanel:
-    """Builds the accordion; ``rag_inputs`` feed the chat handler."""
+    """Builds the accordion; ``chat_inputs`` feed the chat handler."""
 
-    def __init__(self, documents: RetrievalService):
+    def __init__(self, documents: DocumentAccess, access: Access):
         from retrieval.chunking import ChunkSettings
 
         self.documents = documents
-        with gr.Accordion("Documents (retrieval)", open=False, elem_id="documents"):
-            self.use = gr.Checkbox(
-                False,
-                label="Use documents",
-                elem_id="use-docs",
-                info="Answer from the documents below and cite them as [1], [2].",
+        self.access = access
+        with gr.Column(elem_id="documents") as self.box:
+            gr.Markdown(
+                "Upload documents, press **Ingest**, then tick **Use documents** beside the "
+                "message box: answers come from them and cite the passages used."
             )
             self.files = gr.File(
                 file_count="multiple",
@@ -78,6 +74,7 @@ class DocumentsPanel:
                     ),
                     slider_for(RetrievalSettings, "mmr_lambda", 0.05),
                 ]
+            self.status = gr.Markdown(elem_id="doc-status")
             self.table = gr.Dataframe(
                 headers=DOC_HEADERS,
                 label="Documents",
@@ -87,25 +84,31 @@ class DocumentsPanel:
             )
             with gr.Row():
                 self.pick = gr.Dropdown([], label="Document", elem_id="doc-pick", scale=3)
-                self.delete_btn = gr.Button("Delete document", scale=1)
+                self.delete_btn = gr.Button("Delete document", scale=1, elem_id="doc-delete")
                 self.clear_btn = gr.Button("Clear my uploads", scale=1)
                 self.refresh_btn = gr.Button("Refresh", scale=1)
 
     @property
-    def chat_inputs(self) -> list:
-        """The use-documents switch then the retrieval settings, as the chat handler reads them."""
-        return [self.use, *self.rag]
+    def retrieval_inputs(self) -> list:
+        """The retrieval settings, as the chat handler reads them."""
+        return list(self.rag)
 
     @staticmethod
-    def read_chat_inputs(values) -> tuple[bool, dict]:
-        """``(use_rag, retrieval settings dict)`` from ``chat_inputs`` values."""
-        use, top_k, min_score, mmr, mmr_lambda = values
-        return bool(use), {
+    def read_retrieval(values) -> dict:
+        """The retrieval settings dict from ``retrieval_inputs`` values."""
+        top_k, min_score, mmr, mmr_lambda = values
+        return {
             "top_k": int(top_k),
             "min_score": float(min_score),
             "mmr": bool(mmr),
             "mmr_lambda": float(mmr_lambda),
         }
+
+    def _caller(self, request: gr.Request):
+        try:
+            return self.access.caller(request)
+        except ChatStudioError as exc:
+            raise user_error(exc) from None
 
     # ----- handlers --------------------------------------------------------------
     def ingest_uploads(
@@ -119,76 +122,70 @@ class DocumentsPanel:
         """Ingest the uploaded files into this session's collection."""
         from retrieval.chunking import ChunkSettings
 
+        caller = self._caller(request)
         if not files:
-            raise gr.Error("Choose one or more files to upload first.")
+            raise user_error("Choose one or more files to upload first.")
+        pairs = [(_path(f), _original_name(f)) for f in files]
         try:
             chunk = ChunkSettings(chunk_size=int(chunk_size), chunk_overlap=int(chunk_overlap))
         except ValueError as exc:
-            raise gr.Error(f"Invalid chunk settings: {exc}") from None
-        pairs = [(_path(f), _original_name(f)) for f in files]
-        collection = self.documents.session_collection(_session(request))
+            raise user_error(f"Invalid chunk settings: {exc}") from None
         progress(0, desc="Loading the embedder")
 
         def report(i, n, name):
             progress((i, n), desc=f"Ingesting {name}", unit="files")
 
         try:
-            summaries = self.documents.ingest(pairs, collection, chunk, progress=report)
+            summaries = self.documents.ingest(caller, pairs, chunk=chunk, progress=report)
         except ChatStudioError as exc:
-            _fail(exc)
+            raise user_error(exc) from None
         rows = [
             [s.file, s.status, s.chunks_added, s.chunks_skipped, s.error or ""] for s in summaries
         ]
         return (rows, *self.listing(request), None)
 
     def listing(self, request: gr.Request):
-        """The documents table and the delete picker for this session."""
+        """Status line, documents table and delete picker for this caller."""
+        caller = self._caller(request)
         try:
-            docs = self.documents.documents(self.documents.scope(_session(request)))
+            docs = self.documents.documents(caller)
         except ChatStudioError as exc:
-            _fail(exc)
-        rows = [
-            [d["collection"], d["source"], d["chunks"], d["ingested_at"], d["doc_hash"]]
-            for d in docs
-        ]
+            return str(exc), [], gr.update(choices=[], value=None)
+        rows = [[d["collection"], d["source"], d["chunks"], d["ingested_at"]] for d in docs]
         choices = [
             (f"{d['source']} ({d['collection']})", f"{d['collection']}/{d['doc_hash']}")
             for d in docs
+            if d["can_delete"]
         ]
-        return rows, gr.update(choices=choices, value=None)
+        return "", rows, gr.update(choices=choices, value=None)
 
     def delete(self, picked, request: gr.Request):
-        """Delete the picked document (shared or this session's)."""
+        """Delete the picked document (the caller's own; admins: shared ones too)."""
+        caller = self._caller(request)
         if not picked:
-            raise gr.Error("Pick a document to delete.")
-        collection, _, doc_hash = picked.partition("/")
-        if collection not in self.documents.scope(_session(request)):
-            raise gr.Error("That document is not yours to delete.")
+            raise user_error("Pick a document to delete.")
+        where, _, doc_hash = picked.partition("/")
         try:
-            removed = self.documents.delete_document(collection, doc_hash)
+            removed = self.documents.delete(caller, doc_hash, shared=where == "shared")
         except ChatStudioError as exc:
-            _fail(exc)
+            raise user_error(exc) from None
         gr.Info(f"Deleted {removed} chunks.")
-        return self.listing(request)
+        return (*self.listing(request), [])
 
     def clear(self, request: gr.Request):
         """Remove every document this session uploaded."""
-        self.documents.clear(self.documents.session_collection(_session(request)))
+        self.documents.clear(self._caller(request))
         return self.listing(request)
 
-    def forget(self, request: gr.Request):
-        """Drop the session's private collection when the browser session ends."""
-        self.documents.drop_session(_session(request))
-
     # ----- API ---------------------------------------------------------------------
-    def api_ingest(self, files, collection, request: gr.Request):
-        """Ingest files; one ``{file, status, chunks_added, chunks_skipped, error}`` each."""
-        target = collection or self.documents.session_collection(_session(request))
+    def api_ingest(self, files, shared, request: gr.Request):
+        """Ingest files into your own uploads (``shared=True``: the shared base, admins only)."""
+        caller = self._caller(request)
         pairs = [(_path(f), _original_name(f)) for f in files or []]
         try:
-            summaries = self.documents.ingest(pairs, target)
+            summaries = self.documents.ingest(caller, pairs, shared=bool(shared))
         except ChatStudioError as exc:
-            _fail(exc)
+            raise user_error(exc) from None
         return [
             {
                 "file": s.file,
@@ -197,47 +194,46 @@ class DocumentsPanel:
                 "chunks_skipped": s.chunks_skipped,
                 "error": s.error,
                 "doc_hash": s.doc_hash,
-                "collection": target,
+                "collection": "shared" if shared else "mine",
             }
             for s in summaries
         ]
 
-    def api_retrieve(
-        self, query: str, k: int = 4, collection: str | None = None, request: gr.Request = None
-    ) -> list[dict]:
-        """Passages for ``query``: ``[{text, source, page, chunk_index, score}]``."""
+    def api_retrieve(self, query: str, k: int = 4, request: gr.Request = None) -> list[dict]:
+        """Passages for ``query`` from the shared base and your uploads."""
+        caller = self._caller(request)
         try:
             settings = RetrievalSettings(top_k=k, min_score=0.0)
-            passages = self.documents.retrieve(
-                query, self.documents.scope(_session(request), collection), settings
-            )
+            passages = self.documents.retrieve(caller, query, settings)
         except (ChatStudioError, ValueError) as exc:
-            _fail(exc)
-        return [passage_dict(p) for p in passages]
+            raise user_error(exc) from None
+        return [
+            passage_dict(p) | {"collection": "mine" if p.collection != "shared" else "shared"}
+            for p in passages
+        ]
 
-    def api_documents(
-        self, collection: str | None = None, request: gr.Request = None
-    ) -> list[dict]:
-        """Documents with chunk counts: the named collection, else shared + this session's."""
+    def api_documents(self, request: gr.Request = None) -> list[dict]:
+        """Documents with chunk counts: the shared base and your uploads."""
+        caller = self._caller(request)
         try:
-            return self.documents.documents(self.documents.scope(_session(request), collection))
+            return self.documents.documents(caller)
         except ChatStudioError as exc:
-            _fail(exc)
+            raise user_error(exc) from None
 
     def api_delete_document(
-        self, doc_hash: str, collection: str | None = None, request: gr.Request = None
+        self, doc_hash: str, shared: bool = False, request: gr.Request = None
     ) -> int:
-        """Delete a document (all its chunks); returns how many chunks went."""
-        target = collection or self.documents.session_collection(_session(request))
+        """Delete one of your documents (``shared=True``: a shared one, admins only)."""
+        caller = self._caller(request)
         try:
-            return self.documents.delete_document(target, doc_hash)
+            return self.documents.delete(caller, doc_hash, shared=bool(shared))
         except ChatStudioError as exc:
-            _fail(exc)
+            raise user_error(exc) from None
 
     def wire(self, demo: gr.Blocks) -> None:
         """Connect the handlers and register the named API endpoints."""
         hidden = {"api_visibility": "private"}
-        listing_out = [self.table, self.pick]
+        listing_out = [self.status, self.table, self.pick]
         self.ingest_btn.click(
             self.ingest_uploads,
             [self.files, *self.chunk],
@@ -246,19 +242,19 @@ class DocumentsPanel:
             concurrency_id="ingest",
             **hidden,
         )
-        self.delete_btn.click(self.delete, self.pick, listing_out, **hidden)
+        # A deleted document must not stay "added" in the ingest summary.
+        self.delete_btn.click(self.delete, self.pick, [*listing_out, self.summary], **hidden)
         self.clear_btn.click(self.clear, None, listing_out, **hidden)
         self.refresh_btn.click(self.listing, None, listing_out, **hidden)
-        demo.load(self.listing, None, listing_out, **hidden)
-        demo.unload(self.forget)
+        self.listing_out = listing_out  # listed when the Documents tab opens (see ChatUI)
         # /ingest takes files, so it is an event with real File components (hidden).
         api_files = gr.File(file_count="multiple", visible=False)
-        api_collection = gr.Textbox(visible=False)
+        api_shared = gr.Checkbox(False, visible=False)
         api_out = gr.JSON(visible=False)
         trigger = gr.Button(visible=False)
         trigger.click(
             self.api_ingest,
-            [api_files, api_collection],
+            [api_files, api_shared],
             api_out,
             api_name="ingest",
             api_visibility="public",

@@ -1,10 +1,15 @@
-"""Persona picker helpers and the card editor (view, edit, save as, delete, import, export)."""
+"""Persona picker helpers and the card editor (view, edit, save, delete, import, export).
+
+A visitor's own cards live in their browser (``own``: ``{id: yaml}``, a
+``gr.BrowserState``); admins save to the shared folder instead. Every handler
+works out the caller first, so calling one from a script changes only the
+caller's own cards.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import gradio as gr
@@ -12,36 +17,50 @@ import gradio as gr
 from chat.errors import ChatStudioError
 from personas import PersonaStore
 from personas.charcard import MAX_CARD_BYTES, card_to_v2, import_card
-from personas.store import card_to_yaml, parse_card, slugify
+from personas.store import add_own, card_to_yaml, parse_card, remove_own, slugify
+from studio.access import Access
+from studio.uploads import remove_upload
+from ui.downloads import Download
+from ui.errors import user_error
+
+MARKS = {"shipped": "", "shared": " (shared)", "mine": " (mine)"}
 
 
-def persona_choices(store: PersonaStore) -> list[tuple[str, str]]:
+def persona_choices(store: PersonaStore, own: dict | None = None) -> list[tuple[str, str]]:
     """Dropdown choices ``(label, id)`` for the cards that loaded."""
-    mark = {"user": " (mine)", "shipped": ""}
     return [
-        (f"{r['name']}{mark[r['source']]} — {r['description']}", r["id"])
-        for r in store.list()
+        (f"{r['name']}{MARKS[r['source']]} — {r['description']}", r["id"])
+        for r in store.list(own)
         if not r["error"]
     ]
 
 
-def broken_report(store: PersonaStore) -> str:
-    """One line per broken card file, shown as plain text."""
-    return "\n".join(f"{r['id']}: {r['error']}" for r in store.list() if r["error"])
+def broken_report(store: PersonaStore, own: dict | None = None) -> str:
+    """One line per broken card, shown as plain text."""
+    return "\n".join(f"{r['id']}: {r['error']}" for r in store.list(own) if r["error"])
 
 
 class PersonaEditor:
-    """The editor accordion; ``picker`` is the persona dropdown it works with."""
+    """The Personas tab; ``picker`` is the chat's persona dropdown, ``own`` the browser's cards.
 
-    def __init__(self, store: PersonaStore, picker: gr.Dropdown):
+    Save, import and delete change only the browser's cards (States); the
+    picker follows in a step that runs on success. So a mistake (a bad card)
+    is an error toast saying what to fix, and the picker never turns into an
+    error badge; a script calling the event still sees it fail.
+    """
+
+    def __init__(self, store: PersonaStore, access: Access, picker: gr.Dropdown, own):
         self.store = store
+        self.access = access
         self.picker = picker
-        with gr.Accordion("Persona editor", open=False):
+        self.own = own
+        with gr.Column(elem_id="persona-editor"):
             gr.Markdown(
                 "Edit the card as YAML (`name`, `description`, `system_prompt`, `greeting`, "
-                "`example_dialogue`, `settings`, `tags`; macros `{{user}}`, `{{char}}`, "
-                "`{{date}}`). Saving makes it one of *your* personas; shipped ones stay as "
-                "they are."
+                "`example_dialogue`, `examples` (prompts offered under the chat), "
+                "`post_history_instructions`, `settings`, `tags`; macros `{{user}}`, `{{char}}`, "
+                "`{{date}}`). Saving makes it one of *your* personas, kept in this browser; "
+                "shipped ones stay as they are."
             )
             self.text = gr.Code(
                 value=card_to_yaml(store.get(picker.value)),
@@ -52,14 +71,17 @@ class PersonaEditor:
             )
             with gr.Row():
                 self.save = gr.Button("Save as my persona", elem_id="persona-save")
-                self.delete = gr.Button("Delete my persona", elem_id="persona-delete")
+                self.delete = gr.Button(
+                    "Delete my persona", elem_id="persona-delete", visible=False
+                )
                 self.upload = gr.UploadButton(
                     "Import card (.json / .png)",
                     file_types=[".json", ".png"],
                     elem_id="persona-import",
                 )
                 self.export = gr.Button("Export V2 JSON", elem_id="persona-export")
-            self.export_file = gr.File(label="Character card", visible=False)
+            self.download = Download()
+            self.just_saved = gr.State(None)  # the id of a card just saved or imported
             self.broken = gr.Textbox(
                 value=broken_report(store),
                 label="Cards that failed to load",
@@ -71,63 +93,99 @@ class PersonaEditor:
     def wire(self) -> None:
         """Connect the buttons (call inside the Blocks)."""
         hidden = {"api_visibility": "private"}
-        self.picker.change(self.show, self.picker, self.text, **hidden)
+        shown = [self.text, self.delete]
+        self.picker.change(self.show, [self.picker, self.own], shown, **hidden)
+        kept = [self.own, self.just_saved]
+        events = [
+            self.save.click(self.save_card, [self.text, self.own], kept, **hidden),
+            self.upload.upload(self.import_file, [self.upload, self.own], kept, **hidden),
+            self.delete.click(self.delete_card, [self.picker, self.own], kept, **hidden),
+        ]
         refresh = [self.picker, self.broken]
-        self.save.click(self.save_card, self.text, refresh, **hidden)
-        self.delete.click(self.delete_card, self.picker, refresh, **hidden)
-        self.upload.upload(self.import_file, self.upload, refresh, **hidden)
-        self.export.click(self.export_card, self.picker, self.export_file, **hidden)
+        # The chat starts afresh with a saved or imported card's greeting (see ChatUI).
+        self.saved = [
+            event.success(self.refresh, kept, refresh, **hidden) for event in events[:2]
+        ]
+        events[2].success(self.refresh, kept, refresh, **hidden)
+        self.download.wire(self.export.click, self.export_card, [self.picker, self.own], **hidden)
 
-    def show(self, persona_id: str) -> str:
-        """The selected card as YAML."""
+    def show(self, persona_id: str, own: dict):
+        """The selected card as YAML, and Delete only for cards the caller may delete."""
         try:
-            return card_to_yaml(self.store.get(persona_id))
+            card = card_to_yaml(self.store.get(persona_id, own))
+            source = self.store.source(persona_id, own)
         except ChatStudioError as exc:
-            raise gr.Error(str(exc)) from None
+            gr.Warning(str(exc))
+            return gr.update(), gr.update(visible=False)
+        return card, gr.update(visible=source != "shipped")
 
-    def _refresh(self, select: str):
-        report = broken_report(self.store)
-        return (
-            gr.update(choices=persona_choices(self.store), value=select),
-            gr.update(value=report, visible=bool(report)),
+    def refresh(self, own: dict, select: str | None = None):
+        """Picker choices and the broken-cards report for this browser's cards."""
+        report = broken_report(self.store, own)
+        choices = persona_choices(self.store, own)
+        ids = [pid for _, pid in choices]
+        picker = (
+            gr.update(choices=choices, value=select)
+            if select in ids
+            else gr.update(choices=choices)
         )
+        return picker, gr.update(value=report, visible=bool(report))
 
-    def save_card(self, text: str):
-        """Validate the YAML and save it as a user persona."""
-        try:
-            pid = self.store.save_user(parse_card(text, "card"))
-        except ChatStudioError as exc:
-            raise gr.Error(str(exc)) from None
-        gr.Info(f"Saved as your persona {pid!r}.")
-        return self._refresh(pid)
+    def _keep(self, card, own: dict, request: gr.Request):
+        """Save ``card``: to the shared folder for admins, else into this browser."""
+        caller = self.access.caller(request)
+        if caller.admin:
+            return self.store.save_shared(card), own
+        own, pid = add_own(own, card)
+        return pid, own
 
-    def delete_card(self, persona_id: str):
-        """Delete a user persona and go back to the default one."""
+    def save_card(self, text: str, own: dict, request: gr.Request):
+        """Validate the YAML and save it as the caller's persona."""
         try:
-            self.store.delete_user(persona_id)
+            pid, own = self._keep(parse_card(text, "card"), own, request)
         except ChatStudioError as exc:
-            raise gr.Error(str(exc)) from None
+            raise user_error(exc) from None
+        gr.Info(f"Saved as persona {pid!r}.")
+        return own, pid
+
+    def delete_card(self, persona_id: str, own: dict, request: gr.Request):
+        """Delete one of the caller's personas (admins: a shared one) and go back to the default."""
+        try:
+            caller = self.access.caller(request)
+            source = self.store.source(persona_id, own)
+            if source == "mine":
+                own = remove_own(own, persona_id)
+            elif source == "shared":
+                self.access.require_admin(caller, "delete shared personas")
+                self.store.delete_shared(persona_id)
+            else:
+                raise ChatStudioError(f"{persona_id!r} is a shipped persona and cannot be deleted.")
+        except ChatStudioError as exc:
+            raise user_error(exc) from None
         gr.Info(f"Deleted {persona_id!r}.")
-        return self._refresh("assistant")
+        return own, "assistant"
 
-    def import_file(self, file):
-        """Import a character card V2 (JSON or PNG) as a user persona."""
+    def import_file(self, file, own: dict, request: gr.Request):
+        """Import a character card V2 (JSON or PNG) as the caller's persona."""
         path = Path(file if isinstance(file, str) else file.name)
-        if os.path.getsize(path) > MAX_CARD_BYTES:
-            raise gr.Error(f"Card files are limited to {MAX_CARD_BYTES // 2**20} MB.")
         try:
-            pid = self.store.save_user(import_card(path.read_bytes(), path.name))
+            if os.path.getsize(path) > MAX_CARD_BYTES:
+                raise ChatStudioError(f"Card files are limited to {MAX_CARD_BYTES // 2**20} MB.")
+            card = import_card(path.read_bytes(), path.name)
+            pid, own = self._keep(card, own, request)
         except ChatStudioError as exc:
-            raise gr.Error(str(exc)) from None
-        gr.Info(f"Imported as your persona {pid!r}.")
-        return self._refresh(pid)
+            raise user_error(exc) from None
+        finally:
+            remove_upload(path)  # uploads are never kept
+        gr.Info(f"Imported as persona {pid!r}.")
+        return own, pid
 
-    def export_card(self, persona_id: str):
-        """Write the selected card as character card V2 JSON for download."""
+    def export_card(self, persona_id: str, own: dict):
+        """The selected card as character card V2 JSON, saved by the browser."""
         try:
-            card = self.store.get(persona_id)
+            card = self.store.get(persona_id, own)
         except ChatStudioError as exc:
-            raise gr.Error(str(exc)) from None
-        path = Path(tempfile.mkdtemp(prefix="card-")) / f"{slugify(card.name)}.json"
-        path.write_text(json.dumps(card_to_v2(card), ensure_ascii=False, indent=2), "utf-8")
-        return gr.update(value=str(path), visible=True)
+            raise user_error(exc) from None
+        text = json.dumps(card_to_v2(card), ensure_ascii=False, indent=2)
+        return text, f"{slugify(card.name)}.json"
+

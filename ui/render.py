@@ -11,16 +11,30 @@ import json
 import re
 
 from chat.backends.base import ModelInfo
+from studio.conversations import versions_of
+
+# Markdown images and HTML that makes a browser fetch something. Untrusted text
+# (messages, persona fields, model output) shows them as links or text instead;
+# the page's Content-Security-Policy blocks remote media in any case.
+_IMAGE_BANG = re.compile(r"!(?=\[)")
+_FETCHING_TAGS = re.compile(
+    r"<(?=\s*/?\s*(?:img|image|picture|source|video|audio|track|iframe|frame|embed|object|"
+    r"link|meta|base|svg|input|form|style|body|table|td|th)\b)",
+    re.IGNORECASE,
+)
 
 
-def history_for_model(conversation: list[dict]) -> list[dict]:
-    """The role/content history sent to the model (metadata stripped)."""
-    return [{"role": m["role"], "content": m["content"]} for m in conversation]
+def defang(text: str) -> str:
+    """``text`` with images turned into links and fetching HTML tags shown as text."""
+    return _FETCHING_TAGS.sub("&lt;", _IMAGE_BANG.sub("", text))
 
 
 def stats_line(stats: dict) -> str:
     """``42 tokens · 35.1 tok/s · TTFT 0.08 s · seed 7`` for one reply."""
     parts = [f"{stats.get('completion_tokens', 0)} tokens"]
+    if stats.get("backend") == "openai" or stats.get("answered_by"):
+        who = stats.get("answered_by") or f"{stats.get('model')} ({stats.get('device')})"
+        parts.insert(0, f"answered by {who}")
     if stats.get("tokens_per_s"):
         parts.append(f"{stats['tokens_per_s']:.1f} tok/s")
     if stats.get("ttft_s") is not None:
@@ -28,6 +42,11 @@ def stats_line(stats: dict) -> str:
     parts.append(f"seed {stats.get('seed')}")
     if stats.get("dropped_turns"):
         parts.append(f"{stats['dropped_turns']} old turn(s) dropped")
+    conf = stats.get("confidence")
+    if conf:
+        parts.append(f"mean p {conf['mean_prob']:.2f}")
+        if conf["low"]:
+            parts.append("⚠ low confidence")
     reason = stats.get("finish_reason")
     if reason == "cancelled" or (isinstance(reason, list) and "cancelled" in reason):
         parts.append("stopped")
@@ -76,19 +95,45 @@ def sources_markdown(sources: list[dict]) -> str:
 
 def chatbot_messages(conversation: list[dict]) -> list[dict]:
     """The Chatbot value: each reply followed by a collapsible line of its statistics."""
+    return _view(conversation)[0]
+
+
+def display_index(conversation: list[dict]) -> list[int]:
+    """For each message the Chatbot shows, the index of the conversation message it shows."""
+    return _view(conversation)[1]
+
+
+def feedback_values(conversation: list[dict]) -> list[str | None]:
+    """The Chatbot's like/dislike marks, one per message it shows."""
+    marks = {"like": "Like", "dislike": "Dislike"}
+    return [marks.get(conversation[i].get("feedback")) if first else None
+            for i, first in zip(*_view(conversation)[1:], strict=True)]  # fmt: skip
+
+
+def _view(conversation: list[dict]) -> tuple[list[dict], list[int], list[bool]]:
     out: list[dict] = []
-    for msg in conversation:
-        out.append({"role": msg["role"], "content": msg["content"]})
+    index: list[int] = []
+    first: list[bool] = []
+    for i, msg in enumerate(conversation):
+        out.append({"role": msg["role"], "content": defang(msg["content"])})
+        index.append(i)
+        first.append(True)
         meta = msg.get("meta")
         if msg["role"] == "assistant" and meta and meta.get("stats"):
+            title = stats_line(meta["stats"])
+            current, count = versions_of(msg)
+            if count > 1:
+                title = f"version {current}/{count} · " + title
             out.append(
                 {
                     "role": "assistant",
                     "content": details_markdown(meta),
-                    "metadata": {"title": stats_line(meta["stats"]), "status": "done"},
+                    "metadata": {"title": title, "status": "done"},
                 }
             )
-    return out
+            index.append(i)
+            first.append(False)
+    return out, index, first
 
 
 def model_banner(info: ModelInfo) -> str:

@@ -17,6 +17,7 @@ SLIDERS = {  # field -> step
     "num_beams": 1,
 }
 FIELDS = ["strategy", *SLIDERS, "seed", "stop"]
+CUSTOM = "Custom"  # the preset box when the controls match no preset
 
 
 def slider_for(model, name: str, step: float, **overrides) -> gr.Slider:
@@ -35,35 +36,33 @@ def slider_for(model, name: str, step: float, **overrides) -> gr.Slider:
 
 
 class SettingsPanel:
-    """The decoding-settings column: a preset picker and one control per field."""
+    """The decoding-settings column: a preset picker and one control per field.
 
-    def __init__(self, capabilities: Capabilities, backend: str, presets: dict, default: str):
-        self.capabilities = capabilities
+    ``service`` is read for the loaded backend's capabilities each time they
+    matter, so a model loaded later gets controls that fit it (``refresh``).
+    """
+
+    def __init__(self, service, presets: dict, default: str, max_reply_tokens: int | None = None):
+        self.service = service
         self.presets = presets
-        supported = [s for s in STRATEGIES if s in capabilities.strategies]
-        missing = [s for s in STRATEGIES if s not in capabilities.strategies]
-        note = f" ({', '.join(missing)} not available on the {backend} backend)" if missing else ""
         self.preset = gr.Dropdown(
-            choices=list(presets), value=default, label="Preset", elem_id="preset"
+            choices=self._preset_names(),
+            value=default,
+            label="Preset",
+            elem_id="preset",
+            allow_custom_value=True,
         )
         self.controls: dict[str, gr.components.Component] = {}
-        desc = DecodingSettings.model_fields["strategy"].description
-        default = DecodingSettings.model_fields["strategy"].default
-        self.controls["strategy"] = gr.Radio(
-            supported,
-            value=default if default in supported else supported[0],
-            label="Strategy",
-            info=desc + note,
-            elem_id="strategy",
-        )
+        strategy = self._strategy_update()
+        self.controls["strategy"] = gr.Radio(label="Strategy", elem_id="strategy", **strategy)
         for name, step in SLIDERS.items():
-            overrides = {
-                "interactive": not (name == "num_beams" and "beam" not in capabilities.strategies)
-            }
+            overrides = {}
             if name == "top_p":  # top_p must stay above 0
                 overrides["minimum"] = step
-            if name == "num_return_sequences":
-                overrides["maximum"] = min(MAX_CANDIDATES, capabilities.max_candidates)
+            if name == "max_new_tokens" and max_reply_tokens:
+                overrides["maximum"] = min(max_reply_tokens, field_bounds(name)["maximum"])
+            if name in ("num_beams", "num_return_sequences"):
+                overrides |= self._slider_update(name)
             self.controls[name] = slider_for(DecodingSettings, name, step, **overrides)
         self.controls["seed"] = gr.Number(
             value=-1,
@@ -76,7 +75,54 @@ class SettingsPanel:
         self.controls["stop"] = gr.Textbox(
             label="stop", info="One stop string per line.", lines=2, elem_id="setting-stop"
         )
-        self.preset.change(self.apply_preset, self.preset, self.components, queue=False)
+        hidden = {"queue": False, "api_visibility": "private"}
+        self.preset.change(self.apply_preset, self.preset, self.components, **hidden)
+        for control in self.components:  # a hand-set value is no preset's any more
+            control.input(lambda: CUSTOM, None, self.preset, **hidden)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """The loaded backend's capabilities."""
+        return self.service.capabilities
+
+    def _preset_names(self) -> list[str]:
+        """Presets the loaded backend can run."""
+        caps = self.capabilities
+        return [n for n, p in self.presets.items() if p.strategy in caps.strategies] + [CUSTOM]
+
+    def _strategy_update(self) -> dict:
+        caps, backend = self.capabilities, self.service.info.backend
+        supported = [s for s in STRATEGIES if s in caps.strategies]
+        missing = [s for s in STRATEGIES if s not in caps.strategies]
+        note = f" ({', '.join(missing)} not available on the {backend} backend)" if missing else ""
+        default = DecodingSettings.model_fields["strategy"].default
+        return {
+            "choices": supported,
+            "value": default if default in supported else supported[0],
+            "info": DecodingSettings.model_fields["strategy"].description + note,
+        }
+
+    def _slider_update(self, name: str) -> dict:
+        caps = self.capabilities
+        if name == "num_beams":
+            return {"interactive": "beam" in caps.strategies}
+        most = min(MAX_CANDIDATES, caps.max_candidates)
+        return {"maximum": max(2, most), "interactive": most > 1}
+
+    def refresh(self) -> list:
+        """Updates of the preset, strategy and candidate controls for the loaded backend."""
+        return [
+            gr.update(choices=self._preset_names()),
+            gr.update(**self._strategy_update()),
+            gr.update(**self._slider_update("num_beams")),
+            gr.update(**self._slider_update("num_return_sequences")),
+        ]
+
+    @property
+    def refreshed(self) -> list:
+        """The components ``refresh`` updates, in its order."""
+        c = self.controls
+        return [self.preset, c["strategy"], c["num_beams"], c["num_return_sequences"]]
 
     @property
     def components(self) -> list:
@@ -85,7 +131,14 @@ class SettingsPanel:
 
     def apply_preset(self, name: str) -> list:
         """Control values for a preset (strategies the backend lacks fall back to sampling)."""
+        if name not in self.presets:
+            return [gr.update() for _ in FIELDS]  # "Custom": the controls stay as they are
         return self.values(self.presets[name])
+
+    def for_persona(self, settings: DecodingSettings, preset: str | None) -> list:
+        """The preset box and control values for a persona's settings (``preset``: its name)."""
+        name = preset if preset in self._preset_names() else CUSTOM
+        return [name, *self.values(settings)]
 
     def values(self, settings: DecodingSettings) -> list:
         """Control values showing ``settings``."""

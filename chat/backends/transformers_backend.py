@@ -8,21 +8,31 @@ torch and transformers are imported when a model is loaded, not on import.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import logging
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from chat.backends import hf_inspect
 from chat.backends.base import Capabilities, Delta, GenerationRequest, ModelInfo
 from chat.backends.hf_loading import _gguf_chat_template, _load, _locate, _window
 from chat.errors import ModelLoadError
+from chat.probs import TRANSFORMERS_ORDER
 from chat.prompting import TRANSCRIPT_STOPS, render_transcript
 from chat.settings import MAX_CANDIDATES
+
+log = logging.getLogger("chat_studio")
 
 
 class TransformersBackend:
     """A causal language model run with ``transformers`` on CPU or CUDA."""
+
+    sampler_order = TRANSFORMERS_ORDER
+    penalty_last_n = None  # transformers penalises every token seen, prompt included
 
     def __init__(
         self,
@@ -48,9 +58,15 @@ class TransformersBackend:
                 "Loading a .gguf file with transformers needs the accelerate package: "
                 "pip install accelerate (or use the llama.cpp backend for GGUF files)."
             )
+        t0 = time.perf_counter()
+        if gguf_file:
+            log.info("Dequantizing %s with transformers (this takes a while)...", gguf_file)
         self.tokenizer = _load(transformers.AutoTokenizer, model, where, local, **extra)
         self.model = _load(
             transformers.AutoModelForCausalLM, model, where, local, dtype=dtype, **extra
+        )
+        log.info(
+            "Loaded %s with transformers in %.1f s", gguf_file or model, time.perf_counter() - t0
         )
         self.model.to(self._device).eval()
 
@@ -78,7 +94,14 @@ class TransformersBackend:
             chat_template=self._has_template,
         )
         self.capabilities = Capabilities(
-            strategies=frozenset({"greedy", "sample", "beam"}), max_candidates=MAX_CANDIDATES
+            strategies=frozenset({"greedy", "sample", "beam"}),
+            max_candidates=MAX_CANDIDATES,
+            logprobs=True,
+            sampler_probs=True,
+            force_prefix=True,
+            next_token=True,
+            scoring=True,
+            attention=True,
         )
 
     # -- prompt side -------------------------------------------------------
@@ -112,18 +135,48 @@ class TransformersBackend:
         # <|im_start|>); adding them again would double them.
         return self.tokenizer(prompt, add_special_tokens=not self._has_template)["input_ids"]
 
+    # -- inspection ---------------------------------------------------------
+
+    def tokenize(self, text: str, special: bool = True) -> list[int]:
+        """Token ids: a rendered prompt as ``generate`` reads it, or plain text."""
+        if special:
+            return self._encode(text)
+        return self.tokenizer(text, add_special_tokens=True, split_special_tokens=True)["input_ids"]
+
+    def piece(self, token_id: int) -> str:
+        """How one token reads (special tokens spelled out)."""
+        return self.tokenizer.decode([token_id], skip_special_tokens=False)
+
+    def next_logits(self, ids: list[int]):
+        """Raw logits for the position after ``ids``."""
+        return hf_inspect.next_logits(self.model, self._torch, ids, self._device)
+
+    def score(self, ids: list[int], first: int = 1):
+        """Log-probability and entropy of each token from position ``first`` on."""
+        return hf_inspect.score(self.model, self._torch, ids, first, self._device)
+
+    def attention(self, ids: list[int], layer: int):
+        """Attention weights (heads x n x n) of ``layer``, and the number of layers."""
+        return hf_inspect.attention(self.model, self._torch, ids, layer, self._device)
+
     # -- generation --------------------------------------------------------
 
     def generate(self, request: GenerationRequest, cancel: threading.Event) -> Iterator[Delta]:
-        """Stream one reply, or yield each of several candidates whole once all are done."""
+        """Stream one reply, or yield each of several candidates whole once all are done.
+
+        ``top_logprobs`` attaches each token's probability and alternatives;
+        ``forced`` tokens start the reply (each reported like a generated one).
+        """
         torch = self._torch
         s = request.settings
-        ids = torch.tensor([self._encode(request.prompt)], dtype=torch.long, device=self._device)
+        prompt_ids = self._encode(request.prompt)
+        forced = list(request.forced)
+        ids = torch.tensor([prompt_ids + forced], dtype=torch.long, device=self._device)
         abort = threading.Event()  # set when our consumer goes away
         kwargs = {
             "input_ids": ids,
             "attention_mask": torch.ones_like(ids),
-            "max_new_tokens": request.max_new_tokens,
+            "max_new_tokens": max(1, request.max_new_tokens - len(forced)),
             "repetition_penalty": s.repetition_penalty,
             "pad_token_id": self._pad_id,
             "stopping_criteria": _cancel_criteria(cancel, abort),
@@ -141,25 +194,62 @@ class TransformersBackend:
         if request.stop:
             kwargs.update(stop_strings=list(request.stop), tokenizer=self.tokenizer)
         torch.manual_seed(request.seed)  # seeds CUDA too; the engine runs one generation at a time
+        forced_deltas = list(self._forced(prompt_ids, forced, request)) if forced else []
 
         if s.strategy != "beam" and s.num_return_sequences == 1:
-            yield from self._stream(kwargs, request, cancel, abort)
+            yield from forced_deltas
+            yield from self._stream(kwargs, request, cancel, abort, prompt_ids + forced)
             return
+        recording = request.top_logprobs > 0
+        if recording:
+            kwargs.update(output_logits=True, return_dict_in_generate=True)
         try:
             with torch.inference_mode():
                 out = self.model.generate(**kwargs)
         finally:
             abort.set()
+        sequences = out.sequences if recording else out
         if s.num_return_sequences > n:  # temperature 0 with several candidates
-            out = out.repeat(s.num_return_sequences, 1)
-        for i, row in enumerate(out[:, ids.shape[1] :].tolist()):
-            new = self._until_eos(row, pad=True)
-            text = self.tokenizer.decode(new, skip_special_tokens=True)
-            yield Delta(i, text, len(new), self._finish(new, text, request, cancel))
+            sequences = sequences.repeat(s.num_return_sequences, 1)
+        rows = [self._until_eos(r, pad=True) for r in sequences[:, ids.shape[1] :].tolist()]
+        infos = (
+            hf_inspect.candidate_infos(self, out, ids.shape[1], request, rows[:n])
+            if recording
+            else None
+        )
+        for i, new in enumerate(rows):
+            text = self.tokenizer.decode(forced + new, skip_special_tokens=True)
+            finish = self._finish(new, text, request, cancel)
+            if not recording:
+                yield Delta(i, text, len(forced) + len(new), finish)
+                continue
+            for d in forced_deltas:
+                yield Delta(i, d.text, d.tokens, token=d.token)
+            for info in infos[min(i, n - 1)]:
+                yield Delta(i, info.text, 1, token=info)
+            yield Delta(i, "", 0, finish)
 
-    def _stream(self, kwargs: dict, request: GenerationRequest, cancel, abort) -> Iterator[Delta]:
+    def _forced(self, prompt_ids: list[int], forced: list[int], request) -> Iterator[Delta]:
+        """Deltas for the forced tokens, scored in one forward pass over prompt + forced."""
+        torch = self._torch
+        with torch.inference_mode():
+            x = torch.tensor([prompt_ids + forced], dtype=torch.long, device=self._device)
+            logits = self.model(input_ids=x).logits[0, len(prompt_ids) - 1 : -1]
+            logits = logits.float().cpu().numpy()
+        pieces = hf_inspect.pieces_of(self.tokenizer, forced)
+        seen = list(prompt_ids)
+        probe = dataclasses.replace(request, top_logprobs=max(request.top_logprobs, 1))
+        for row, token, piece in zip(logits, forced, pieces, strict=True):
+            info = hf_inspect.info_for(self, row, token, piece, probe, seen)
+            seen.append(token)
+            yield Delta(0, piece, 1, token=info)
+
+    def _stream(
+        self, kwargs: dict, request: GenerationRequest, cancel, abort, context: list[int]
+    ) -> Iterator[Delta]:
         """Run ``generate`` in a thread and yield text as its tokens arrive."""
         streamer = _TokenQueue()  # one per call: a shared streamer would mix replies
+        tap = hf_inspect.LogitsTap(self.model) if request.top_logprobs else None
         failure: list[BaseException] = []
 
         def work():
@@ -174,19 +264,33 @@ class TransformersBackend:
         thread = threading.Thread(target=work, daemon=True, name="transformers-generate")
         thread.start()
         new: list[int] = []
+        seen = list(context)
         prefix = read = 0  # decode window: text before ``read`` has been emitted
         pending = 0  # tokens not yet accounted for in a delta
         try:
             while (chunk := streamer.queue.get()) is not None:
-                new.extend(chunk)
-                pending += len(chunk)
-                piece, prefix, read = self._next_piece(new, prefix, read)
-                if piece:
-                    yield Delta(0, piece, pending)
-                    pending = 0
+                for token in chunk if tap else [chunk]:
+                    step = [token] if tap else token
+                    new.extend(step)
+                    if tap and token in self._eos_ids:
+                        tap.next_row()  # its logits; the end of the reply is not a token of it
+                        continue
+                    pending += len(step)
+                    piece, prefix, read = self._next_piece(new, prefix, read)
+                    if tap:  # one delta per token, each with its probabilities
+                        row = tap.next_row()
+                        info = hf_inspect.info_for(self, row, token, piece, request, seen)
+                        seen.append(token)
+                        yield Delta(0, piece, pending, token=info)
+                        pending = 0
+                    elif piece:
+                        yield Delta(0, piece, pending)
+                        pending = 0
         finally:
             abort.set()
             thread.join()
+            if tap:
+                tap.close()
         if failure:
             raise failure[0]
         new = self._until_eos(new)

@@ -11,13 +11,17 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
+
+from studio.auth import CredentialsError, load_credentials
+from studio.limits import Limits
 
 ENV_PREFIX = "CHAT_STUDIO_"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-class AppConfig(BaseModel):
-    """How ``python main.py`` runs."""
+class AppConfig(Limits):
+    """How ``python main.py`` runs (the limits are ``studio.limits.Limits``' fields)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -29,7 +33,20 @@ class AppConfig(BaseModel):
     share_without_auth: bool = Field(
         False, description="Allow --share without --auth: anyone with the link can use the app."
     )
-    auth: str | None = Field(None, description="USER:PASS required to open the app.")
+    auth: str | None = Field(
+        None, description="USER:PASS required to open the app (password of 8+ characters)."
+    )
+    auth_file: Path | None = Field(
+        None,
+        description="A file of USER:PASS lines, one login each; keeps passwords out of the "
+        "process list.",
+    )
+    admins: str | None = Field(
+        None,
+        description="Comma-separated logged-in users who may change the shared knowledge base "
+        "and shared personas. Unset on a private app (loopback, no share link, not a Space): "
+        "you, at this machine, are the admin.",
+    )
     model: str | None = Field(
         None,
         description="A .gguf file, a local Hugging Face model folder, or a hub id such as gpt2 "
@@ -47,6 +64,45 @@ class AppConfig(BaseModel):
     n_ctx: int | None = Field(
         None, ge=128, le=131072, description="Context window in tokens (llama.cpp default 4096)."
     )
+    n_threads: int | None = Field(
+        None,
+        ge=1,
+        le=512,
+        description="llama.cpp generation threads (default: one per physical core; prompt "
+        "evaluation uses every core).",
+    )
+    runtime: Literal["auto", "in-process", "subprocess"] = Field(
+        "auto",
+        description="Where a llama.cpp model runs: in this process, or in a child process "
+        "(auto: a child when llama.cpp has GPU offload, so it never shares a process with torch).",
+    )
+    openai_base_url: str | None = Field(
+        None,
+        description="Use an OpenAI-compatible engine (vLLM, llama-server, Ollama, TGI) at this "
+        "URL, e.g. http://127.0.0.1:8000/v1; its API key comes from CHAT_STUDIO_OPENAI_API_KEY.",
+    )
+    openai_model: str | None = Field(
+        None, description="The engine's model to use (default: the first it lists)."
+    )
+    models_dir: Path | None = Field(
+        None, description="A folder of .gguf files for the Model tab (default: data-dir/models)."
+    )
+    allow_model_switch: bool = Field(
+        False,
+        description="Let visitors of a shared app load another model (one model serves everyone).",
+    )
+    cascade_base_url: str | None = Field(
+        None,
+        description="LLM cascade: an OpenAI-compatible engine that answers instead when the local "
+        "model's reply is below the confidence threshold.",
+    )
+    cascade_model: str | None = Field(None, description="The cascade engine's model.")
+    cascade_threshold: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Mean token probability under which the cascade engine answers instead.",
+    )
     data_dir: Path = Field(Path("data"), description="Where user data is kept.")
     docs: Path | None = Field(
         None, description="A folder ingested into the shared knowledge base at start."
@@ -60,15 +116,31 @@ class AppConfig(BaseModel):
         None, description="Use a Chroma server (chroma run) instead of data-dir/chroma."
     )
     chroma_port: int | None = Field(None, ge=1, le=65535, description="The Chroma server's port.")
-    max_upload_mb: float = Field(20, gt=0, le=1024, description="Largest document accepted.")
     queue_size: int = Field(16, ge=1, le=1000, description="Requests allowed to wait in the queue.")
+    concurrency: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="Generations run at once (default 1 for a model in this process, "
+        "8 for a remote engine, which batches them).",
+    )
 
-    def auth_pair(self) -> tuple[str, str] | None:
-        """``--auth USER:PASS`` as a tuple for Gradio."""
-        if not self.auth:
-            return None
-        user, _, password = self.auth.partition(":")
-        return user, password
+    def credentials(self) -> list[tuple[str, str]]:
+        """Every configured ``(user, password)``; empty when the app needs no login."""
+        return load_credentials(self.auth, self.auth_file)
+
+    def admin_names(self) -> set[str]:
+        """The users named by ``--admins``."""
+        return {a.strip() for a in (self.admins or "").split(",") if a.strip()}
+
+    def is_private(self) -> bool:
+        """Reachable from this machine only: loopback, no share link, not a Space."""
+        host, _ = self.bind()
+        return host in LOOPBACK and not self.share and not os.environ.get("SPACE_ID")
+
+    def limits(self) -> Limits:
+        """The per-request and per-session limits."""
+        return Limits.model_validate({k: getattr(self, k) for k in Limits.model_fields})
 
     def bind(self) -> tuple[str, int]:
         """Host and port, following what a Hugging Face Space or Gradio env vars ask for."""
@@ -106,9 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument(_flag(name), action="store_true", default=None, help=help_text)
         elif name == "auth":
             parser.add_argument(_flag(name), metavar="USER:PASS", help=help_text)
+        elif name == "admins":
+            parser.add_argument(_flag(name), metavar="USER,USER", help=help_text)
         else:
             choices = getattr(field.annotation, "__args__", None)
-            kwargs = {"choices": choices} if name in ("backend", "device") else {}
+            kwargs = {"choices": choices} if name in ("backend", "device", "runtime") else {}
             parser.add_argument(_flag(name), metavar=name.upper(), help=help_text, **kwargs)
     return parser
 
@@ -129,11 +203,19 @@ def load_config(argv: list[str] | None = None, environ: dict | None = None) -> A
     except ValidationError as exc:
         err = exc.errors()[0]
         raise ConfigError(f"{_flag(str(err['loc'][0]))}: {err['msg']}") from None
-    if config.auth is not None and ":" not in config.auth:
-        raise ConfigError("--auth must look like USER:PASS")
-    if config.share and not config.auth and not config.share_without_auth:
+    try:
+        logins = config.credentials()
+    except CredentialsError as exc:
+        raise ConfigError(str(exc)) from None
+    if config.share and not logins and not config.share_without_auth:
         raise ConfigError(
-            "--share makes the app reachable by anyone with the link. Add --auth USER:PASS, "
-            "or pass --share-without-auth if you really want it open."
+            "--share makes the app reachable by anyone with the link. Add --auth USER:PASS "
+            "(or --auth-file FILE), or pass --share-without-auth if you really want it open."
+        )
+    unknown = config.admin_names() - {u for u, _ in logins}
+    if unknown:
+        raise ConfigError(
+            f"--admins names {', '.join(sorted(unknown))}, who cannot log in: add them to "
+            "--auth or --auth-file"
         )
     return config

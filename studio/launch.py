@@ -1,0 +1,176 @@
+"""Assembling the app around a loaded model, and serving it behind the guard.
+
+``build`` makes every service from the config (taking the data folder's lock
+first); ``serve`` launches Gradio with the guard middleware, logins, upload
+limits and the session sweeper. ``main.py`` and the tests use both, so the
+tests drive the app exactly as users get it.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from chat.errors import ChatStudioError
+from studio.access import Access
+from studio.auth import LoginThrottle
+from studio.config import AppConfig
+from studio.datadir import InstanceLock, load_secret
+from studio.limits import MB
+from studio.uploads import use_upload_dir
+from studio.web import Guard
+
+
+class PortInUse(ChatStudioError):
+    """The port is taken; the message says what to do."""
+
+
+@dataclass
+class Studio:
+    """Everything one running app is made of."""
+
+    config: AppConfig
+    engine: object
+    access: Access
+    guard: Guard
+    service: object
+    retrieval: object
+    ui: object
+    demo: object
+    lock: InstanceLock
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def close(self) -> None:
+        """Stop serving and let go of the data folder."""
+        self.stop.set()
+        self.demo.close()
+        self.lock.release()
+
+
+def build(config: AppConfig, backend) -> Studio:
+    """The services and the page for ``backend``; raises ``DataDirBusy`` if the folder is in use."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    lock = InstanceLock(config.data_dir).acquire()
+    try:
+        return _build(config, backend, lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _build(config: AppConfig, backend, lock: InstanceLock) -> Studio:
+    upload_dir = use_upload_dir(config.data_dir)  # before Gradio is imported
+    from chat.engine import ChatEngine
+    from personas import PersonaStore
+    from retrieval.service import RetrievalService
+    from studio.documents import DocumentAccess
+    from studio.service import ChatService
+    from ui.app import ChatUI
+
+    limits = config.limits()
+    logins = config.credentials()
+    secret = load_secret(config.data_dir)
+    access = Access(
+        secret,
+        logins=bool(logins),
+        admins=config.admin_names(),
+        private=config.is_private(),
+        ttl_s=limits.session_ttl_minutes * 60,
+    )
+    guard = Guard(
+        logins=bool(logins),
+        throttle=LoginThrottle(limits.login_attempts),
+        upload_dir=upload_dir,
+        max_request_bytes=int(limits.max_request_upload_mb * MB),
+        max_files=limits.max_files_per_request,
+        max_storage_bytes=int(limits.max_upload_storage_mb * MB),
+        max_body_bytes=int(limits.max_request_body_mb * MB),
+    )
+    access.connected = guard.connected
+    guard.may_use = access.may_use
+    retrieval = RetrievalService(
+        config.data_dir,
+        config.embedding_model,
+        config.chroma_host,
+        config.chroma_port,
+        limits.max_upload_mb,
+        limits.min_free_mb,
+    )
+    documents = DocumentAccess(retrieval, access, limits)
+    # A remote engine batches requests itself; a model in this machine runs one at a time.
+    remote = backend.info.backend == "openai"
+    engine = ChatEngine(backend, concurrency=config.concurrency or (8 if remote else 1))
+    service = ChatService(
+        engine,
+        PersonaStore(config.data_dir / "personas"),
+        documents,
+        limits,
+        cascade=_cascade(config),
+    )
+    from studio.model_switch import ModelSwitcher
+
+    ui = ChatUI(
+        service,
+        access,
+        guard,
+        queue_size=config.queue_size,
+        browser_secret=secret.decode()[:32],
+        switcher=ModelSwitcher(engine, config, access),
+    )
+    demo = ui.create_app()
+    return Studio(config, engine, access, guard, service, retrieval, ui, demo, lock)
+
+
+def _cascade(config: AppConfig):
+    """The cascade's remote model, when ``--cascade-base-url`` names one."""
+    if not config.cascade_base_url:
+        return None
+    import os
+
+    from chat.backends.openai_backend import OpenAIBackend
+    from chat.engine import ChatEngine
+    from studio.cascade import Cascade
+
+    key = os.environ.get("CHAT_STUDIO_CASCADE_API_KEY") or os.environ.get(
+        "CHAT_STUDIO_OPENAI_API_KEY"
+    )
+    remote = OpenAIBackend(config.cascade_base_url, config.cascade_model, key)
+    if remote.startup_error:
+        print(f"warning: cascade: {remote.startup_error}", flush=True)
+    return Cascade(ChatEngine(remote, concurrency=8), config.cascade_threshold)
+
+
+def serve(studio: Studio, quiet: bool = False) -> None:
+    """Launch on the configured host and port; raises ``PortInUse`` with the fix."""
+    from starlette.middleware import Middleware
+
+    from studio.web import GuardMiddleware
+
+    config = studio.config
+    limits = config.limits()
+    host, port = config.bind()
+    logins = config.credentials()
+    per_file = min(max(limits.max_upload_mb, 10) * 4, limits.max_request_upload_mb)
+    try:
+        studio.demo.launch(
+            server_name=host,
+            server_port=port,
+            share=config.share,
+            auth=logins or None,
+            prevent_thread_lock=True,
+            show_error=True,
+            quiet=quiet,
+            css=getattr(studio.ui, "css", None),
+            # Per file, Gradio refuses far larger uploads outright (disk safety); below
+            # that, the ingest summary reports an oversized file while the others go in.
+            max_file_size=int(per_file * MB),
+            app_kwargs={"middleware": [Middleware(GuardMiddleware, guard=studio.guard)]},
+        )
+    except OSError as exc:
+        if "port" not in str(exc).lower():
+            raise
+        raise PortInUse(
+            f"Port {port} on {host} is already in use. Pass --port with another number "
+            "(or stop the program using it)."
+        ) from None
+    studio.access.start_sweeper(studio.stop)

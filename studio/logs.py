@@ -1,0 +1,67 @@
+"""One line, not a traceback, for requests Gradio itself refuses.
+
+Gradio prints a full traceback when a request has too few values for an
+event, or a value outside a component's choices: mistakes of the caller, not
+faults of the app. This filter on standard error turns exactly those into one
+``refused:`` line; every other traceback passes through whole.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import sys
+import threading
+
+USER_ERRORS = re.compile(
+    r"^(gradio\.exceptions\.Error: |ValueError: An event handler \(\w+\) didn't receive)"
+)
+
+
+class OneLineRefusals(io.TextIOBase):
+    """Wraps a text stream; holds a traceback back until its last line says what it was."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self._held: list[str] = []
+        self._partial = ""
+        self._lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            self._partial += text
+            *lines, self._partial = self._partial.split("\n")
+            for line in lines:
+                self._line(line)
+        return len(text)
+
+    def _line(self, line: str) -> None:
+        if not self._held:
+            if line.startswith("Traceback (most recent call last):"):
+                self._held.append(line)
+            else:
+                self.stream.write(line + "\n")
+            return
+        self._held.append(line)
+        if line[:1] in (" ", "\t") or line.startswith(("Traceback", "During handling", "The ")):
+            return
+        if not line:
+            return
+        # The exception line: a user's mistake becomes one line; anything else is kept whole.
+        if USER_ERRORS.match(line):
+            self.stream.write("refused: " + line.split(": ", 1)[1] + "\n")
+        else:
+            self.stream.write("\n".join(self._held) + "\n")
+        self._held = []
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def install() -> None:
+    """Filter ``sys.stderr`` for the rest of the process."""
+    if not isinstance(sys.stderr, OneLineRefusals):
+        sys.stderr = OneLineRefusals(sys.stderr)

@@ -1,0 +1,168 @@
+"""The Model tab's domain: what can be loaded without a download, and loading it.
+
+A new model is loaded beside the old one, then swapped in once the
+generations under way finish; only then is the old one freed. A load that
+fails (a corrupt file, too little memory) leaves the old model serving.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+from pathlib import Path
+
+from chat.errors import ChatStudioError, ModelLoadError
+from chat.models import ModelSpec, default_model_path, load_backend
+from studio.access import Access, Caller
+from studio.config import AppConfig
+
+
+def catalog(config: AppConfig, backend=None) -> list[dict]:
+    """``{id, label, kind}`` of every model loadable without a download.
+
+    The bundled GGUF, ``.gguf`` files under ``--models-dir`` (default
+    ``<data dir>/models``), causal LMs in the Hugging Face cache, and the
+    models a remote engine lists.
+    """
+    entries = []
+    try:
+        bundled = default_model_path()
+        entries.append(_gguf(bundled, "bundled"))
+    except ModelLoadError:
+        bundled = None
+    folder = Path(config.models_dir or config.data_dir / "models")
+    if folder.is_dir():
+        for path in sorted(folder.rglob("*.gguf")):
+            if path != bundled:
+                entries.append(_gguf(path, str(path.relative_to(folder))))
+    entries += _hf_cache()
+    if backend is not None and getattr(backend, "base_url", None):
+        try:
+            for name in backend.models():
+                entries.append(
+                    {"id": f"remote:{name}", "label": f"{name} (engine at {backend.base_url})",
+                     "kind": "remote", "source": backend.base_url, "model": name}
+                )  # fmt: skip
+        except ChatStudioError:
+            pass
+    return entries
+
+
+def _gguf(path: Path, where: str) -> dict:
+    size = path.stat().st_size / 2**20
+    return {
+        "id": f"gguf:{path}",
+        "label": f"{path.name} ({where}, {size:,.0f} MB)",
+        "kind": "gguf",
+        "source": str(path),
+    }
+
+
+def _hf_cache() -> list[dict]:
+    """Causal language models already in the Hugging Face cache (nothing is downloaded)."""
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        info = scan_cache_dir()
+    except Exception:  # no cache, or an unreadable one: nothing to offer
+        return []
+    out = []
+    for repo in sorted(info.repos, key=lambda r: r.repo_id):
+        if repo.repo_type != "model":
+            continue
+        files = {f.file_name for rev in repo.revisions for f in rev.files}
+        if "config.json" in files and files & {"model.safetensors", "pytorch_model.bin"}:
+            out.append(
+                {"id": f"hf:{repo.repo_id}", "label": f"{repo.repo_id} (Hugging Face cache)",
+                 "kind": "hf", "source": repo.repo_id}
+            )  # fmt: skip
+    return out
+
+
+def spec_for(entry: dict, runtime_backend: str) -> ModelSpec:
+    """The ``ModelSpec`` of a catalog entry (a GGUF loads with llama.cpp or transformers)."""
+    if entry["kind"] == "remote":
+        return ModelSpec("openai", entry["source"], model=entry["model"])
+    if entry["kind"] == "hf":
+        return ModelSpec("transformers", entry["source"])
+    path = Path(entry["source"])
+    if runtime_backend == "transformers":
+        return ModelSpec("transformers", str(path.parent), gguf_file=path.name)
+    return ModelSpec("llama-cpp", str(path))
+
+
+class ModelSwitcher:
+    """Loads another model for the engine, with the rights and the clean-up that takes."""
+
+    def __init__(self, engine, config: AppConfig, access: Access):
+        self.engine = engine
+        self.config = config
+        self.access = access
+
+    def may_switch(self, caller: Caller) -> bool:
+        """Admins may; visitors of a shared app only with ``--allow-model-switch``."""
+        return caller.admin or self.config.allow_model_switch
+
+    def load(self, caller: Caller, entry_id: str, backend: str = "llama-cpp") -> dict:
+        """Load the catalog entry ``entry_id``; returns what is loaded now, with the time taken."""
+        if not self.may_switch(caller):
+            from studio.access import AccessError
+
+            raise AccessError(
+                "One model serves everyone here, so only admins may load another "
+                "(or start the app with --allow-model-switch)."
+            )
+        entries = {e["id"]: e for e in catalog(self.config, self.engine.backend)}
+        if entry_id not in entries:
+            raise ModelLoadError(f"Unknown model {entry_id!r}; refresh the list and pick again.")
+        old_name = self.engine.backend.info.model
+        t0 = time.perf_counter()
+        try:
+            new = load_backend(
+                spec_for(entries[entry_id], backend),
+                self.config.device,
+                self.config.n_ctx,
+                self.config.n_gpu_layers,
+                self.config.n_threads,
+                self.config.runtime,
+                os.environ.get("CHAT_STUDIO_OPENAI_API_KEY"),
+            )
+        except ChatStudioError as exc:
+            raise ModelLoadError(f"{exc} Still serving {old_name}.") from None
+        except Exception as exc:  # out of memory and the like: the old model stays
+            raise ModelLoadError(
+                f"Could not load it ({type(exc).__name__}: {exc}). Still serving {old_name}."
+            ) from None
+        free(self.engine.swap(new))
+        info = new.info
+        return {
+            "model": info.model,
+            "backend": info.backend,
+            "device": info.device,
+            "n_ctx": info.n_ctx,
+            "load_s": round(time.perf_counter() - t0, 2),
+        }
+
+
+def free(backend) -> None:
+    """Release a backend's model (its process, its memory, its GPU cache)."""
+    close = getattr(backend, "close", None)
+    if callable(close):
+        close()
+    llm = getattr(backend, "llm", None)
+    if llm is not None and hasattr(llm, "close"):
+        llm.close()
+    model = getattr(backend, "model", None)
+    if model is not None and not isinstance(model, str):
+        backend.model = None
+        try:
+            import torch
+
+            del model
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+    gc.collect()

@@ -1,0 +1,245 @@
+"""The chat service: persona + documents + engine, shared by the UI and the API.
+
+It checks every request against the limits before any model work, and runs
+document retrieval within what the caller may read.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from chat.engine import ChatEngine, TurnResult
+from chat.errors import InputError, SettingsError
+from chat.inspection import DEFAULT_CONFIDENCE, Inspector, anatomy
+from chat.settings import DecodingSettings, load_presets, parse_settings
+from chat.text import clean_text
+from personas import PersonaStore
+from personas.cards import Persona
+from studio.access import Caller
+from studio.limits import Limits
+
+
+class InspectOptions(BaseModel):
+    """What a chat turn records about its tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    top_logprobs: int = Field(
+        0, ge=0, le=20, description="Alternatives recorded per token (0: no token probabilities)."
+    )
+    confidence_threshold: float = Field(
+        DEFAULT_CONFIDENCE,
+        ge=0.0,
+        le=1.0,
+        description="Mean token probability under which a reply is marked low confidence.",
+    )
+    reply_prefix_ids: list[int] = Field(
+        default_factory=list,
+        max_length=4096,
+        description="Token ids the reply must start with (continue with an alternative).",
+    )
+
+
+def inspect_options(**values) -> InspectOptions:
+    """Validated options; errors name the field."""
+    try:
+        return InspectOptions(**{k: v for k, v in values.items() if v is not None})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise SettingsError(f"{err['loc'][0]}: {err['msg']}") from None
+
+
+class ChatService:
+    """Everything a chat turn needs, loaded once by ``main.py`` and passed in."""
+
+    def __init__(
+        self,
+        engine: ChatEngine,
+        personas: PersonaStore | None = None,
+        documents=None,
+        limits: Limits | None = None,
+        cascade=None,
+    ):
+        self.engine = engine
+        self.cascade = cascade  # a studio.cascade.Cascade, or None
+        self.personas = personas or PersonaStore()
+        self.documents = documents  # a studio.documents.DocumentAccess, or None
+        self.limits = limits or Limits()
+        self.presets = load_presets()
+        self.inspector = Inspector(engine)
+
+    @property
+    def info(self):
+        """The loaded model's ``ModelInfo``."""
+        return self.engine.backend.info
+
+    @property
+    def capabilities(self):
+        """What the loaded backend supports."""
+        return self.engine.backend.capabilities
+
+    def preset(self, name: str) -> DecodingSettings:
+        """A preset by name; unknown names list the valid ones."""
+        if name not in self.presets:
+            raise SettingsError(
+                f"Unknown preset {name!r}; choose one of: {', '.join(self.presets)}"
+            )
+        return self.presets[name]
+
+    def base_settings(self, persona: Persona) -> DecodingSettings:
+        """The persona's own settings (a preset name or overrides), else the defaults."""
+        if isinstance(persona.settings, str):
+            return self.preset(persona.settings)
+        return parse_settings(persona.settings or {})
+
+    def run(
+        self,
+        caller: Caller | None,
+        message: str,
+        history: list[dict] | None,
+        persona: Persona,
+        settings: dict | DecodingSettings | None,
+        use_rag: bool = False,
+        cancel: threading.Event | None = None,
+        retrieval=None,
+        inspect: InspectOptions | None = None,
+        user: str = "User",
+    ) -> Iterator[TurnResult]:
+        """Stream one turn; the last snapshot has ``done=True``.
+
+        ``user`` is the name ``{{user}}`` stands for in the persona's texts.
+
+        With ``use_rag`` the best passages from the shared documents and the
+        caller's own uploads (retrieval settings ``retrieval``) go into the
+        prompt and come back as ``sources``.
+        """
+        started = time.perf_counter()
+        inspect = inspect or InspectOptions()
+        decoding = parse_settings(settings, base=self.base_settings(persona))
+        self.limits.check_chat(message, history, decoding.max_new_tokens)
+        passages = None
+        if use_rag:
+            if self.documents is None or caller is None:
+                raise InputError("Document retrieval is not set up in this app.")
+            from retrieval.settings import parse_retrieval
+
+            if isinstance(message, str) and message.strip():
+                passages = self.documents.retrieve(caller, message, parse_retrieval(retrieval))
+        retrieval_s = round(time.perf_counter() - started, 4)
+
+        def turn(engine, top_logprobs, forced, settings):
+            return engine.stream_turn(
+                message,
+                history,
+                persona.prefix_messages(user),
+                settings,
+                cancel,
+                passages,
+                started,
+                max_seconds=self.limits.max_request_seconds,
+                top_logprobs=top_logprobs,
+                forced=forced,
+                confidence_threshold=inspect.confidence_threshold,
+                suffix=persona.suffix_messages(user),
+            )
+
+        cascade = (
+            self.cascade if self.capabilities.logprobs and not inspect.reply_prefix_ids else None
+        )
+        if cascade is None:
+            results = turn(self.engine, inspect.top_logprobs, inspect.reply_prefix_ids, decoding)
+        else:
+            remote = decoding
+            if decoding.strategy == "beam":  # engines offer no beam search: greedy instead
+                remote = decoding.model_copy(
+                    update={"strategy": "greedy", "num_beams": 1, "num_return_sequences": 1}
+                )
+            results = cascade.run(
+                turn(self.engine, max(1, inspect.top_logprobs), [], decoding),
+                lambda engine: turn(engine, 0, [], remote),
+                f"{self.info.model} ({self.info.device})",
+            )
+        for result in results:
+            if not inspect.top_logprobs:
+                result.tokens = None  # recorded for the cascade's verdict, not asked for
+            if use_rag:
+                result.stats["retrieval_s"] = retrieval_s
+                if result.done and not result.sources:
+                    result.notices.append(
+                        "No passage in your documents was similar enough to the question."
+                    )
+            yield result
+
+    # -- inspection ------------------------------------------------------------------
+
+    def next_token(
+        self,
+        text: str,
+        top_k: int = 10,
+        settings: dict | DecodingSettings | None = None,
+        template: bool = False,
+        persona: Persona | None = None,
+        history: list[dict] | None = None,
+        reply_so_far: str = "",
+        cancel=None,
+    ) -> dict:
+        """The next-token distribution after ``text``.
+
+        With ``template``, ``text`` is a user message: the prompt is the
+        persona's system prompt and examples, ``history`` and that message in
+        the chat template, followed by ``reply_so_far`` (the assistant's reply
+        as built so far), exactly as a chat turn would see it.
+        """
+        decoding = parse_settings(settings)
+        if template:
+            from chat.prompting import validate_history
+
+            if not isinstance(text, str) or not text.strip():
+                raise InputError("text is empty: type the message the assistant answers")
+            self.limits.check_chat(text, history, 1)
+            prefix = (persona or self.personas.get(None)).prefix_messages()
+            messages = prefix + validate_history(history) + [{"role": "user", "content": text}]
+            prompt = self.engine.backend.render(messages) + clean_text(reply_so_far or "")
+            out = self.inspector.next_token(prompt, top_k, decoding, special=True, cancel=cancel)
+        else:
+            out = self.inspector.next_token(text, top_k, decoding, special=False, cancel=cancel)
+        return out
+
+    def perplexity(self, text: str, cancel=None) -> dict:
+        """Perplexity, per-token surprisal and the AI-text gauge of ``text``."""
+        return self.inspector.perplexity(text, cancel)
+
+    def attention(self, text: str, layer: int = -1, head: int | None = None, cancel=None) -> dict:
+        """One layer's attention (a head, or the average over heads) over ``text``."""
+        return self.inspector.attention(text, layer, head, cancel)
+
+    def anatomy(self, prompt_messages: list[dict], parts: dict, prompt: str) -> dict:
+        """Where a reply's prompt tokens went, and the prompt split into tokens."""
+        return anatomy(self.engine.backend, prompt_messages, parts, prompt)
+
+    def compare(
+        self,
+        message: str,
+        history: list[dict] | None,
+        persona: Persona,
+        strategies: list[tuple[str, dict]] | None = None,
+        max_new_tokens: int = 48,
+        cancel=None,
+    ) -> list[dict]:
+        """The same turn under several decoding strategies, side by side."""
+        from chat.compare import compare
+
+        self.limits.check_chat(message, history, max_new_tokens)
+        return compare(
+            self.engine,
+            message,
+            history or [],
+            persona.prefix_messages(),
+            strategies,
+            max_new_tokens,
+            cancel=cancel,
+        )

@@ -1,0 +1,103 @@
+"""Conversation bookkeeping (versions, pairs, feedback, saved chats) and dataset exports."""
+
+import json
+
+import pytest
+
+from chat.errors import InputError
+from studio import conversations as conv
+from studio.datasets import export
+
+U1 = {"role": "user", "content": "Hi"}
+A1 = {"role": "assistant", "content": "Hello!", "meta": {"tokens": [[1]], "stats": {"x": 1}}}
+U2 = {"role": "user", "content": "Name a colour."}
+A2 = {"role": "assistant", "content": "Blue."}
+
+
+def test_a_retry_keeps_the_old_reply_and_what_followed_as_a_version():
+    chat = [U1, A1, U2, A2]
+    retried = conv.new_version(chat, 1, {"role": "assistant", "content": "Hey there!"})
+    assert [m["content"] for m in retried] == ["Hi", "Hey there!"]
+    assert conv.versions_of(retried[1]) == (2, 2)
+    back = conv.step_version(retried, 1, -1)
+    assert [m["content"] for m in back] == ["Hi", "Hello!", "Name a colour.", "Blue."]
+    assert conv.versions_of(back[1]) == (1, 2) and back[1]["meta"]["stats"] == {"x": 1}
+    forward = conv.step_version(back, 1, +1)
+    assert [m["content"] for m in forward] == ["Hi", "Hey there!"]
+
+
+def test_editing_a_user_message_keeps_the_old_branch():
+    chat = [U1, A1, U2, A2]
+    edited = conv.new_version(chat, 2, {"role": "user", "content": "Name a fruit."})
+    assert edited[-1]["content"] == "Name a fruit." and len(edited) == 3
+    old = conv.step_version(edited, 2, -1)
+    assert [m["content"] for m in old][-2:] == ["Name a colour.", "Blue."]
+
+
+def test_delete_pair_and_feedback():
+    chat = [U1, A1, U2, A2]
+    assert conv.delete_pair(chat, 1) == [U2, A2] == conv.delete_pair(chat, 0)
+    assert conv.set_feedback(chat, 3, "like")[3]["feedback"] == "like"
+    assert conv.user_before(chat, 3) == 2 and conv.last_user(chat) == 2
+
+
+def test_saved_chats_are_light_and_titled():
+    chats = conv.save_chat([], "abc", [U1, A1], "assistant")
+    assert chats[0]["id"] == "abc" and "tokens" not in chats[0]["messages"][1]["meta"]
+    assert conv.title_of(chats[0]) == "Hi"
+    chats = conv.save_chat(chats, "abc", [U1, A1, U2, A2], "tutor")
+    assert len(chats) == 1 and chats[0]["persona"] == "tutor" and len(chats[0]["messages"]) == 4
+
+
+def rows(kind, chats):
+    data = export(kind, chats)
+    return data, [json.loads(line) for line in data.jsonl().splitlines()]
+
+
+def test_sft_rows_in_both_shapes_skip_disliked_replies():
+    disliked = dict(A2, feedback="dislike")
+    data, out = rows("sft", [[U1, A1, U2, disliked]])
+    assert out == [
+        {"messages": [U1, {"role": "assistant", "content": "Hello!"}]},
+        {"prompt": [U1], "completion": [{"role": "assistant", "content": "Hello!"}]},
+    ]
+    assert data.summary() == "2 rows; dropped 0 exact and 0 near duplicate(s)"
+
+
+def test_sft_uses_the_exact_messages_sent_when_recorded():
+    sent = [{"role": "system", "content": "Be brief."}, U1]
+    reply = {"role": "assistant", "content": "Hello!", "meta": {"prompt_messages": sent}}
+    _, out = rows("sft", [[U1, reply]])
+    assert out[0]["messages"][0] == {"role": "system", "content": "Be brief."}
+
+
+def test_preference_from_likes_retries_and_candidates():
+    chat = conv.new_version([U1, dict(A1, feedback="dislike")], 1,
+                            {"role": "assistant", "content": "Hey there!"})  # fmt: skip
+    chat = conv.set_feedback(chat, 1, "like")
+    picked = {"role": "assistant", "content": "Red.",
+              "meta": {"candidates": ["Green.", "Red."], "chosen": 1}}  # fmt: skip
+    _, out = rows("preference", [chat + [U2, picked]])
+    assert out == [
+        {"prompt": [U1], "chosen": [{"role": "assistant", "content": "Hey there!"}],
+         "rejected": [{"role": "assistant", "content": "Hello!"}]},
+        {"prompt": [U1, {"role": "assistant", "content": "Hey there!"}, U2],
+         "chosen": [{"role": "assistant", "content": "Red."}],
+         "rejected": [{"role": "assistant", "content": "Green."}]},
+    ]  # fmt: skip
+
+
+def test_exact_and_near_duplicates_are_dropped():
+    a = [U1, {"role": "assistant", "content": "The capital of France is Paris."}]
+    b = [U1, {"role": "assistant", "content": "the capital of france is Paris!"}]  # exact
+    c = [U1, {"role": "assistant", "content": "The capital of France is Paris, yes."}]  # near
+    d = [U2, {"role": "assistant", "content": "Blue, like the sky."}]
+    data, out = rows("sft", [a, b, c, d])
+    assert len(out) == 4 and data.dropped == {"exact": 2, "near": 2}
+
+
+def test_bad_input_is_a_clear_error():
+    with pytest.raises(InputError, match="kind"):
+        export("rlhf", [[U1, A1]])
+    with pytest.raises(InputError, match="conversations\\[0\\]"):
+        export("sft", [[{"role": "user"}]])

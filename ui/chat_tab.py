@@ -1,0 +1,459 @@
+"""The Chat tab: the conversation, the input, and what can be done to each message.
+
+One source of truth: the ``conversation`` state (``studio.conversations``).
+Every control that changes the chat (send, retry, edit, versions, delete,
+undo, the Chatbot's own trash and undo buttons, a new persona) changes that
+state and redraws the Chatbot from it.
+"""
+
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+
+import gradio as gr
+
+from chat.errors import Cancelled, ChatStudioError
+from chat.settings import MAX_CANDIDATES
+from studio import conversations as conv
+from studio.service import ChatService, inspect_options
+from ui import render
+from ui.documents_panel import SOURCE_HEADERS, sources_rows
+from ui.errors import user_error
+from ui.settings_panel import FIELDS, SettingsPanel
+
+GENERATE = "generate"  # one concurrency group for everything that runs the model
+DEFAULT_USER = "User"
+
+
+class ChatTab:
+    """Builds the tab (``build``) and handles its events; ``ui`` gives callers and personas."""
+
+    def __init__(self, ui, service: ChatService):
+        self.ui = ui
+        self.service = service
+        self._cancel: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    # ----- layout --------------------------------------------------------------------------
+    def build(self, personas, conversation, own, user, panel, docs) -> SimpleNamespace:
+        """The components of the tab, in a namespace the other panels read."""
+        c = SimpleNamespace(conversation=conversation, own=own, user=user, panel=panel, docs=docs)
+        c.slots, c.generate = self.service.engine.concurrency, GENERATE
+        c.settings = panel.components
+        c.selected = gr.State(None)  # the conversation index of the clicked message
+        c.sent = gr.State("")  # the message being sent (the box is already empty)
+        c.persona = gr.Dropdown(
+            personas,
+            value=personas[0][1],
+            label="Persona",
+            elem_id="persona",
+            allow_custom_value=True,
+        )
+        c.chatbot = gr.Chatbot(
+            value=render.chatbot_messages(conversation.value),
+            label="Chat",
+            height="60vh",
+            min_height=320,
+            elem_id="chatbot",
+            sanitize_html=True,
+            buttons=["copy", "copy_all"],
+            editable="user",
+            feedback_options=("Like", "Dislike"),
+            placeholder="Ask anything, or try one of the examples below.",
+        )
+        c.examples = gr.Dataset(
+            components=[gr.Textbox(visible=False)],
+            samples=self._examples(personas[0][1], {}),
+            label="Try",
+            elem_id="examples",
+        )
+        with gr.Row(elem_id="input-row", equal_height=True):
+            with gr.Column(scale=0, min_width=110, elem_id="use-docs-box"):
+                c.use_docs = gr.Checkbox(False, label="Use documents", elem_id="use-docs")
+            with gr.Column(scale=6, min_width=160, elem_id="message-box"):
+                c.message = gr.Textbox(
+                    placeholder="Type a message and press Enter",
+                    show_label=False,
+                    elem_id="message",
+                    autofocus=True,
+                )
+            c.send = gr.Button("Send", variant="primary", scale=1, min_width=70, elem_id="send")
+            c.stop = gr.Button(
+                "Stop", variant="stop", scale=1, min_width=70, elem_id="stop", interactive=False
+            )
+        c.stats = gr.Markdown(elem_id="stats-line", elem_classes="stats-line")
+        with gr.Row(visible=False, elem_id="message-actions") as c.actions:
+            c.action_label = gr.Markdown(elem_id="action-label")
+            c.prev = gr.Button("‹ version", size="sm", elem_id="version-prev")
+            c.next = gr.Button("version ›", size="sm", elem_id="version-next")
+            c.retry = gr.Button("Retry", size="sm", elem_id="retry-message")
+            c.delete = gr.Button("Delete pair", size="sm", elem_id="delete-pair")
+        with gr.Column(visible=False, elem_id="candidates") as c.candidates_row:
+            with gr.Row():
+                c.boxes = [
+                    gr.Markdown(label=f"Candidate {i + 1}", elem_classes="candidate", visible=False)
+                    for i in range(MAX_CANDIDATES)
+                ]
+            c.choice = gr.Radio([], label="Continue with candidate", elem_id="choice")
+        with gr.Row():
+            c.regen = gr.Button("Regenerate", size="sm", elem_id="regenerate")
+            c.undo = gr.Button("Undo / edit last", size="sm", elem_id="undo")
+            c.clear = gr.Button("New chat", size="sm", elem_id="clear")
+            c.export = gr.Button("Export JSON", size="sm", elem_id="export")
+        c.sources = gr.Dataframe(
+            headers=SOURCE_HEADERS,
+            label="Sources used in the last answer",
+            visible=False,
+            interactive=False,
+            wrap=True,
+            column_widths=["7%", "22%", "20%", "9%", "42%"],
+            elem_id="sources",
+        )
+        c.redraw = self.redraw
+        return c
+
+    # ----- helpers ------------------------------------------------------------------------
+    def _examples(self, persona_id, own) -> list[list[str]]:
+        try:
+            return [[e] for e in self.service.personas.get(persona_id, own).examples]
+        except ChatStudioError:
+            return []
+
+    def _cancel_event(self, session: str) -> threading.Event:
+        with self._lock:
+            return self._cancel.setdefault(session, threading.Event())
+
+    def forget(self, session: str) -> None:
+        """A session ended."""
+        with self._lock:
+            self._cancel.pop(session, None)
+
+    @staticmethod
+    def redraw(conversation):
+        """The Chatbot showing ``conversation`` (with its likes)."""
+        return gr.update(
+            value=render.chatbot_messages(conversation),
+            feedback_value=render.feedback_values(conversation),
+        )
+
+    def greeting(self, persona_id, own, user) -> list[dict]:
+        """A fresh conversation: the persona's greeting, if it has one."""
+        try:
+            text = self.service.personas.get(persona_id, own).greeting_text(user or DEFAULT_USER)
+        except ChatStudioError as exc:
+            raise user_error(exc) from None
+        return [{"role": "assistant", "content": text}] if text else []
+
+    # ----- one turn ------------------------------------------------------------------------
+    def _stream(self, before, message, assemble, persona_id, own, user, values, request):
+        """Generate the reply to ``message`` after ``before``; ``assemble(reply)`` places it."""
+        caller = self.ui.caller(request)
+        persona = self.ui.persona(persona_id, own)
+        n = len(FIELDS)
+        settings = SettingsPanel.values_to_dict(values[:n])
+        try:
+            inspect = inspect_options(
+                top_logprobs=int(values[n]), confidence_threshold=values[n + 1]
+            )
+        except ChatStudioError as exc:
+            raise user_error(exc) from None
+        if not self.service.capabilities.logprobs:
+            inspect.top_logprobs = 0
+        use_rag, retrieval = bool(values[n + 2]), None
+        if self.service.documents is not None and len(values) > n + 3:
+            from ui.documents_panel import DocumentsPanel
+
+            retrieval = DocumentsPanel.read_retrieval(values[n + 3 :])
+        cancel = self._cancel_event(caller.session)
+        cancel.clear()
+        result = None
+        yield self._outputs(assemble({"role": "assistant", "content": ""}), None, True)
+        try:
+            with self.ui.watch(caller.session, cancel):
+                for result in self.service.run(
+                    caller,
+                    message,
+                    conv.history(before),
+                    persona,
+                    settings,
+                    use_rag,
+                    cancel,
+                    retrieval,
+                    inspect,
+                    user or DEFAULT_USER,
+                ):
+                    reply = {"role": "assistant", "content": result.reply}
+                    if result.done:
+                        reply["meta"] = _meta(result)
+                    yield self._outputs(assemble(reply), result, not result.done)
+        except Cancelled:
+            return
+        except ChatStudioError as exc:
+            raise user_error(exc) from None
+        for notice in result.notices if result else []:
+            gr.Info(notice)
+
+    def _outputs(self, conversation, result, running: bool):
+        """Values for ``OUTPUTS``: chatbot, state, stats, candidates, sources, stop."""
+        n = result.settings["num_return_sequences"] if result else 1
+        candidates = result.candidates if result else []
+        per = (result.stats.get("candidates") or []) if result else []
+        boxes = []
+        for i in range(MAX_CANDIDATES):
+            head = f"**Candidate {i + 1}**"
+            if i < len(per):
+                lp = per[i]["logprob"]
+                head += f" · {per[i]['completion_tokens']} tokens"
+                head += f" · log-probability {lp:.2f}" if lp is not None else ""
+            text = candidates[i] if i < len(candidates) else ""
+            body = render.defang(text)  # model output: no images or fetching tags
+            boxes.append(gr.update(value=f"{head}\n\n{body}", visible=n > 1 and i < n))
+        done = bool(result and result.done)
+        radio = gr.update(
+            choices=[str(i + 1) for i in range(len(candidates))] if done and n > 1 else [],
+            value="1" if done and n > 1 else None,
+        )
+        stats = render.stats_line(result.stats) if result else "generating…"
+        if result and not result.done:
+            stats = "generating… " + stats
+        return [
+            self.redraw(conversation),
+            conversation,
+            stats,
+            gr.update(visible=n > 1),
+            *boxes,
+            radio,
+            gr.update(
+                value=sources_rows(result.sources) if result else [],
+                visible=bool(result and result.sources),
+            ),
+            gr.update(interactive=running),
+        ]
+
+    # ----- events that generate ---------------------------------------------------------------
+    def send(self, message, conversation, persona_id, own, user, request: gr.Request, *values):
+        """Send the typed message."""
+        if not message or not message.strip():
+            raise user_error("Type a message first.")
+        asked = {"role": "user", "content": message}
+        yield from self._stream(
+            conversation,
+            message,
+            lambda reply: conversation + [asked, reply],
+            persona_id,
+            own,
+            user,
+            values,
+            request,
+        )
+
+    def retry(self, index, conversation, persona_id, own, user, request: gr.Request, *values):
+        """Answer again at reply ``index``; the old reply stays as a version."""
+        if index is None or not 0 <= index < len(conversation):
+            raise user_error("Select a reply to retry (click it), or send a message first.")
+        if conversation[index]["role"] == "user":
+            index += 1
+        asked = conv.user_before(conversation, index)
+        if asked is None:
+            raise user_error("That message answers nothing; select a reply to a message.")
+        before = conversation[:asked]
+        message = conversation[asked]["content"]
+        if index >= len(conversation):  # the user message has no reply yet
+            place = lambda reply: conversation[: asked + 1] + [reply]  # noqa: E731
+        else:
+            place = lambda reply: conv.new_version(conversation, index, reply)  # noqa: E731
+        yield from self._stream(before, message, place, persona_id, own, user, values, request)
+
+    def regenerate(self, conversation, persona_id, own, user, request: gr.Request, *values):
+        """Answer the last message again (the old reply stays as a version)."""
+        last = conv.last_user(conversation)
+        if last is None:
+            raise user_error("Nothing to regenerate yet: send a message first.")
+        yield from self.retry(last, conversation, persona_id, own, user, request, *values)
+
+    def edited(self, conversation, persona_id, own, user, evt: gr.EditData, request: gr.Request,
+               *values):  # fmt: skip
+        """A user message was edited in place: answer it anew; the old branch is kept."""
+        index = render.display_index(conversation)[_index(evt.index)]
+        text = evt.value if isinstance(evt.value, str) else str(evt.value)
+        if conversation[index]["role"] != "user" or not text.strip():
+            yield self._outputs(conversation, None, False)
+            return
+        edited = conv.new_version(conversation, index, {"role": "user", "content": text})
+        before = conversation[:index]
+        yield from self._stream(
+            before,
+            text,
+            lambda reply: edited + [reply],
+            persona_id,
+            own,
+            user,
+            values,
+            request,
+        )
+
+    # ----- events that only change the conversation -------------------------------------------
+    def stop(self, request: gr.Request):
+        """Halt this session's generation (the backend itself, not only the display)."""
+        self._cancel_event(self.ui.caller(request).session).set()
+
+    def undo(self, conversation):
+        """Remove the last exchange and put its message back in the box; the stats go too."""
+        last = conv.last_user(conversation)
+        if last is None:
+            return self.redraw(conversation), conversation, gr.update(), ""
+        kept = conversation[:last]
+        return self.redraw(kept), kept, conversation[last]["content"], ""
+
+    def new_chat(self, persona_id, own, user):
+        """A fresh conversation opened by the persona's greeting; nothing of the old one stays."""
+        fresh = self.greeting(persona_id, own, user)
+        return (
+            self.redraw(fresh),
+            fresh,
+            "",
+            gr.update(visible=False),
+            gr.update(visible=False, value=[]),
+            gr.update(visible=False),
+            None,
+            gr.update(samples=self._examples(persona_id, own)),
+        )
+
+    def choose_candidate(self, choice, conversation):
+        """Continue the conversation with the picked candidate."""
+        if not choice or not conversation or "meta" not in conversation[-1]:
+            return gr.update(), conversation
+        last = dict(conversation[-1])
+        meta = dict(last["meta"])
+        meta["chosen"] = int(choice) - 1
+        last.update(content=meta["candidates"][meta["chosen"]], meta=meta)
+        conversation = conversation[:-1] + [last]
+        return self.redraw(conversation), conversation
+
+    def select(self, conversation, evt: gr.SelectData):
+        """A message was clicked: offer its versions, retry and delete."""
+        shown = render.display_index(conversation)
+        at = _index(evt.index)
+        if at is None or at >= len(shown):
+            return None, gr.update(visible=False), ""
+        index = shown[at]
+        return index, gr.update(visible=True), _action_label(conversation, index)
+
+    def step(self, conversation, index, delta):
+        """Show the previous or next version of the selected message."""
+        if index is None or index >= len(conversation):
+            raise user_error("Select a message first (click it).")
+        moved = conv.step_version(conversation, index, delta)
+        return self.redraw(moved), moved, _action_label(moved, index)
+
+    def delete_pair(self, conversation, index):
+        """Delete the selected message and its reply (or its question)."""
+        if index is None or index >= len(conversation):
+            raise user_error("Select a message first (click it).")
+        kept = conv.delete_pair(conversation, index)
+        return self.redraw(kept), kept, None, gr.update(visible=False)
+
+    def liked(self, conversation, evt: gr.LikeData):
+        """Store a like or dislike with its reply."""
+        shown = render.display_index(conversation)
+        at = _index(evt.index)
+        if at is None or at >= len(shown):
+            return conversation
+        value = {True: "like", False: "dislike"}.get(evt.liked)
+        return conv.set_feedback(conversation, shown[at], value)
+
+    def export(self, conversation, persona_id):
+        """The chat with all metadata as JSON, saved by the browser (nothing kept here)."""
+        return render.export_json(conversation, self.service.info, persona_id), "chat.json"
+
+    # ----- wiring -------------------------------------------------------------------------
+    def wire(self, demo, c, inspect, download) -> None:
+        """Connect the tab's events (``inspect``: the recording settings it reads)."""
+        hidden = {"api_visibility": "private"}
+        values = [*c.panel.components, inspect.top_logprobs, inspect.threshold, c.use_docs]
+        values += c.docs.retrieval_inputs if c.docs else []
+        outputs = [c.chatbot, c.conversation, c.stats, c.candidates_row, *c.boxes, c.choice]
+        outputs += [c.sources, c.stop]
+        run = dict(
+            outputs=outputs,
+            concurrency_limit=c.slots + 2,  # the prompt is built before a slot is taken
+            concurrency_id=GENERATE,
+            **hidden,
+        )
+        who = [c.persona, c.own, c.user]
+        turns = []
+        for trigger in (c.message.submit, c.send.click):
+            # The box empties at once; the message travels on in ``sent``.
+            event = trigger(lambda m: ("", m), c.message, [c.message, c.sent], queue=False,
+                            **hidden)  # fmt: skip
+            turns.append(event.then(self.send, [c.sent, c.conversation, *who, *values], **run))
+        turns.append(c.regen.click(self.regenerate, [c.conversation, *who, *values], **run))
+        turns.append(c.retry.click(self.retry, [c.selected, c.conversation, *who, *values], **run))
+        turns.append(c.chatbot.retry(self.regenerate, [c.conversation, *who, *values], **run))
+        turns.append(c.chatbot.edit(self.edited, [c.conversation, *who, *values], **run))
+        for t in turns:
+            t.then(lambda: gr.update(interactive=False), None, c.stop, **hidden)
+        c.turn_done = lambda fn, inputs, outs: [t.then(fn, inputs, outs, **hidden) for t in turns]
+        c.examples.click(lambda s: s[0], c.examples, c.message, **hidden)
+        c.stop.click(self.stop, None, None, queue=False, **hidden)
+        changed = []  # events that change the conversation without generating
+        undo_out = [c.chatbot, c.conversation, c.message, c.stats]
+        changed.append(c.undo.click(self.undo, c.conversation, undo_out, **hidden))
+        changed.append(c.chatbot.undo(self.undo, c.conversation, undo_out, **hidden))
+        fresh = [c.chatbot, c.conversation, c.stats, c.candidates_row, c.sources, c.actions]
+        fresh += [c.selected, c.examples]
+        started = [
+            trigger(self.new_chat, who, fresh, **hidden)
+            for trigger in (c.clear.click, c.chatbot.clear, c.persona.input)
+        ]
+        c.reset_outputs = fresh[2:-1]
+        c.after_open = lambda: ("", gr.update(visible=False), gr.update(visible=False, value=[]),
+                                gr.update(visible=False), None)  # fmt: skip
+        c.persona.change(lambda p, o: gr.update(samples=self._examples(p, o)),
+                         [c.persona, c.own], c.examples, **hidden)  # fmt: skip
+        changed.append(c.choice.input(self.choose_candidate, [c.choice, c.conversation],
+                                      [c.chatbot, c.conversation], **hidden))  # fmt: skip
+        c.chatbot.select(self.select, c.conversation, [c.selected, c.actions, c.action_label],
+                         **hidden)  # fmt: skip
+        changed.append(c.chatbot.like(self.liked, c.conversation, c.conversation, **hidden))
+        for button, delta in ((c.prev, -1), (c.next, +1)):
+            changed.append(button.click(
+                lambda cv, i, d=delta: self.step(cv, i, d), [c.conversation, c.selected],
+                [c.chatbot, c.conversation, c.action_label], **hidden))  # fmt: skip
+        changed.append(c.delete.click(self.delete_pair, [c.conversation, c.selected],
+                       [c.chatbot, c.conversation, c.selected, c.actions], **hidden))  # fmt: skip
+        c.changed = lambda: changed
+        c.started = lambda: started
+        download.wire(c.export.click, self.export, [c.conversation, c.persona], **hidden)
+
+
+def _meta(result) -> dict:
+    """What a finished reply keeps: everything needed to reproduce and inspect it."""
+    return {
+        "settings": result.settings,
+        "stats": result.stats,
+        "prompt_messages": result.prompt_messages,
+        "notices": result.notices,
+        "candidates": result.candidates,
+        "chosen": 0,
+        "sources": result.sources,
+        "tokens": result.tokens,
+        "prompt": result.prompt,
+        "parts": result.parts,
+    }
+
+
+def _index(index) -> int | None:
+    if isinstance(index, int):
+        return index
+    if isinstance(index, (list, tuple)) and index:
+        return _index(index[0])
+    return None
+
+
+def _action_label(conversation, index) -> str:
+    message = conversation[index]
+    current, count = conv.versions_of(message)
+    who = "your message" if message["role"] == "user" else "reply"
+    return f"Selected: {who} #{index + 1} · version **{current}/{count}**"

@@ -1,0 +1,322 @@
+"""Handlers of the Inspect tab's tools (next token, perplexity, attention, comparison),
+their wiring, and the named API endpoints behind them.
+
+Every handler that runs the model takes a generation slot like a chat turn
+does, and works out its caller first.
+"""
+
+from __future__ import annotations
+
+import math
+
+import gradio as gr
+
+from chat.errors import Cancelled, ChatStudioError
+from studio.service import ChatService
+from ui import inspect_render as draw
+from ui.errors import user_error
+from ui.inspect_panel import InspectPanel
+from ui.settings_panel import FIELDS, SettingsPanel
+
+
+def _fail(exc):
+    raise user_error(exc) from None
+
+
+class InspectTools:
+    """The tools' handlers, bound to the service; ``wire`` connects them to the page."""
+
+    def __init__(self, service: ChatService, panel: InspectPanel):
+        self.service = service
+        self.panel = panel
+
+    # -- next-token explorer -------------------------------------------------------------
+
+    def predict(self, text, template, reply, k, persona_id, own, conversation, *settings_values):
+        """Tokenization of the text, and the next-token distribution after it."""
+        settings = SettingsPanel.values_to_dict(settings_values[: len(FIELDS)])
+        settings.update(num_return_sequences=1, num_beams=1)
+        if settings["strategy"] == "beam":
+            settings["strategy"] = "greedy"
+        try:
+            persona = self.service.personas.get(persona_id, own)
+            history = _history(conversation) if template else None
+            out = self.service.next_token(
+                text, int(k), settings, bool(template), persona, history, reply or ""
+            )
+        except ChatStudioError as exc:
+            _fail(exc)
+        rows = [dict(c) for c in out["candidates"]]
+        split = [(t["text"], f"{t['id']}") for t in out["tokens"]]
+        note = (
+            f"{len(out['tokens'])} tokens in. The sampler ({' → '.join(out['sampler']['order'])}) "
+            f"keeps {out['kept_count']} token(s); probabilities after it are renormalised."
+        )
+        picks = [(f"{draw.shown(c['text'])}  (p={c['prob']:.3f})", c["id"]) for c in rows]
+        return (
+            split,
+            draw.bars(rows, note=note),
+            gr.update(choices=picks, value=picks[0][1] if picks else None),
+            out,
+        )
+
+    def step(self, how, text, template, reply, steps, result, picked, k, persona_id, own,
+             conversation, *settings_values):  # fmt: skip
+        """Append a token, then predict again: one step, so quick clicks never use stale data."""
+        text, reply, steps = self.append(text, template, reply, steps, result, how, picked)
+        shown = self.predict(text, template, reply, k, persona_id, own, conversation,
+                             *settings_values)  # fmt: skip
+        return (text, reply, steps, *shown)
+
+    def back(self, text, template, reply, steps, k, persona_id, own, conversation, *settings):
+        """Undo the last step, and predict again."""
+        text, reply, steps = self.undo(text, reply, steps)
+        return (text, reply, steps, *self.predict(text, template, reply, k, persona_id, own,
+                                                  conversation, *settings))  # fmt: skip
+
+    def append(self, text, template, reply, steps, result, how, picked):
+        """Append the top, a sampled or the picked token; remember the step for Undo."""
+        if not result:
+            raise user_error("Press Predict first.")
+        by_id = {c["id"]: c for c in result["candidates"]}
+        if how == "top":
+            token_id = result["candidates"][0]["id"]
+        elif how == "sampled":
+            token_id = result["sampled"]["id"]
+        else:
+            token_id = picked
+        piece = by_id[token_id]["text"] if token_id in by_id else self._piece(token_id)
+        steps = list(steps) + [(text, reply)]
+        if template:
+            return text, (reply or "") + piece, steps
+        return text + piece, reply, steps
+
+    def _piece(self, token_id) -> str:
+        return self.service.engine.backend.piece(int(token_id))
+
+    @staticmethod
+    def undo(text, reply, steps):
+        """Take back the last appended token."""
+        if not steps:
+            return text, reply, steps
+        (text, reply), steps = steps[-1], list(steps[:-1])
+        return text, reply, steps
+
+    # -- perplexity, attention, comparison -------------------------------------------------
+
+    def perplexity(self, text):
+        """Summary, coloured surprisal, the most surprising tokens."""
+        try:
+            out = self.service.perplexity(text)
+        except ChatStudioError as exc:
+            _fail(exc)
+        gauge = out["ai_score"]
+        verdict = "reads machine-like" if gauge >= 0.5 else "reads human-like"
+        summary = (
+            f"**Perplexity {out['perplexity']:.2f}** (mean log-probability "
+            f"{out['mean_logprob']:.3f}) · burstiness {out['burstiness']:.3f} · mean entropy "
+            f"{out['entropy']:.3f} nats\n\n**AI-text gauge: {gauge:.2f}** ({verdict}; "
+            f"uncalibrated, see the caveats below)\n\n*{out['method']}*"
+        )
+        table = [
+            [draw.shown(t["text"]), round(math.exp(t["logprob"]), 4), round(-t["logprob"], 3)]
+            for t in out["most_surprising"]
+        ]
+        return summary, draw.surprisal_spans(out["tokens"]), table
+
+    def attention(self, text, layer, head):
+        """The heatmap of one layer (a head, or the average over heads)."""
+        head = None if head in (None, "") else int(head)
+        try:
+            out = self.service.attention(text, int(layer if layer is not None else -1), head)
+        except ChatStudioError as exc:
+            _fail(exc)
+        which = "average over heads" if head is None else f"head {head}"
+        title = (
+            f"Layer {out['layer']} of {out['layers']}, {which} ({out['heads']} heads). "
+            "Rows attend to columns; each row sums to 1." + " ".join(out["notices"])
+        )
+        return draw.heatmap(out["tokens"], out["weights"], title)
+
+    def compare(self, conversation, persona_id, own, classic=False):
+        """The last message under several strategies."""
+        from chat.compare import CLASSIC
+
+        users = [i for i, m in enumerate(conversation) if m["role"] == "user"]
+        if not users:
+            raise user_error("Send a message on the Chat tab first: it is what gets compared.")
+        last = users[-1]
+        history = [{"role": m["role"], "content": m["content"]} for m in conversation[:last]]
+        try:
+            persona = self.service.personas.get(persona_id, own)
+            rows = self.service.compare(
+                conversation[last]["content"], history, persona, CLASSIC if classic else None
+            )
+        except Cancelled:
+            return gr.update()
+        except ChatStudioError as exc:
+            _fail(exc)
+        return draw.comparison_rows(rows)
+
+    # -- API ------------------------------------------------------------------------------
+
+    def api_next_token(
+        self,
+        text: str,
+        top_k: int = 10,
+        settings: dict | None = None,
+        template: bool = False,
+        persona: str = "assistant",
+        reply_so_far: str = "",
+        history: list[dict] | None = None,
+    ) -> dict:
+        """Next-token distribution after ``text``: its tokens, and candidates (raw and sampled)."""
+        try:
+            card = self.service.personas.get(persona)
+            return self.service.next_token(
+                text, top_k, settings, template, card, history, reply_so_far
+            )
+        except ChatStudioError as exc:
+            _fail(exc)
+
+    def api_perplexity(self, text: str) -> dict:
+        """Perplexity, per-token log-probabilities, burstiness, entropy and the AI-text gauge."""
+        try:
+            return self.service.perplexity(text)
+        except ChatStudioError as exc:
+            _fail(exc)
+
+    def api_attention(self, text: str, layer: int = -1, head: int | None = None) -> dict:
+        """Attention weights of a layer over ``text`` (averaged over heads when head is None)."""
+        try:
+            return self.service.attention(text, layer, head)
+        except ChatStudioError as exc:
+            _fail(exc)
+
+    def api_compare(
+        self,
+        message: str,
+        history: list[dict] | None = None,
+        persona: str = "assistant",
+        strategies: list[dict] | None = None,
+        max_new_tokens: int = 48,
+    ) -> list[dict]:
+        """One prompt under several decoding strategies (default: greedy, beam, two temperatures).
+
+        ``strategies``: ``[{"label": ..., "settings": {...}}]``.
+        """
+        pairs = None
+        if strategies:
+            pairs = [(s.get("label") or str(s.get("settings")), s.get("settings") or {})
+                     for s in strategies]  # fmt: skip
+        try:
+            card = self.service.personas.get(persona)
+            return self.service.compare(message, history, card, pairs, max_new_tokens)
+        except ChatStudioError as exc:
+            _fail(exc)
+
+    def api_model(self) -> dict:
+        """What is loaded and what it can show: model info and capabilities (with reasons)."""
+        info = self.service.info
+        return {
+            "model": info.model,
+            "backend": info.backend,
+            "device": info.device,
+            "n_ctx": info.n_ctx,
+            "chat_template": info.chat_template,
+            "capabilities": self.service.capabilities.to_api(),
+        }
+
+    # -- wiring ---------------------------------------------------------------------------
+
+    def wire(self, chat) -> None:
+        """Connect the Inspect tab to the chat (``chat``: its conversation, persona, settings)."""
+        # The named endpoints first: the page's own events must not take their names.
+        api = {"concurrency_limit": chat.slots + 2, "concurrency_id": chat.generate}
+        gr.api(self.api_next_token, api_name="next_token", **api)
+        gr.api(self.api_perplexity, api_name="perplexity", **api)
+        gr.api(self.api_attention, api_name="attention", **api)
+        gr.api(self.api_compare, api_name="compare", **api)
+        gr.api(self.api_model, api_name="model")
+        p, hidden = self.panel, {"api_visibility": "private"}
+        slot = {"concurrency_limit": chat.slots + 2, "concurrency_id": chat.generate, **hidden}
+        show = [p.confidence, p.tokens, p.alternatives, p.anatomy, p.prompt_tokens, p.selected]
+        chat.turn_done(p.refresh_replies, chat.conversation, [p.reply_pick, *show])
+        for trigger in (p.reply_pick.change, p.mode.change):
+            trigger(p.show_reply, [chat.conversation, p.reply_pick, p.mode], show, **hidden)
+        p.tokens.select(
+            p.select_token,
+            [chat.conversation, p.reply_pick],
+            [p.alternatives, p.alt_pick, p.selected],
+            **hidden,
+        )
+        p.branch_btn.click(
+            p.branch,
+            [chat.conversation, p.selected, p.alt_pick, chat.persona, chat.own],
+            [chat.conversation, p.branch_text, p.keep_btn],
+            **slot,
+        )
+        p.keep_btn.click(
+            p.keep_branch,
+            [chat.conversation, p.reply_pick],
+            [chat.conversation, p.keep_btn, p.branch_text],
+            **hidden,
+        ).then(chat.redraw, chat.conversation, chat.chatbot, **hidden)
+        nt_in = [p.nt_text, p.nt_template, p.nt_reply, p.nt_k, chat.persona, chat.own]
+        nt_in += [chat.conversation, *chat.settings]
+        nt_out = [p.nt_split, p.nt_bars, p.nt_pick, p.nt_result]
+        p.nt_go.click(self.predict, nt_in, nt_out, **slot)
+        p.nt_template.change(lambda t: gr.update(visible=t), p.nt_template, p.nt_reply, **hidden)
+        step_in = [p.nt_text, p.nt_template, p.nt_reply, p.nt_steps, p.nt_result, p.nt_pick]
+        step_in += nt_in[3:]
+        step_out = [p.nt_text, p.nt_reply, p.nt_steps, *nt_out]
+        for button, how in ((p.nt_top, "top"), (p.nt_sampled, "sampled"), (p.nt_append, "pick")):
+            button.click(
+                lambda *values, how=how: self.step(how, *values),
+                step_in,
+                step_out,
+                trigger_mode="once",
+                **slot,
+            )
+        back_in = [p.nt_text, p.nt_template, p.nt_reply, p.nt_steps, *nt_in[3:]]
+        p.nt_undo.click(self.back, back_in, step_out, trigger_mode="once", **slot)
+        for button, target in ((p.ppl_last, p.ppl_text), (p.att_last, p.att_text)):
+            button.click(_reply_text, [chat.conversation, p.reply_pick], target, **hidden)
+        p.ppl_source.click(_source_text, [chat.conversation, p.reply_pick], p.ppl_text, **hidden)
+        p.ppl_go.click(
+            self.perplexity, p.ppl_text, [p.ppl_summary, p.ppl_view, p.ppl_table], **slot
+        )
+        p.att_go.click(self.attention, [p.att_text, p.att_layer, p.att_head], p.att_view, **slot)
+        cmp_in = [chat.conversation, chat.persona, chat.own]
+        p.cmp_go.click(self.compare, cmp_in, p.cmp_table, **slot)
+        p.cmp_classic.click(
+            lambda c, pid, o: self.compare(c, pid, o, classic=True),
+            cmp_in,
+            p.cmp_table,
+            **slot,
+        )
+
+
+def _history(conversation: list[dict]) -> list[dict]:
+    """The conversation so far, as the history the explorer's message follows."""
+    return [
+        {"role": m["role"], "content": m["content"]}
+        for m in conversation
+        if m["role"] in ("user", "assistant")
+    ]
+
+
+def _reply_text(conversation: list[dict], index) -> str:
+    """The text of the reply picked in the Inspect tab."""
+    if isinstance(index, int) and 0 <= index < len(conversation):
+        return conversation[index]["content"]
+    raise user_error("Pick a reply first (send a message on the Chat tab).")
+
+
+def _source_text(conversation: list[dict], index) -> str:
+    """The first retrieved passage the picked reply was given."""
+    reply = _reply_text(conversation, index)
+    sources = (conversation[index].get("meta") or {}).get("sources") or []
+    if not sources:
+        raise user_error(f"That reply used no document passages ({reply[:30]}…).")
+    return sources[0]["text"]

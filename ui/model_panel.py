@@ -1,0 +1,67 @@
+"""The Model tab: load another model without a download, and see what it can show."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from chat.errors import ChatStudioError
+from studio.model_switch import ModelSwitcher, catalog
+from ui import render
+from ui.errors import user_error
+
+
+class ModelPanel:
+    """Picker, backend choice, Load (with progress), and the capabilities of what is loaded."""
+
+    def __init__(self, switcher: ModelSwitcher, service):
+        self.switcher = switcher
+        self.service = service
+        gr.Markdown(
+            "Models this machine has: the bundled one, `.gguf` files in the models folder "
+            "(`--models-dir`), models in the Hugging Face cache, and a remote engine's models. "
+            "Nothing is downloaded. Loading frees the previous model once the new one is ready; "
+            "if it fails, the previous one keeps serving."
+        )
+        with gr.Row():
+            self.pick = gr.Dropdown(
+                [], label="Model", elem_id="model-pick", scale=4, allow_custom_value=True
+            )
+            self.backend = gr.Radio(
+                ["llama-cpp", "transformers"],
+                value="llama-cpp",
+                label="GGUF files run on",
+                info="transformers dequantizes the GGUF: slower, but shows attention and "
+                "offers beam search.",
+                elem_id="model-backend",
+                scale=3,
+            )
+        with gr.Row():
+            self.refresh_btn = gr.Button("Refresh the list", elem_id="model-refresh")
+            self.load_btn = gr.Button("Load", variant="primary", elem_id="model-load")
+        self.status = gr.Markdown(elem_id="model-status")
+        self.capabilities = gr.JSON(label="What the loaded model can show", elem_id="model-caps")
+
+    def choices(self):
+        """The picker's choices and what is loaded now."""
+        entries = catalog(self.switcher.config, self.service.engine.backend)
+        return (
+            gr.update(choices=[(e["label"], e["id"]) for e in entries]),
+            self.service.capabilities.to_api(),
+        )
+
+    def load(self, entry_id, backend, request: gr.Request, progress=gr.Progress()):  # noqa: B008
+        """Load the picked model; the banner and the controls follow."""
+        if not entry_id:
+            raise user_error("Pick a model first.")
+        progress(0, desc="Loading the model (a large one takes a while)")
+        try:
+            caller = self.switcher.access.caller(request)
+            loaded = self.switcher.load(caller, entry_id, backend)
+        except ChatStudioError as exc:
+            raise user_error(exc) from None
+        return (
+            f"Loaded **{loaded['model']}** with {loaded['backend']} on {loaded['device']} in "
+            f"{loaded['load_s']} s.",
+            self.service.capabilities.to_api(),
+            render.model_banner(self.service.info),
+        )
