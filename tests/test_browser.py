@@ -105,10 +105,9 @@ def test_candidates_regenerate_undo_and_export(page):
     send(page, "Say hello.")
     page.wait_for_selector("#candidates", state="visible", timeout=30000)
     boxes = page.locator("#candidates .candidate")
-    page.wait_for_function(
-        "document.querySelectorAll('#choice label').length === 2", timeout=30000
-    )
-    first, second = boxes.nth(0).inner_text(), boxes.nth(1).inner_text()
+    page.wait_for_function("document.querySelectorAll('#choice label').length === 2", timeout=30000)
+    # Each box: a "Candidate k · tokens · log-probability" line, then the text.
+    first, second = (boxes.nth(i).inner_text().split("\n", 1)[1].strip() for i in (0, 1))
     assert first and second
     page.locator("#choice label").nth(1).click()  # continue with candidate 2
     page.wait_for_function(
@@ -116,7 +115,7 @@ def test_candidates_regenerate_undo_and_export(page):
         arg=[BOT, second.split()[0]],
         timeout=10000,
     )
-    # Regenerate replaces the reply; the user message stays once.
+    # Regenerate answers again (the old reply stays as a version); the user message stays once.
     set_slider(page, "num_return_sequences", 1)
     page.locator("#regenerate").click()
     page.wait_for_selector("#candidates", state="hidden", timeout=30000)

@@ -31,7 +31,7 @@ def chat_text(page) -> str:
     return page.locator("#chatbot").inner_text()
 
 
-def wait_for_text(page, selector, text, timeout=15000):
+def wait_for_text(page, selector, text, timeout=30000):
     page.wait_for_function(
         "([sel, text]) => { const e = document.querySelector(sel);"
         " return e && e.innerText.includes(text); }",
@@ -236,6 +236,11 @@ def test_11_your_name_fills_user_and_is_remembered(page, tmp_path):
     chooser.value.set_files(str(card))
     open_tab(page, "Chat")
     wait_for_text(page, "#chatbot", "Welcome aboard, Ada")
+    # Defect 12 in the page: the card's post-history instructions follow the conversation.
+    turn(page, "Where are we heading?")
+    sent = export(page)["messages"][-1]["meta"]["prompt_messages"]
+    assert sent[-1] == {"role": "system", "content": "Keep replies under 50 words."}
+    assert sent[-2]["content"] == "Where are we heading?"
     page.reload()
     page.wait_for_selector("#message textarea")
     page.wait_for_function(
@@ -412,6 +417,12 @@ def test_screenshots_at_1400_px(page):
         pytest.skip("set CHAT_STUDIO_SCREENSHOTS=1 to refresh docs/chat-1400.png")
     page.set_viewport_size({"width": 1400, "height": 1000})
     turn(page, "What is a language model, in one sentence?", tokens=40)
+    page.get_by_text("Decoding settings").click()  # fold the settings again
+    page.evaluate(
+        "() => { window.scrollTo(0, 0);"
+        " document.querySelectorAll('#sidebar *').forEach(e => { e.scrollTop = 0; }); }"
+    )
+    page.wait_for_timeout(500)
     page.screenshot(path=str(SHOTS / "chat-1400.png"))
 
 

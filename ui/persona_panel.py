@@ -103,9 +103,7 @@ class PersonaEditor:
         ]
         refresh = [self.picker, self.broken]
         # The chat starts afresh with a saved or imported card's greeting (see ChatUI).
-        self.saved = [
-            event.success(self.refresh, kept, refresh, **hidden) for event in events[:2]
-        ]
+        self.saved = [event.success(self.refresh, kept, refresh, **hidden) for event in events[:2]]
         events[2].success(self.refresh, kept, refresh, **hidden)
         self.download.wire(self.export.click, self.export_card, [self.picker, self.own], **hidden)
 
@@ -188,4 +186,3 @@ class PersonaEditor:
             raise user_error(exc) from None
         text = json.dumps(card_to_v2(card), ensure_ascii=False, indent=2)
         return text, f"{slugify(card.name)}.json"
-

@@ -54,20 +54,28 @@ class SavedChats:
                 self.title = gr.Textbox(
                     placeholder="New title", show_label=False, scale=3, elem_id="chat-title"
                 )
-                self.rename_btn = gr.Button("Rename", size="sm", scale=1, elem_id="chat-rename")
+                self.rename_btn = gr.Button(
+                    "Rename", size="sm", scale=1, min_width=60, elem_id="chat-rename"
+                )
             with gr.Row():
-                self.delete_btn = gr.Button("Delete chat", size="sm", elem_id="chat-delete")
-                self.export_all = gr.Button("Export all", size="sm", elem_id="chats-export")
+                self.delete_btn = gr.Button(
+                    "Delete", size="sm", min_width=60, elem_id="chat-delete"
+                )
+                self.export_all = gr.Button(
+                    "Export all", size="sm", min_width=60, elem_id="chats-export"
+                )
                 self.importer = gr.UploadButton(
-                    "Import", file_types=[".json"], size="sm", elem_id="chats-import"
+                    "Import", file_types=[".json"], size="sm", min_width=60, elem_id="chats-import"
                 )
             gr.Markdown(
                 "**Training data** from your chats: liked and kept replies (SFT), and "
                 "liked / picked against disliked / regenerated ones (preference pairs)."
             )
             with gr.Row():
-                self.sft_btn = gr.Button("SFT JSONL", size="sm", elem_id="export-sft")
-                self.pref_btn = gr.Button("Preference JSONL", size="sm", elem_id="export-pref")
+                self.sft_btn = gr.Button("SFT JSONL", size="sm", min_width=60, elem_id="export-sft")
+                self.pref_btn = gr.Button(
+                    "Preference JSONL", size="sm", min_width=60, elem_id="export-pref"
+                )
             self.data_summary = gr.Markdown(elem_id="dataset-summary")
         self.download = Download()
 

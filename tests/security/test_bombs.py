@@ -151,4 +151,4 @@ def test_a_character_card_png_still_imports(auth_app, tmp_path):
     bob = login(auth_app, "bob")
     out = import_card(auth_app, path, "bob-pip", http=bob)
     assert out["success"], out
-    assert "mine-pip" in out["output"]["data"][2]
+    assert "mine-pip" in out["output"]["data"][0]  # the browser's cards, sent back
