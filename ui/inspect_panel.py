@@ -13,6 +13,7 @@ import gradio as gr
 
 from chat.errors import Cancelled, ChatStudioError
 from chat.perplexity import CAVEATS
+from studio import conversations as conv
 from studio.access import Access
 from studio.service import ChatService, inspect_options
 from ui import inspect_render as draw
@@ -303,7 +304,8 @@ class InspectPanel:
         return conversation, text, gr.update(visible=True)
 
     def keep_branch(self, conversation, index):
-        """Make the latest branch the reply; what came after it no longer follows, so it goes."""
+        """Make the latest branch the reply, as a new version: the original reply, and what
+        followed it, stay one step back (‹ version in the chat)."""
         meta = _meta(conversation, index)
         if not meta or meta.get("branch") is None:
             raise user_error("Continue with an alternative first.")
@@ -311,7 +313,7 @@ class InspectPanel:
         meta = dict(meta)
         meta["chosen"] = meta.pop("branch")
         reply.update(content=meta["candidates"][meta["chosen"]], meta=meta)
-        return conversation[:index] + [reply], gr.update(visible=False), ""
+        return conv.new_version(conversation, index, reply), gr.update(visible=False), ""
 
     def _caller(self, request):
         try:
