@@ -20,6 +20,7 @@ from chat.errors import Cancelled, InputError
 from chat.inspection import DEFAULT_CONFIDENCE, confidence
 from chat.probs import TokenInfo
 from chat.prompting import fit_prompt, validate_history
+from chat.rag_formats import get_format
 from chat.settings import DecodingSettings
 from chat.stops import StopFilter
 from chat.text import clean_text
@@ -44,6 +45,10 @@ class TurnResult:
     tokens: list[list[dict]] | None = None  # per candidate, with top_logprobs
     prompt: str = ""  # the exact prompt text (final snapshot only)
     parts: dict = field(default_factory=dict)  # how the prompt was built, for its anatomy
+    # with retrieval, on the final snapshot: which passage supports each reply sentence,
+    # and the passage sentence that best answers the question (retrieval.attribution)
+    attribution: list[dict] = field(default_factory=list)
+    extractive: dict | None = None
 
     def to_api(self) -> dict:
         """The stable dict returned by the ``/chat`` endpoint."""
@@ -128,6 +133,7 @@ class ChatEngine:
         forced: list[int] | None = None,
         confidence_threshold: float = DEFAULT_CONFIDENCE,
         suffix: list[dict] | None = None,
+        prompt_format: str = "auto",
     ) -> Iterator[TurnResult]:
         """Yield growing snapshots of the reply; the last one has ``done=True``.
 
@@ -139,7 +145,9 @@ class ChatEngine:
         ``top_logprobs`` > 0 adds each candidate's tokens with their
         probabilities and alternatives (and a confidence summary to the
         stats); ``forced`` token ids start the reply (a branch); ``suffix``
-        messages follow the new message (post-history instructions).
+        messages follow the new message (post-history instructions);
+        ``prompt_format`` names how passages enter the prompt (``chat.rag_formats``;
+        "auto" picks by whether the model has a chat template).
         Raises ``ChatStudioError`` subclasses for bad input or settings, and
         ``Cancelled`` when ``cancel`` is set before generation starts.
         """
@@ -156,6 +164,7 @@ class ChatEngine:
         if forced:
             caps.require("force_prefix")
 
+        rag_format = get_format(prompt_format, info.chat_template) if passages else None
         t_fit = time.perf_counter()
         fitted = fit_prompt(
             self.backend,
@@ -167,6 +176,7 @@ class ChatEngine:
             passages,
             cancel,
             suffix,
+            rag_format,
         )
         sources = [source_dict(i, p) for i, p in enumerate(fitted.passages, 1)]
         max_new = fitted.max_new_tokens
@@ -206,6 +216,8 @@ class ChatEngine:
             "max_new_tokens": max_new,
             "finish_reason": None,
         }
+        if rag_format is not None:
+            stats["prompt_format"] = rag_format.name
         parts = {
             "prefix": len(prefix),
             "history": len(fitted.messages) - len(prefix) - 1 - len(suffix or []),

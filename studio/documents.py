@@ -30,6 +30,11 @@ class DocumentAccess:
         self.limits = limits
         access.on_end(self.end_session)
 
+    @property
+    def embedder(self):
+        """The store's sentence embedder (opens the store if needed)."""
+        return self.service.store.embedder
+
     def own(self, caller: Caller) -> str:
         """The caller's private collection (its name is never shown to anyone)."""
         return self.access.private_name(caller.session)

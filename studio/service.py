@@ -122,13 +122,16 @@ class ChatService:
         decoding = parse_settings(settings, base=self.base_settings(persona))
         self.limits.check_chat(message, history, decoding.max_new_tokens)
         passages = None
+        prompt_format = "auto"
         if use_rag:
             if self.documents is None or caller is None:
                 raise InputError("Document retrieval is not set up in this app.")
             from retrieval.settings import parse_retrieval
 
+            retrieval = parse_retrieval(retrieval)
+            prompt_format = retrieval.prompt_format
             if isinstance(message, str) and message.strip():
-                passages = self.documents.retrieve(caller, message, parse_retrieval(retrieval))
+                passages = self.documents.retrieve(caller, message, retrieval)
         retrieval_s = round(time.perf_counter() - started, 4)
 
         def turn(engine, top_logprobs, forced, settings):
@@ -145,6 +148,7 @@ class ChatService:
                 forced=forced,
                 confidence_threshold=inspect.confidence_threshold,
                 suffix=persona.suffix_messages(user),
+                prompt_format=prompt_format,
             )
 
         cascade = (
@@ -172,7 +176,19 @@ class ChatService:
                     result.notices.append(
                         "No passage in your documents was similar enough to the question."
                     )
+                elif result.done:
+                    self._ground(result, message)
             yield result
+
+    def _ground(self, result: TurnResult, question: str) -> None:
+        """Attribute the finished reply's sentences to its sources; pick the best quote."""
+        from retrieval.attribution import ground
+
+        started = time.perf_counter()
+        passages = [s["text"] for s in result.sources]
+        found = ground(self.documents.embedder, question, result.reply, passages)
+        result.attribution, result.extractive = found["attribution"], found["extractive"]
+        result.stats["attribution_s"] = round(time.perf_counter() - started, 4)
 
     # -- inspection ------------------------------------------------------------------
 

@@ -1,0 +1,155 @@
+"""Evaluate grounded answers: retrieval recall, key facts in the answers, attribution support.
+
+    python bench/eval_rag.py                    # report split, the default prompt format
+    python bench/eval_rag.py --format all       # every format on the tune split: a table
+    python bench/eval_rag.py --format reference-blocks --split report
+
+The fictional corpus (tests/data/rag_corpus) is ingested once into a temp
+Chroma store; each question of tests/data/rag_questions.json goes through
+``ChatService.run`` as a ``/chat`` call with ``use_rag=True`` would (bundled
+SmolLM2-135M, greedy, repetition penalty 1.1). Per format it reports:
+
+- recall@k: the question's source document is among the k passages retrieved;
+- key-fact rate: the answer states the item's ``key_fact`` (ignoring case,
+  punctuation, thousands separators, numbers written as words or digits);
+- supported rate: answers whose sentences are at least half attributed to a
+  passage (retrieval/attribution.py), and the share of all sentences attributed;
+- seconds per answer (retrieval, generation and attribution).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+DATA = ROOT / "tests" / "data"
+
+
+class CorpusDocuments:
+    """The shared collection of a ``RetrievalService``, shaped like ``DocumentAccess``."""
+
+    def __init__(self, service):
+        self.service = service
+
+    @property
+    def embedder(self):
+        return self.service.store.embedder
+
+    def retrieve(self, caller, query, settings):
+        from retrieval.service import SHARED
+
+        return self.service.retrieve(query, [SHARED], settings)
+
+
+def load_questions(split: str) -> list[dict]:
+    """The evaluation items of one split ("tune", "report" or "all")."""
+    items = json.loads((DATA / "rag_questions.json").read_text(encoding="utf-8"))
+    return [q for q in items if split == "all" or q["split"] == split]
+
+
+def evaluate(chat, retrieval, questions, fmt: str, k: int, max_new_tokens: int) -> dict:
+    """Figures for one prompt format over ``questions``."""
+    from retrieval.numerals import contains_fact
+    from retrieval.service import SHARED
+    from retrieval.settings import RetrievalSettings
+
+    persona = chat.personas.get(None)
+    settings = {"strategy": "greedy", "max_new_tokens": max_new_tokens, "repetition_penalty": 1.1}
+    hits = facts = supported = sentences = attributed = 0
+    seconds, rows = [], []
+    for q in questions:
+        found = retrieval.retrieve(q["question"], [SHARED], RetrievalSettings(top_k=k))
+        hit = any(p.source == q["source"] for p in found)
+        t0 = time.perf_counter()
+        *_, result = chat.run(
+            "eval", q["question"], [], persona, settings, True,
+            retrieval={"top_k": k, "prompt_format": fmt},
+        )  # fmt: skip
+        seconds.append(time.perf_counter() - t0)
+        used = result.stats.get("prompt_format", fmt)
+        fact = contains_fact(result.reply, q["key_fact"])
+        marks = [a["source"] is not None for a in result.attribution]
+        hits, facts = hits + hit, facts + fact
+        supported += bool(marks) and sum(marks) >= len(marks) / 2
+        sentences, attributed = sentences + len(marks), attributed + sum(marks)
+        rows.append({"question": q["question"], "key_fact": q["key_fact"], "fact": fact,
+                     "reply": result.reply, "supported": marks})  # fmt: skip
+    n = len(questions)
+    return {
+        "format": fmt if fmt != "auto" else f"auto ({used})",
+        "n": n,
+        "recall": hits / n,
+        "key_fact": facts / n,
+        "supported": supported / n,
+        "sentences_supported": attributed / max(1, sentences),
+        "s_per_answer": statistics.mean(seconds),
+        "rows": rows,
+    }
+
+
+def table(results: list[dict], k: int) -> str:
+    """A markdown table of the figures, one row per format."""
+    lines = [
+        f"| prompt format | questions | recall@{k} | key-fact rate | supported answers "
+        "| supported sentences | s/answer |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['format']} | {r['n']} | {r['recall']:.0%} | {r['key_fact']:.0%} "
+            f"| {r['supported']:.0%} | {r['sentences_supported']:.0%} | {r['s_per_answer']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Ingest the corpus, run the questions, print a table."""
+    from chat.rag_formats import FORMATS
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    names = ", ".join(FORMATS)
+    parser.add_argument("--format", default="auto", help=f"auto, all, or one of: {names}")
+    parser.add_argument("--split", choices=["tune", "report", "all"], default=None,
+                        help="default: tune with --format all, else report")  # fmt: skip
+    parser.add_argument("--k", type=int, default=4, help="passages retrieved (top_k)")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--show", action="store_true", help="print every answer")
+    args = parser.parse_args()
+    split = args.split or ("tune" if args.format == "all" else "report")
+    formats = list(FORMATS) if args.format == "all" else [args.format]
+
+    from chat.backends.llama_cpp_backend import LlamaCppBackend
+    from chat.engine import ChatEngine
+    from chat.models import default_model_path
+    from retrieval.service import RetrievalService
+    from studio.service import ChatService
+
+    questions = load_questions(split)
+    with tempfile.TemporaryDirectory() as tmp:
+        retrieval = RetrievalService(tmp)
+        corpus = sorted((DATA / "rag_corpus").iterdir())
+        retrieval.ingest_folder(DATA / "rag_corpus")
+        backend = LlamaCppBackend(default_model_path(), n_ctx=2048)
+        chat = ChatService(ChatEngine(backend), documents=CorpusDocuments(retrieval))
+        print(f"{len(questions)} questions ({split} split), {len(corpus)} documents, "
+              f"{backend.info.model}, chat template: {backend.info.chat_template}")  # fmt: skip
+        results = []
+        for fmt in formats:
+            result = evaluate(chat, retrieval, questions, fmt, args.k, args.max_new_tokens)
+            results.append(result)
+            if args.show:
+                for row in result["rows"]:
+                    mark = "OK " if row["fact"] else "-- "
+                    print(f"{mark}{row['question']} [{row['key_fact']}] -> {row['reply']!r}")
+        print(table(results, args.k))
+
+
+if __name__ == "__main__":
+    main()
