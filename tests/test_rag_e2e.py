@@ -129,3 +129,13 @@ def test_browser_upload_then_sources_under_the_answer(page, tmp_path):
     assert "six in the evening" in sources.inner_text()
     # the passage is shown as text: the document's script tag is not in the DOM as a script
     assert page.locator("#sources script, #chatbot script").count() == 0
+    # Grounded answer: the app's own [n] or "not found" after each sentence, the quote a
+    # plain search gives, highlighted in its passage, and each sentence's evidence.
+    reply = page.locator("#chatbot .bot-row").last.inner_text()
+    assert "[1]" in reply or "not found in your documents" in reply
+    grounding = page.locator("#grounding")
+    grounding.wait_for(state="visible", timeout=10000)
+    assert "From your documents" in grounding.inner_text()
+    assert "six in the evening" in page.locator("#grounding mark").first.inner_text()
+    assert "Which passage backs each sentence" in grounding.inner_text()
+    assert page.locator("#grounding script").count() == 0

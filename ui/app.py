@@ -286,8 +286,7 @@ class ChatUI:
             **hidden,
         )
         editor.wire()
-        fresh = [c.chatbot, c.conversation, c.stats, c.candidates_row, c.sources, c.actions]
-        fresh += [c.selected, c.examples, saved.current, saved.pick]
+        fresh = [*c.fresh_outputs, saved.current, saved.pick]
 
         def restart(card_id, own, user):
             if not card_id:  # nothing was saved: the chat goes on

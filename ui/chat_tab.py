@@ -110,6 +110,8 @@ class ChatTab:
             column_widths=["7%", "22%", "20%", "9%", "42%"],
             elem_id="sources",
         )
+        # With documents: what a plain search would answer, and each sentence's evidence.
+        c.grounding = gr.Markdown(visible=False, elem_id="grounding")
         c.redraw = self.redraw
         return c
 
@@ -228,6 +230,12 @@ class ChatTab:
                 value=sources_rows(result.sources) if result else [],
                 visible=bool(result and result.sources),
             ),
+            gr.update(
+                value=render.grounding_markdown(result.attribution, result.extractive)
+                if result
+                else "",
+                visible=bool(result and (result.attribution or result.extractive)),
+            ),
             gr.update(interactive=running),
         ]
 
@@ -315,6 +323,7 @@ class ChatTab:
             "",
             gr.update(visible=False),
             gr.update(visible=False, value=[]),
+            gr.update(visible=False, value=""),
             gr.update(visible=False),
             None,
             gr.update(samples=self._examples(persona_id, own)),
@@ -374,7 +383,7 @@ class ChatTab:
         values = [*c.panel.components, inspect.top_logprobs, inspect.threshold, c.use_docs]
         values += c.docs.retrieval_inputs if c.docs else []
         outputs = [c.chatbot, c.conversation, c.stats, c.candidates_row, *c.boxes, c.choice]
-        outputs += [c.sources, c.stop]
+        outputs += [c.sources, c.grounding, c.stop]
         run = dict(
             outputs=outputs,
             concurrency_limit=c.slots + 2,  # the prompt is built before a slot is taken
@@ -401,15 +410,17 @@ class ChatTab:
         undo_out = [c.chatbot, c.conversation, c.message, c.stats]
         changed.append(c.undo.click(self.undo, c.conversation, undo_out, **hidden))
         changed.append(c.chatbot.undo(self.undo, c.conversation, undo_out, **hidden))
-        fresh = [c.chatbot, c.conversation, c.stats, c.candidates_row, c.sources, c.actions]
-        fresh += [c.selected, c.examples]
+        fresh = [c.chatbot, c.conversation, c.stats, c.candidates_row, c.sources, c.grounding]
+        fresh += [c.actions, c.selected, c.examples]
+        c.fresh_outputs = fresh
         started = [
             trigger(self.new_chat, who, fresh, **hidden)
             for trigger in (c.clear.click, c.chatbot.clear, c.persona.input)
         ]
         c.reset_outputs = fresh[2:-1]
         c.after_open = lambda: ("", gr.update(visible=False), gr.update(visible=False, value=[]),
-                                gr.update(visible=False), None)  # fmt: skip
+                                gr.update(visible=False, value=""), gr.update(visible=False),
+                                None)  # fmt: skip
         c.persona.change(lambda p, o: gr.update(samples=self._examples(p, o)),
                          [c.persona, c.own], c.examples, **hidden)  # fmt: skip
         changed.append(c.choice.input(self.choose_candidate, [c.choice, c.conversation],
@@ -441,6 +452,8 @@ def _meta(result) -> dict:
         "tokens": result.tokens,
         "prompt": result.prompt,
         "parts": result.parts,
+        "attribution": result.attribution,
+        "extractive": result.extractive,
     }
 
 

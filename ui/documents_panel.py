@@ -10,6 +10,7 @@ fenced code), never rendered as HTML.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import gradio as gr
 
@@ -73,6 +74,13 @@ class DocumentsPanel:
                         False, label="mmr", info=RetrievalSettings.model_fields["mmr"].description
                     ),
                     slider_for(RetrievalSettings, "mmr_lambda", 0.05),
+                    gr.Dropdown(
+                        list(get_args(RetrievalSettings.model_fields["prompt_format"].annotation)),
+                        value=RetrievalSettings.model_fields["prompt_format"].default,
+                        label="prompt format",
+                        info=RetrievalSettings.model_fields["prompt_format"].description,
+                        elem_id="prompt-format",
+                    ),
                 ]
             self.status = gr.Markdown(elem_id="doc-status")
             self.table = gr.Dataframe(
@@ -96,12 +104,13 @@ class DocumentsPanel:
     @staticmethod
     def read_retrieval(values) -> dict:
         """The retrieval settings dict from ``retrieval_inputs`` values."""
-        top_k, min_score, mmr, mmr_lambda = values
+        top_k, min_score, mmr, mmr_lambda, prompt_format = values
         return {
             "top_k": int(top_k),
             "min_score": float(min_score),
             "mmr": bool(mmr),
             "mmr_lambda": float(mmr_lambda),
+            "prompt_format": prompt_format,
         }
 
     def _caller(self, request: gr.Request):

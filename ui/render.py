@@ -12,6 +12,7 @@ import re
 
 from chat.backends.base import ModelInfo
 from studio.conversations import versions_of
+from ui import grounded
 
 # Markdown images and HTML that makes a browser fetch something. Untrusted text
 # (messages, persona fields, model output) shows them as links or text instead;
@@ -115,10 +116,15 @@ def _view(conversation: list[dict]) -> tuple[list[dict], list[int], list[bool]]:
     index: list[int] = []
     first: list[bool] = []
     for i, msg in enumerate(conversation):
-        out.append({"role": msg["role"], "content": defang(msg["content"])})
+        meta = msg.get("meta")
+        if msg["role"] == "assistant" and meta and meta.get("attribution"):
+            # An answer from documents: the app's own [n] after each sentence it could back.
+            shown = grounded.attributed_markdown(msg["content"], meta["attribution"])
+        else:
+            shown = defang(msg["content"])
+        out.append({"role": msg["role"], "content": shown})
         index.append(i)
         first.append(True)
-        meta = msg.get("meta")
         if msg["role"] == "assistant" and meta and meta.get("stats"):
             title = stats_line(meta["stats"])
             current, count = versions_of(msg)
@@ -134,6 +140,26 @@ def _view(conversation: list[dict]) -> tuple[list[dict], list[int], list[bool]]:
             index.append(i)
             first.append(False)
     return out, index, first
+
+
+def grounding_markdown(attribution: list[dict], extractive: dict | None) -> str:
+    """Under an answer from documents: the plain-search quote, then each sentence's evidence.
+
+    All of it is untrusted text (model output, document passages), escaped.
+    """
+    parts = [grounded.extractive_markdown(extractive)] if extractive else []
+    if attribution:
+        rows = ["| answer sentence | source | support | evidence |", "|---|---|---|---|"]
+        for sentence, source, support, evidence in grounded.evidence_rows(attribution):
+            cells = [_cell(sentence), source or "*not found in your documents*"]
+            rows.append(f"| {cells[0]} | {cells[1]} | {support:.2f} | {_cell(evidence)} |")
+        parts.append("**Which passage backs each sentence**\n\n" + "\n".join(rows))
+    return "\n\n".join(parts)
+
+
+def _cell(text: str) -> str:
+    """Untrusted text as one Markdown table cell."""
+    return " ".join(grounded.safe_text(text).split()).replace("|", "&#124;")
 
 
 def model_banner(info: ModelInfo) -> str:
