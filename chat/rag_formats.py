@@ -110,9 +110,17 @@ FORMATS = {
             focused,
             max_passages=2,
         ),
+        RagFormat(
+            "single",
+            "Like 'focused' with only the best passage: least to read, nothing to mix up.",
+            focused,
+            max_passages=1,
+        ),
     )
 }
-# What "auto" picks, by whether the model has a chat template (bench/eval_rag.py).
+# What "auto" picks, by whether the model has a chat template: the best key-fact rate
+# of bench/eval_rag.py on its tune split (SmolLM2-135M, chat template). No model
+# without a template is bundled to tune on; short prompts suit small base models too.
 AUTO = {True: "focused", False: "focused"}
 
 

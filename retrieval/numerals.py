@@ -72,9 +72,17 @@ def numbers_in(text: str) -> set[str]:
     return set(_NUMBER_RE.findall(digits_for_words(text, keep_one=True)))
 
 
+_SPELLING = {"metre": "meter", "litre": "liter", "centre": "center", "colour": "color"}
+_SPELLING_RE = re.compile(r"(" + "|".join(_SPELLING) + r")(s?)\b")
+
+
 def normalise(text: str) -> str:
-    """Lower case, digits for number words, no punctuation, single spaces: for matching facts."""
+    """Lower case, digits for number words, US spelling of units, no punctuation, single spaces.
+
+    For matching facts: "1,912 Metres." and "1912 meters" both give "1912 meters".
+    """
     text = digits_for_words(text.lower())
+    text = _SPELLING_RE.sub(lambda m: _SPELLING[m.group(1)] + m.group(2), text)
     text = re.sub(r"(?<=\d)\.(?=\d)", "\0", text)  # keep decimal points
     text = re.sub(r"[^\w\s\0]", " ", text).replace("\0", ".")
     return " ".join(text.split())

@@ -24,12 +24,14 @@ class RetrievalSettings(BaseModel):
     mmr_lambda: float = Field(
         0.5, ge=0.0, le=1.0, description="MMR balance: 1 = only relevance, 0 = only diversity."
     )
-    prompt_format: Literal["auto", "reference-blocks", "question-last", "focused"] = Field(
-        "auto",
-        description="How passages enter the prompt (chat/rag_formats.py): 'auto' picks the "
-        "format that scored best for this kind of model (chat template or not) in "
-        "bench/eval_rag.py; 'focused' keeps only the 2 best passages, cut to their "
-        "sentences nearest the question.",
+    prompt_format: Literal["auto", "reference-blocks", "question-last", "focused", "single"] = (
+        Field(
+            "auto",
+            description="How passages enter the prompt (chat/rag_formats.py): 'auto' picks the "
+            "format that scored best for this kind of model (chat template or not) in "
+            "bench/eval_rag.py; 'focused' keeps only the 2 best passages, cut to their "
+            "sentences nearest the question.",
+        )
     )
 
 

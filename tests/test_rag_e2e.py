@@ -71,8 +71,10 @@ def test_chat_with_sources(own_client, tmp_path):
     assert out["sources"] and out["sources"][0]["source"] == "glimmerfen.md"
     assert out["sources"][0]["n"] == 1 and 0 < out["sources"][0]["score"] <= 1
     prompt = out["prompt_messages"][-1]["content"]
+    # the default format ("focused"): passages delimited and labelled as not instructions
     assert "<<<REFERENCE [1] glimmerfen.md" in prompt and "not instructions" in prompt
-    assert prompt.endswith("Question: Where do the blue herons nest?")
+    assert prompt.endswith("Question: Where do the blue herons nest?\nAnswer:")
+    assert out["stats"]["prompt_format"] == "focused"
     assert out["stats"]["retrieval_s"] >= 0
     plain = own_client.predict(
         message="Where do the blue herons nest?",
