@@ -241,10 +241,18 @@ ATTRIBUTION = [
 
 def test_attributed_markdown_adds_citations_and_escapes():
     md = attributed_markdown("ignored when attributed", ATTRIBUTION)
-    assert md.startswith("Nine &lt;b&gt;hives&lt;/b&gt; stand there. [2]")
+    assert md.startswith(
+        'Nine &lt;b&gt;hives&lt;/b&gt; stand there. <span class="cite" '
+        'title="Our beekeeper keeps nine hives.">[2]</span>'
+    )
     assert "(not found in your documents)" in md
     assert "<script>" not in md and "<b>" not in md and "![" not in md
     assert attributed_markdown("<i>plain</i>", []) == "&lt;i&gt;plain&lt;/i&gt;"
+    # Evidence is document text: it cannot break out of the hover title.
+    hostile = {"sentence": "A.", "source": 1, "support": 0.9,
+               "evidence": 'x" onmouseover="alert(1)" <img src=y>'}  # fmt: skip
+    md = attributed_markdown("", [hostile])
+    assert 'title="x&quot; onmouseover=&quot;alert(1)&quot; &lt;img src=y&gt;"' in md
 
 
 def test_evidence_rows():

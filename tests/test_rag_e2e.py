@@ -135,6 +135,8 @@ def test_browser_upload_then_sources_under_the_answer(page, tmp_path):
     # plain search gives, highlighted in its passage, and each sentence's evidence.
     reply = page.locator("#chatbot .bot-row").last.inner_text()
     assert "[1]" in reply or "not found in your documents" in reply
+    if "[1]" in reply:  # the supporting passage sentence shows on hover
+        assert page.locator("#chatbot .cite[title]").first.get_attribute("title")
     grounding = page.locator("#grounding")
     grounding.wait_for(state="visible", timeout=10000)
     assert "From your documents" in grounding.inner_text()

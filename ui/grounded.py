@@ -25,6 +25,8 @@ def safe_text(text: str) -> str:
 def attributed_markdown(reply_text: str, attribution: list[dict]) -> str:
     """The reply, each supported sentence followed by its ``[n]``, the others marked.
 
+    Hovering an ``[n]`` shows the passage sentence that supports it.
+
     The ``[n]`` are the app's, from the attribution, not the model's own
     markers (which ``attribution`` has already taken out of the sentences).
     Without attribution the reply is shown escaped as it is.
@@ -35,7 +37,10 @@ def attributed_markdown(reply_text: str, attribution: list[dict]) -> str:
     for entry in attribution:
         sentence = safe_text(entry["sentence"])
         if entry.get("source") is not None:
-            parts.append(f"{sentence} [{int(entry['source'])}]")
+            # The supporting passage sentence shows on hover (an escaped title attribute).
+            evidence = safe_text(" ".join(str(entry.get("evidence", "")).split()))
+            marker = f"[{int(entry['source'])}]"
+            parts.append(f'{sentence} <span class="cite" title="{evidence}">{marker}</span>')
         else:
             parts.append(f"{sentence} *{NOT_FOUND}*")
     return " ".join(parts)
