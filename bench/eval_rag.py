@@ -63,7 +63,7 @@ def evaluate(chat, retrieval, questions, fmt: str, k: int, max_new_tokens: int) 
     persona = chat.personas.get(None)
     settings = {"strategy": "greedy", "max_new_tokens": max_new_tokens, "repetition_penalty": 1.1}
     hits = facts = supported = sentences = attributed = 0
-    seconds, rows = [], []
+    seconds, attribution, rows = [], [], []
     for q in questions:
         found = retrieval.retrieve(q["question"], [SHARED], RetrievalSettings(top_k=k))
         hit = any(p.source == q["source"] for p in found)
@@ -73,6 +73,7 @@ def evaluate(chat, retrieval, questions, fmt: str, k: int, max_new_tokens: int) 
             retrieval={"top_k": k, "prompt_format": fmt},
         )  # fmt: skip
         seconds.append(time.perf_counter() - t0)
+        attribution.append(result.stats.get("attribution_s", 0.0))
         used = result.stats.get("prompt_format", fmt)
         fact = contains_fact(result.reply, q["key_fact"])
         marks = [a["source"] is not None for a in result.attribution]
@@ -90,6 +91,7 @@ def evaluate(chat, retrieval, questions, fmt: str, k: int, max_new_tokens: int) 
         "supported": supported / n,
         "sentences_supported": attributed / max(1, sentences),
         "s_per_answer": statistics.mean(seconds),
+        "attribution_ms": 1000 * statistics.median(attribution or [0.0]),
         "rows": rows,
     }
 
@@ -98,13 +100,14 @@ def table(results: list[dict], k: int) -> str:
     """A markdown table of the figures, one row per format."""
     lines = [
         f"| prompt format | questions | recall@{k} | key-fact rate | supported answers "
-        "| supported sentences | s/answer |",
-        "|---|---|---|---|---|---|---|",
+        "| supported sentences | s/answer | attribution ms (median) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {r['format']} | {r['n']} | {r['recall']:.0%} | {r['key_fact']:.0%} "
-            f"| {r['supported']:.0%} | {r['sentences_supported']:.0%} | {r['s_per_answer']:.2f} |"
+            f"| {r['supported']:.0%} | {r['sentences_supported']:.0%} | {r['s_per_answer']:.2f} "
+            f"| {r['attribution_ms']:.0f} |"
         )
     return "\n".join(lines)
 
