@@ -54,14 +54,17 @@ def load_questions(split: str) -> list[dict]:
     return [q for q in items if split == "all" or q["split"] == split]
 
 
-def evaluate(chat, retrieval, questions, fmt: str, k: int, max_new_tokens: int) -> dict:
+def evaluate(
+    chat, retrieval, questions, fmt: str, k: int, max_new_tokens: int, penalty: float = 1.1
+) -> dict:
     """Figures for one prompt format over ``questions``."""
     from retrieval.numerals import contains_fact
     from retrieval.service import SHARED
     from retrieval.settings import RetrievalSettings
 
     persona = chat.personas.get(None)
-    settings = {"strategy": "greedy", "max_new_tokens": max_new_tokens, "repetition_penalty": 1.1}
+    settings = {"strategy": "greedy", "max_new_tokens": max_new_tokens}
+    settings["repetition_penalty"] = penalty
     hits = facts = supported = sentences = attributed = 0
     seconds, attribution, rows = [], [], []
     for q in questions:
@@ -123,6 +126,7 @@ def main() -> None:
                         help="default: tune with --format all, else report")  # fmt: skip
     parser.add_argument("--k", type=int, default=4, help="passages retrieved (top_k)")
     parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--repetition-penalty", type=float, default=1.1)
     parser.add_argument("--show", action="store_true", help="print every answer")
     args = parser.parse_args()
     split = args.split or ("tune" if args.format == "all" else "report")
@@ -145,7 +149,10 @@ def main() -> None:
               f"{backend.info.model}, chat template: {backend.info.chat_template}")  # fmt: skip
         results = []
         for fmt in formats:
-            result = evaluate(chat, retrieval, questions, fmt, args.k, args.max_new_tokens)
+            result = evaluate(
+                chat, retrieval, questions, fmt, args.k, args.max_new_tokens,
+                args.repetition_penalty,
+            )  # fmt: skip
             results.append(result)
             if args.show:
                 for row in result["rows"]:
