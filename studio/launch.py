@@ -63,10 +63,12 @@ def _build(config: AppConfig, backend, lock: InstanceLock) -> Studio:
     from chat.engine import ChatEngine
     from personas import PersonaStore
     from retrieval.service import RetrievalService
+    from studio import fast_sessions
     from studio.documents import DocumentAccess
     from studio.service import ChatService
     from ui.app import ChatUI
 
+    fast_sessions.install()  # a REST call need not render the whole page's config first
     limits = config.limits()
     logins = config.credentials()
     secret = load_secret(config.data_dir)
