@@ -167,8 +167,8 @@ def test_6_no_stale_state_after_undo_delete_save_or_when_idle(page, tmp_path):
 def test_7_candidates_stream_each_with_its_own_figures_and_markdown(page, client):
     # Each candidate streams as it is generated (the API shows the same stream).
     job = client.submit(
-        message="Name a colour.",
-        settings={"num_return_sequences": 2, "max_new_tokens": 12, "seed": 3},
+        message="Write a short poem about the sea.",  # long enough to arrive in pieces
+        settings={"num_return_sequences": 2, "max_new_tokens": 48, "seed": 3},
         api_name="/chat",
     )
     partial = [o["candidates"] for o in job]
@@ -453,3 +453,15 @@ def test_export_dataset_endpoint_returns_jsonl(client):
     ]  # fmt: skip  (the second, identical chat was dropped as a duplicate)
     with pytest.raises(Exception, match="sft"):
         client.predict(kind="rlhf", conversations=[chat], api_name="/export_dataset")
+
+
+def test_a_refused_message_stays_in_the_box_and_out_of_the_chat(page):
+    too_long = "word " * 6000  # over the 16,000 characters one message may have
+    send(page, too_long)
+    wait_for_text(page, ".toast-wrap", "--max-message-chars")
+    page.wait_for_function(
+        "(n) => document.querySelector('#message textarea').value.length === n",
+        arg=len(too_long),
+    )
+    assert page.locator(USER_ROWS).count() == 0 and page.locator(BOT).count() == 0
+    assert page.locator("#stop").is_disabled()

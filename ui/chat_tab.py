@@ -148,8 +148,12 @@ class ChatTab:
         return [{"role": "assistant", "content": text}] if text else []
 
     # ----- one turn ------------------------------------------------------------------------
-    def _stream(self, before, message, assemble, persona_id, own, user, values, request):
-        """Generate the reply to ``message`` after ``before``; ``assemble(reply)`` places it."""
+    def _stream(self, before, message, assemble, persona_id, own, user, values, request, undo):
+        """Generate the reply to ``message`` after ``before``; ``assemble(reply)`` places it.
+
+        ``undo`` is ``(conversation, box)``: what the chat and the message box go back
+        to when the turn fails or is stopped before it began, so nothing typed is lost.
+        """
         caller = self.ui.caller(request)
         persona = self.ui.persona(persona_id, own)
         n = len(FIELDS)
@@ -190,14 +194,17 @@ class ChatTab:
                         reply["meta"] = _meta(result)
                     yield self._outputs(assemble(reply), result, not result.done)
         except Cancelled:
+            if result is None:  # stopped before the model began: as if never sent
+                yield self._outputs(undo[0], None, False, box=undo[1])
             return
         except ChatStudioError as exc:
+            yield self._outputs(undo[0], None, False, box=undo[1])
             raise user_error(exc) from None
         for notice in result.notices if result else []:
             gr.Info(notice)
 
-    def _outputs(self, conversation, result, running: bool):
-        """Values for ``OUTPUTS``: chatbot, state, stats, candidates, sources, stop."""
+    def _outputs(self, conversation, result, running: bool, box=None):
+        """Values for the outputs of a turn (see ``wire``); ``box``: text for the message box."""
         n = result.settings["num_return_sequences"] if result else 1
         candidates = result.candidates if result else []
         per = (result.stats.get("candidates") or []) if result else []
@@ -216,7 +223,7 @@ class ChatTab:
             choices=[str(i + 1) for i in range(len(candidates))] if done and n > 1 else [],
             value="1" if done and n > 1 else None,
         )
-        stats = render.stats_line(result.stats) if result else "generating…"
+        stats = render.stats_line(result.stats) if result else "generating…" if running else ""
         if result and not result.done:
             stats = "generating… " + stats
         return [
@@ -237,6 +244,7 @@ class ChatTab:
                 visible=bool(result and (result.attribution or result.extractive)),
             ),
             gr.update(interactive=running),
+            gr.update() if box is None else box,
         ]
 
     # ----- events that generate ---------------------------------------------------------------
@@ -254,6 +262,7 @@ class ChatTab:
             user,
             values,
             request,
+            (conversation, message),
         )
 
     def retry(self, index, conversation, persona_id, own, user, request: gr.Request, *values):
@@ -271,7 +280,10 @@ class ChatTab:
             place = lambda reply: conversation[: asked + 1] + [reply]  # noqa: E731
         else:
             place = lambda reply: conv.new_version(conversation, index, reply)  # noqa: E731
-        yield from self._stream(before, message, place, persona_id, own, user, values, request)
+        undo = (conversation, None)
+        yield from self._stream(
+            before, message, place, persona_id, own, user, values, request, undo
+        )
 
     def regenerate(self, conversation, persona_id, own, user, request: gr.Request, *values):
         """Answer the last message again (the old reply stays as a version)."""
@@ -299,6 +311,7 @@ class ChatTab:
             user,
             values,
             request,
+            (conversation, None),
         )
 
     # ----- events that only change the conversation -------------------------------------------
@@ -383,7 +396,7 @@ class ChatTab:
         values = [*c.panel.components, inspect.top_logprobs, inspect.threshold, c.use_docs]
         values += c.docs.retrieval_inputs if c.docs else []
         outputs = [c.chatbot, c.conversation, c.stats, c.candidates_row, *c.boxes, c.choice]
-        outputs += [c.sources, c.grounding, c.stop]
+        outputs += [c.sources, c.grounding, c.stop, c.message]
         run = dict(
             outputs=outputs,
             concurrency_limit=c.slots + 2,  # the prompt is built before a slot is taken
