@@ -64,6 +64,16 @@ def start_studio(backend, data_dir, **options):
     return studio
 
 
+@pytest.fixture(scope="module")
+def llama_server():
+    """A real ``llama_cpp.server`` child serving the bundled model (an OpenAI-compatible engine)."""
+    from tests.servers import LlamaServer
+
+    server = LlamaServer()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def app(gguf_backend, tmp_path_factory):
     """The real Gradio app on a free loopback port; yields ``(demo, url)``."""

@@ -28,6 +28,17 @@ def open_tab(page, name):
     page.get_by_role("tab", name=name).click()
 
 
+def ingest_in_page(page, path):
+    """Upload a file in the Documents tab and wait until the summary says it was added."""
+    open_tab(page, "Documents")
+    page.locator("#doc-upload input[type=file]").set_input_files(str(path))
+    page.locator("#ingest").click()
+    # "added" is a status cell: the column headers and the progress text never say it
+    page.wait_for_function(
+        "document.querySelector('#ingest-summary').innerText.includes('added')", timeout=60000
+    )
+
+
 def fold_sidebar_on_phones(page):
     """On a phone the open sidebar covers the chat: fold it away."""
     if page.viewport_size["width"] < 768 and page.locator("#sidebar.open").count():

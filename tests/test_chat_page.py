@@ -14,6 +14,7 @@ import pytest
 from tests.conftest import start_studio
 from tests.test_browser import (
     BOT,
+    ingest_in_page,
     open_settings,
     open_tab,
     send,
@@ -144,10 +145,7 @@ def test_6_no_stale_state_after_undo_delete_save_or_when_idle(page, tmp_path):
     # A deleted document is no longer reported as added.
     doc = tmp_path / "stale.md"
     doc.write_text("# Stale\n\nThe stale test document mentions quokkas.", encoding="utf-8")
-    open_tab(page, "Documents")
-    page.locator("#doc-upload input[type=file]").set_input_files(str(doc))
-    page.locator("#ingest").click()
-    wait_for_text(page, "#ingest-summary", "added", timeout=60000)
+    ingest_in_page(page, doc)
     page.locator("#doc-pick input").click()
     page.get_by_role("option", name=re.compile("stale.md")).first.click()
     page.locator("#doc-delete").click()
@@ -289,10 +287,8 @@ def test_13_the_page_is_usable_at_phone_width(browser, app):
 def test_14_tables_show_readable_columns_and_no_internal_ids(page, tmp_path):
     doc = tmp_path / "herons.md"
     doc.write_text("# Herons\n\nThe blue herons nest on the reed islands.", encoding="utf-8")
-    open_tab(page, "Documents")
-    page.locator("#doc-upload input[type=file]").set_input_files(str(doc))
-    page.locator("#ingest").click()
-    wait_for_text(page, "#doc-list", "herons.md", timeout=60000)
+    ingest_in_page(page, doc)
+    wait_for_text(page, "#doc-list", "herons.md")
     listing = page.locator("#doc-list").inner_text()
     assert not re.search(r"[0-9a-f]{32}", listing) and "session" not in listing.lower()
     open_tab(page, "Chat")

@@ -112,16 +112,10 @@ def test_callers_cannot_name_a_collection(own_client):
 
 
 def test_browser_upload_then_sources_under_the_answer(page, tmp_path):
-    from tests.test_browser import open_tab, send, set_slider, wait_until_done
+    from tests.test_browser import ingest_in_page, open_tab, send, set_slider, wait_until_done
 
     doc = write(tmp_path, "glimmerfen.md", FACTS + "\n<script>alert('x')</script>\n")
-    open_tab(page, "Documents")
-    page.locator("#doc-upload input[type=file]").set_input_files(doc)
-    page.locator("#ingest").click()
-    # "added" is a status cell: the column headers and the progress text never say it
-    page.wait_for_function(
-        "document.querySelector('#ingest-summary').innerText.includes('added')", timeout=60000
-    )
+    ingest_in_page(page, doc)
     open_tab(page, "Chat")
     page.locator("#use-docs input").check()
     set_slider(page, "max_new_tokens", 24)

@@ -22,15 +22,8 @@ GREEDY = {"strategy": "greedy", "max_new_tokens": 16, "repetition_penalty": 1.0}
 
 
 @pytest.fixture(scope="module")
-def server():
-    s = LlamaServer()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def tap(server):
-    t = Tap(server.port)
+def tap(llama_server):
+    t = Tap(llama_server.port)
     yield t
     t.close()
 

@@ -134,10 +134,8 @@ class ChatTab:
     @staticmethod
     def redraw(conversation):
         """The Chatbot showing ``conversation`` (with its likes)."""
-        return gr.update(
-            value=render.chatbot_messages(conversation),
-            feedback_value=render.feedback_values(conversation),
-        )
+        messages, _, marks = render.chatbot_view(conversation)
+        return gr.update(value=messages, feedback_value=marks)
 
     def greeting(self, persona_id, own, user) -> list[dict]:
         """A fresh conversation: the persona's greeting, if it has one."""
@@ -327,20 +325,20 @@ class ChatTab:
         kept = conversation[:last]
         return self.redraw(kept), kept, conversation[last]["content"], ""
 
+    @staticmethod
+    def cleared() -> tuple:
+        """What belongs to the last reply, gone: stats, candidates, sources, grounding,
+        the message actions and the selection (the outputs ``c.reset_outputs``)."""
+        hide = gr.update(visible=False)
+        no_sources = gr.update(visible=False, value=[])
+        no_grounding = gr.update(visible=False, value="")
+        return "", hide, no_sources, no_grounding, hide, None
+
     def new_chat(self, persona_id, own, user):
         """A fresh conversation opened by the persona's greeting; nothing of the old one stays."""
         fresh = self.greeting(persona_id, own, user)
-        return (
-            self.redraw(fresh),
-            fresh,
-            "",
-            gr.update(visible=False),
-            gr.update(visible=False, value=[]),
-            gr.update(visible=False, value=""),
-            gr.update(visible=False),
-            None,
-            gr.update(samples=self._examples(persona_id, own)),
-        )
+        examples = gr.update(samples=self._examples(persona_id, own))
+        return (self.redraw(fresh), fresh, *self.cleared(), examples)
 
     def choose_candidate(self, choice, conversation):
         """Continue the conversation with the picked candidate."""
@@ -430,10 +428,8 @@ class ChatTab:
             trigger(self.new_chat, who, fresh, **hidden)
             for trigger in (c.clear.click, c.chatbot.clear, c.persona.input)
         ]
-        c.reset_outputs = fresh[2:-1]
-        c.after_open = lambda: ("", gr.update(visible=False), gr.update(visible=False, value=[]),
-                                gr.update(visible=False, value=""), gr.update(visible=False),
-                                None)  # fmt: skip
+        c.reset_outputs = fresh[2:-1]  # what ``cleared`` empties
+        c.after_open = self.cleared
         c.persona.change(lambda p, o: gr.update(samples=self._examples(p, o)),
                          [c.persona, c.own], c.examples, **hidden)  # fmt: skip
         changed.append(c.choice.input(self.choose_candidate, [c.choice, c.conversation],

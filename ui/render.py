@@ -96,25 +96,23 @@ def sources_markdown(sources: list[dict]) -> str:
 
 def chatbot_messages(conversation: list[dict]) -> list[dict]:
     """The Chatbot value: each reply followed by a collapsible line of its statistics."""
-    return _view(conversation)[0]
+    return chatbot_view(conversation)[0]
 
 
 def display_index(conversation: list[dict]) -> list[int]:
     """For each message the Chatbot shows, the index of the conversation message it shows."""
-    return _view(conversation)[1]
+    return chatbot_view(conversation)[1]
 
 
-def feedback_values(conversation: list[dict]) -> list[str | None]:
-    """The Chatbot's like/dislike marks, one per message it shows."""
-    marks = {"like": "Like", "dislike": "Dislike"}
-    return [marks.get(conversation[i].get("feedback")) if first else None
-            for i, first in zip(*_view(conversation)[1:], strict=True)]  # fmt: skip
+FEEDBACK = {"like": "Like", "dislike": "Dislike"}
 
 
-def _view(conversation: list[dict]) -> tuple[list[dict], list[int], list[bool]]:
+def chatbot_view(conversation: list[dict]) -> tuple[list[dict], list[int], list[str | None]]:
+    """In one pass: the Chatbot's messages, the conversation index each one shows, and the
+    like/dislike mark of each (on a reply itself, not on its statistics line)."""
     out: list[dict] = []
     index: list[int] = []
-    first: list[bool] = []
+    marks: list[str | None] = []
     for i, msg in enumerate(conversation):
         meta = msg.get("meta")
         if msg["role"] == "assistant" and meta and meta.get("attribution"):
@@ -124,7 +122,7 @@ def _view(conversation: list[dict]) -> tuple[list[dict], list[int], list[bool]]:
             shown = defang(msg["content"])
         out.append({"role": msg["role"], "content": shown})
         index.append(i)
-        first.append(True)
+        marks.append(FEEDBACK.get(msg.get("feedback")))
         if msg["role"] == "assistant" and meta and meta.get("stats"):
             title = stats_line(meta["stats"])
             current, count = versions_of(msg)
@@ -138,8 +136,8 @@ def _view(conversation: list[dict]) -> tuple[list[dict], list[int], list[bool]]:
                 }
             )
             index.append(i)
-            first.append(False)
-    return out, index, first
+            marks.append(None)
+    return out, index, marks
 
 
 def grounding_markdown(attribution: list[dict], extractive: dict | None) -> str:
