@@ -53,6 +53,7 @@ class ChatTab:
         c.chatbot = gr.Chatbot(
             value=render.chatbot_messages(conversation.value),
             label="Chat",
+            show_label=False,  # the tab says it; a floating label would cover messages
             height="60vh",
             min_height=320,
             elem_id="chatbot",
