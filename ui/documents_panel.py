@@ -21,6 +21,7 @@ from retrieval.types import SUPPORTED_SUFFIXES
 from studio import requests as req
 from studio.access import Access
 from studio.documents import DocumentAccess
+from studio.uploads import remove_upload
 from ui.errors import user_error
 from ui.settings_panel import slider_for
 
@@ -196,6 +197,11 @@ class DocumentsPanel:
         pairs = [(_path(f), _original_name(f)) for f in files or []]
         try:
             shared = req.parse_request(req.IngestRequest, shared=shared).shared
+        except ChatStudioError as exc:
+            for path, _ in pairs:  # uploads are never kept
+                remove_upload(path)
+            raise user_error(exc) from None
+        try:
             summaries = self.documents.ingest(caller, pairs, shared=shared)
         except ChatStudioError as exc:
             raise user_error(exc) from None

@@ -22,7 +22,15 @@ from tests.security.conftest import dependency, queue_call, start_app
 
 GREEDY = {"strategy": "greedy", "max_new_tokens": 4}
 N_VOCAB = 49152  # SmolLM2's vocabulary: ids 0..49151
-INTERNALS = ("invalid literal", "Traceback", "pydantic", "validation error for", "recursion")
+INTERNALS = (
+    "invalid literal",
+    "Traceback",
+    "pydantic",
+    "validation error for",
+    "recursion",
+    "Original error",
+    "not supported between",
+)
 
 
 def rest(app, name: str, **values) -> str:
@@ -36,8 +44,9 @@ def rest(app, name: str, **values) -> str:
 def refusal(text: str) -> str:
     """The error sentence of an event stream (asserts the call failed)."""
     assert "event: error" in text, text
-    message = json.loads(text.split("event: error", 1)[1].split("data:", 1)[1].splitlines()[0])
-    assert message, text
+    data = json.loads(text.split("event: error", 1)[1].split("data:", 1)[1].splitlines()[0])
+    message = data.get("error") if isinstance(data, dict) else data
+    assert isinstance(message, str) and message, text
     assert not any(bad in message for bad in INTERNALS), message
     return message
 
@@ -169,7 +178,7 @@ def test_attention_with_bad_numbers_on_llama_cpp(public_app, values):
 
 
 def test_hidden_page_events_with_text_for_numbers(public_app):
-    """The explorer's Predict, called by a script with text where the page sends numbers."""
+    """The explorer's Predict, called by a script with text where the page sends a number."""
     fn = dependency(public_app.url, trigger="nt-predict")
     config = httpx.get(public_app.url + "config").json()
     dep = next(d for d in config["dependencies"] if d["id"] == fn)
@@ -183,8 +192,10 @@ def test_hidden_page_events_with_text_for_numbers(public_app):
     data[k_at] = "abc"
     out = queue_call(public_app.url, fn, data, "hidden-numbers")
     assert not out["success"]
+    # Gradio's slider refuses it before our code runs: on a shared app, no Python comes back.
     message = str(out["output"].get("error"))
-    assert "top_k" in message and not any(bad in message for bad in INTERNALS), message
+    assert not any(bad in message for bad in INTERNALS), message
+    alive(public_app)
 
 
 def upload(app, name: str, body: bytes, http: httpx.Client) -> dict:
