@@ -187,7 +187,10 @@ class DocumentsPanel:
 
     def clear(self, request: gr.Request):
         """Remove every document this session uploaded."""
-        self.documents.clear(self._caller(request))
+        try:
+            self.documents.clear(self._caller(request))
+        except ChatStudioError as exc:
+            raise user_error(exc) from None
         return self.listing(request)
 
     # ----- API ---------------------------------------------------------------------

@@ -177,6 +177,25 @@ def test_attention_with_bad_numbers_on_llama_cpp(public_app, values):
     assert "Not available on this backend" in message
 
 
+def test_attention_with_bad_numbers_on_transformers(tmp_path):
+    app = start_app(tmp_path / "data", "--host", "0.0.0.0", "--backend", "transformers")
+    try:
+        for values, field in (
+            ({"layer": "abc"}, "layer:"),
+            ({"layer": 99999}, "layer:"),
+            ({"layer": 0, "head": "x"}, "head:"),
+            ({"layer": 0, "head": 999}, "head:"),
+        ):
+            message = refusal(rest(app, "attention", text="The cat sat.", **values))
+            assert message.startswith(field), message
+        out = Client(app.url, verbose=False).predict(
+            text="The cat sat.", layer=0, head=1, api_name="/attention"
+        )
+        assert out["head"] == 1 and out["layer"] == 0
+    finally:
+        app.stop()
+
+
 def test_hidden_page_events_with_text_for_numbers(public_app):
     """The explorer's Predict, called by a script with text where the page sends a number."""
     fn = dependency(public_app.url, trigger="nt-predict")
