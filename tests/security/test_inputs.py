@@ -173,27 +173,9 @@ def test_chat_with_arguments_of_the_wrong_kind(public_app):
     "values", [{"layer": "abc"}, {"layer": 99999}, {"head": "x"}, {"layer": 0, "head": -3}]
 )
 def test_attention_with_bad_numbers_on_llama_cpp(public_app, values):
+    """Attention needs transformers (tests/test_inspect_e2e.py); here its reason comes first."""
     message = refusal(rest(public_app, "attention", text="The cat sat.", **values))
     assert "Not available on this backend" in message
-
-
-def test_attention_with_bad_numbers_on_transformers(tmp_path):
-    app = start_app(tmp_path / "data", "--host", "0.0.0.0", "--backend", "transformers")
-    try:
-        for values, field in (
-            ({"layer": "abc"}, "layer:"),
-            ({"layer": 99999}, "layer:"),
-            ({"layer": 0, "head": "x"}, "head:"),
-            ({"layer": 0, "head": 999}, "head:"),
-        ):
-            message = refusal(rest(app, "attention", text="The cat sat.", **values))
-            assert message.startswith(field), message
-        out = Client(app.url, verbose=False).predict(
-            text="The cat sat.", layer=0, head=1, api_name="/attention"
-        )
-        assert out["head"] == 1 and out["layer"] == 0
-    finally:
-        app.stop()
 
 
 def test_hidden_page_events_with_text_for_numbers(public_app):
