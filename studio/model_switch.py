@@ -127,6 +127,7 @@ class ModelSwitcher:
                 self.config.n_threads,
                 self.config.runtime,
                 os.environ.get("CHAT_STUDIO_OPENAI_API_KEY"),
+                self.config.slots(),
             )
         except ChatStudioError as exc:
             raise ModelLoadError(f"{exc} Still serving {old_name}.") from None

@@ -43,6 +43,7 @@ class SubprocessBackend:
 
     def __init__(self, **options):
         self.options = options  # LlamaCppBackend's arguments
+        self.parallel = max(1, options.get("parallel", 1))  # sequences the child decodes together
         self._ids = itertools.count(1)
         self._waiting: dict[int, queue.Queue] = {}
         self._lock = threading.Lock()
