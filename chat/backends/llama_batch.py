@@ -78,7 +78,7 @@ class BatchScheduler:
         params.n_seq_max = parallel
         params.kv_unified = False
         params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        params.n_threads = tuner.threads(1)
+        params.n_threads = tuner.fixed or tuner.current
         params.n_threads_batch = tuner.batch_threads()
         self._context = _internals.LlamaContext(model=llm._model, params=params, verbose=False)
         self.ctx = self._context.ctx
@@ -212,7 +212,8 @@ class BatchScheduler:
         k = max(request.top_logprobs, 1)
         for token in request.forced:
             piece = seq.decoder.add(token)
-            info = self.backend._info(token, piece, request, seq.seen, self._row(0), k)
+            row = self._row(self._last_index)
+            info = self.backend._info(token, piece, request, seq.seen, row, k)
             seq.seen.append(token)
             seq.out.put(Delta(seq.index, piece, tokens=1, token=info))
             self._eval(seq.seq_id, [token], len(self._cached[seq.seq_id]))
@@ -240,7 +241,7 @@ class BatchScheduler:
 
     def _eval(self, seq_id: int, tokens: list[int], pos: int) -> None:
         """Decode ``tokens`` of one sequence from position ``pos``, logits for the last."""
-        self._set_threads(self.tuner.threads(1), self.tuner.batch_threads())
+        self._set_threads(self.tuner.fixed or self.tuner.current, self.tuner.batch_threads())
         for start in range(0, len(tokens), self.n_batch):
             chunk = tokens[start : start + self.n_batch]
             entries = [(t, pos + start + i, seq_id) for i, t in enumerate(chunk)]
@@ -255,7 +256,7 @@ class BatchScheduler:
         if not seqs:
             return
         n = self.tuner.threads(len(seqs))
-        self._set_threads(n, self.tuner.batch_threads())
+        self._set_threads(n, n)  # llama.cpp uses the batch count for a step of several tokens
         entries = [(s.next_token, len(self._cached[s.seq_id]), s.seq_id) for s in seqs]
         t0 = time.perf_counter()
         self._decode(entries, last_only=False)
