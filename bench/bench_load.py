@@ -127,7 +127,7 @@ def raw_best(args) -> dict:
     return results[best] | {"threads": best, "all": {n: r["tps"] for n, r in results.items()}}
 
 
-# -- the app ------------------------------------------------------------------------------------------
+# -- the app ---------------------------------------------------------------------------------
 
 
 class App:
@@ -222,7 +222,8 @@ class App:
         return {
             "spread_s": firsts[-1] - firsts[0],
             "ttft_s": firsts[0] - t0,
-            "aggregate_tps": sum(r["tokens"] for r in results) / (max(r["last"] for r in results) - t0),
+            "aggregate_tps": sum(r["tokens"] for r in results)
+            / (max(r["last"] for r in results) - t0),
         }
 
     def stop(self) -> None:
@@ -230,7 +231,7 @@ class App:
         self.proc.wait(timeout=30)
 
 
-# -- the report -------------------------------------------------------------------------------------
+# -- the report ------------------------------------------------------------------------------
 
 
 def run(args) -> None:
@@ -240,7 +241,8 @@ def run(args) -> None:
     runtimes = ["in-process"] + (["subprocess"] if args.subprocess else [])
     apps = {rt: App(port + i, "--runtime", rt, "--parallel", "4") for i, rt in enumerate(runtimes)}
     try:
-        for label, kind in (("quiet", None), ("busy neighbour", "busy"), ("during ingest", "embed")):
+        conditions = (("quiet", None), ("busy neighbour", "busy"), ("during ingest", "embed"))
+        for label, kind in conditions:
             neighbour = start_neighbour(kind)
             try:
                 raw = raw_best(args)

@@ -53,7 +53,8 @@ class TransformersBackend:
         self._torch = torch
         self._device, dtype = _pick_device(torch, device)
         # On the CPU, torch's thread count follows the machine's load, as llama.cpp's does.
-        self.tuner = ThreadTuner(max_threads=torch.get_num_threads()) if self._device == "cpu" else None
+        on_cpu = self._device == "cpu"
+        self.tuner = ThreadTuner(max_threads=torch.get_num_threads()) if on_cpu else None
         where, gguf_file, local = _locate(model, gguf_file)
         extra = {"gguf_file": gguf_file} if gguf_file else {}
         if gguf_file and importlib.util.find_spec("accelerate") is None:
@@ -251,7 +252,8 @@ class TransformersBackend:
         self, kwargs: dict, request: GenerationRequest, cancel, abort, context: list[int]
     ) -> Iterator[Delta]:
         """Run ``generate`` in a thread and yield text as its tokens arrive."""
-        streamer = _TokenQueue(self.tuner, self._torch)  # one per call: a shared streamer would mix replies
+        # one per call: a shared streamer would mix replies
+        streamer = _TokenQueue(self.tuner, self._torch)
         tap = hf_inspect.LogitsTap(self.model) if request.top_logprobs else None
         failure: list[BaseException] = []
 
