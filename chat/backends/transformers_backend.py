@@ -53,7 +53,7 @@ class TransformersBackend:
         self._torch = torch
         self._device, dtype = _pick_device(torch, device)
         # On the CPU, torch's thread count follows the machine's load, as llama.cpp's does.
-        on_cpu = self._device == "cpu"
+        on_cpu = self._device.type == "cpu"
         self.tuner = ThreadTuner(max_threads=torch.get_num_threads()) if on_cpu else None
         where, gguf_file, local = _locate(model, gguf_file)
         extra = {"gguf_file": gguf_file} if gguf_file else {}
