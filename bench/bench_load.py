@@ -241,6 +241,8 @@ def run(args) -> None:
     runtimes = ["in-process"] + (["subprocess"] if args.subprocess else [])
     apps = {rt: App(port + i, "--runtime", rt, "--parallel", "4") for i, rt in enumerate(runtimes)}
     try:
+        apps["in-process"].chat(8)
+        rss4 = apps["in-process"].rss_mib()  # before any ingest loads the embedder
         conditions = (("quiet", None), ("busy neighbour", "busy"), ("during ingest", "embed"))
         for label, kind in conditions:
             neighbour = start_neighbour(kind)
@@ -261,14 +263,13 @@ def run(args) -> None:
                     ingest.join(timeout=300)
                 rows.append((label, runtime, raw, result))
         visitors = {n: apps["in-process"].visitors(n, args.max_new_tokens) for n in (1, 2, 4)}
-        rss4 = apps["in-process"].rss_mib()
     finally:
         for app in apps.values():
             app.stop()
     serial = App(port + 5, "--runtime", "in-process", "--parallel", "1")
     try:
+        serial.chat(8)
         rss1 = serial.rss_mib()
-        serial.visitors(1, 8)
         serial_4 = serial.visitors(4, args.max_new_tokens)
     finally:
         serial.stop()
