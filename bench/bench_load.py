@@ -65,7 +65,7 @@ def embed_forever() -> None:
 
 
 def big_document_text(n: int) -> str:
-    """About 300 kB of the test corpus, numbered so no chunk repeats another."""
+    """About 75 kB of the test corpus, numbered so no chunk repeats another."""
     corpus = ROOT / "tests" / "data" / "rag_corpus"
     base = "\n\n".join(p.read_text() for p in sorted(corpus.iterdir()))
     return "\n\n".join(f"Part {n}.{i}.\n{base}" for i in range(4))
