@@ -99,9 +99,7 @@ def _build(config: AppConfig, backend, lock: InstanceLock) -> Studio:
         limits.min_free_mb,
     )
     documents = DocumentAccess(retrieval, access, limits)
-    # A remote engine batches requests itself; a model in this machine runs one at a time.
-    remote = backend.info.backend == "openai"
-    engine = ChatEngine(backend, concurrency=config.concurrency or (8 if remote else 1))
+    engine = ChatEngine(backend, concurrency=config.concurrency or default_concurrency(backend))
     service = ChatService(
         engine,
         PersonaStore(config.data_dir / "personas"),
@@ -121,6 +119,13 @@ def _build(config: AppConfig, backend, lock: InstanceLock) -> Studio:
     )
     demo = ui.create_app()
     return Studio(config, engine, access, guard, service, retrieval, ui, demo, lock)
+
+
+def default_concurrency(backend) -> int:
+    """Generations at once: a remote engine batches them, llama.cpp decodes its slots together."""
+    if backend.info.backend == "openai":
+        return 8
+    return max(1, getattr(backend, "parallel", 1))
 
 
 def _cascade(config: AppConfig):
