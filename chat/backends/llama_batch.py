@@ -339,9 +339,8 @@ class BatchScheduler:
 
     def _row(self, idx: int):
         """A copy of the logits of batch row ``idx``."""
-        import numpy as np
-
         import llama_cpp
+        import numpy as np
 
         ptr = llama_cpp.llama_get_logits_ith(self.ctx, idx)
         return np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).copy()

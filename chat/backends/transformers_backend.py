@@ -19,8 +19,8 @@ from pathlib import Path
 
 from chat.backends import hf_inspect
 from chat.backends.base import Capabilities, Delta, GenerationRequest, ModelInfo
-from chat.backends.threads import ThreadTuner
 from chat.backends.hf_loading import _gguf_chat_template, _load, _locate, _window
+from chat.backends.threads import ThreadTuner
 from chat.errors import ModelLoadError
 from chat.probs import TRANSFORMERS_ORDER
 from chat.prompting import TRANSCRIPT_STOPS, render_transcript
