@@ -13,21 +13,20 @@ This module turns a user's chats into the data the first two steps read:
   not picked.
 
 Exact and near duplicates are dropped (the same normalised text, or a
-similarity ratio of 0.9 or more by ``difflib``), and the result says how many
-went and why.
+similarity ratio of 0.9 or more by ``difflib``, found through a MinHash index:
+``studio.dedup``), and the result says how many went and why.
 """
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import re
 from dataclasses import dataclass, field
 
 from chat.errors import InputError
+from studio.dedup import NearIndex, signature
 
-NEAR = 0.9  # difflib similarity ratio at which two rows count as the same
 _PUNCT = re.compile(r"[^\w\s]", re.UNICODE)
 
 
@@ -167,16 +166,10 @@ def _normal(text: str) -> str:
     return " ".join(_PUNCT.sub(" ", text.lower()).split())
 
 
-def _near(a: str, b: str) -> bool:
-    """Similarity ratio >= NEAR (the cheap upper bounds first)."""
-    m = difflib.SequenceMatcher(None, a, b, autojunk=False)
-    return m.real_quick_ratio() >= NEAR and m.quick_ratio() >= NEAR and m.ratio() >= NEAR
-
-
 def _dedupe(data: Dataset) -> Dataset:
     """Drop exact duplicates (same normalised text) and near ones (similarity >= NEAR)."""
     seen: set[str] = set()
-    kept: list[tuple[str, str]] = []
+    kept: dict[str, NearIndex] = {}  # one index per row shape
     rows = []
     for row in data.rows:
         shape = ",".join(sorted(row))
@@ -185,11 +178,13 @@ def _dedupe(data: Dataset) -> Dataset:
         if digest in seen:
             data.dropped["exact"] += 1
             continue
-        if any(s == shape and _near(text, t) for t, s in kept):
+        index = kept.setdefault(shape, NearIndex())
+        keys = signature(text)
+        if index.find(text, keys):
             data.dropped["near"] += 1
             continue
         seen.add(digest)
-        kept.append((text, shape))
+        index.add(text, keys)
         rows.append(row)
     data.rows = rows
     return data

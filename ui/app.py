@@ -246,7 +246,7 @@ class ChatUI:
                 c.docs.wire(demo)
                 docs_tab.select(c.docs.listing, None, c.docs.listing_out, **hidden)
             self.chat.wire(demo, c, inspect, download)
-            InspectTools(svc, inspect).wire(c)
+            InspectTools(svc, inspect, self).wire(c)
             saved.wire(c)
             self._wire_personas(demo, c, editor, panel, saved)
             saved.restore_on_load(demo, c)
