@@ -22,12 +22,13 @@ Q = 4  # characters per gram
 BINS = 64
 PER_BAND = 2
 BANDS = BINS // PER_BAND
+MIN_SHARED = 0.375  # candidates with fewer equal bins are not near duplicates in practice
 _SHIFT = 58  # 64 bins: a gram's bin is the top 6 bits of its hash
 _EMPTY = (1 << 64) - 1
 
 
-def signature(text: str) -> list[bytes]:
-    """The text's band keys: one-permutation MinHash of its character ``Q``-grams."""
+def signature(text: str):
+    """One-permutation MinHash of the text's character ``Q``-grams: ``BINS`` uint64 values."""
     import numpy as np
 
     codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
@@ -48,6 +49,10 @@ def signature(text: str) -> list[bytes]:
         nxt = full[np.searchsorted(full, gaps) % len(full)]
         dist = ((nxt - gaps) % BINS).astype(np.uint64)
         sig[gaps] = sig[nxt] + dist * np.uint64(1 << _SHIFT)
+    return sig
+
+
+def _band_keys(sig) -> list[bytes]:
     raw = sig.tobytes()
     step = 8 * PER_BAND
     return [raw[i : i + step] for i in range(0, len(raw), step)]
@@ -125,25 +130,45 @@ class NearIndex:
     """Kept texts, indexed by band keys: ``find`` a near duplicate, ``add`` a new text."""
 
     def __init__(self):
+        import numpy as np
+
         self._texts: list[str] = []
+        self._sigs = np.zeros((64, BINS), dtype=np.uint64)
         self._bands: list[dict[bytes, list[int]]] = [{} for _ in range(BANDS)]
 
-    def find(self, text: str, keys: list[bytes] | None = None) -> bool:
-        """Whether a kept text is a near duplicate of ``text``."""
-        keys = keys if keys is not None else signature(text)
-        seen: set[int] = set()
-        for band, key in zip(self._bands, keys, strict=True):
-            for i in band.get(key, ()):
-                if i not in seen:
-                    seen.add(i)
-                    if is_near(text, self._texts[i]):
-                        return True
+    def find(self, text: str, sig=None) -> bool:
+        """Whether a kept text is a near duplicate of ``text``.
+
+        Candidates share a band; the likeliest (most equal bins) are checked
+        first, and those with under ``MIN_SHARED`` of the bins equal (a 4-gram
+        overlap far below any near duplicate's) are not checked at all.
+        """
+        import numpy as np
+
+        sig = signature(text) if sig is None else sig
+        found: set[int] = set()
+        for band, key in zip(self._bands, _band_keys(sig), strict=True):
+            found.update(band.get(key, ()))
+        if not found:
+            return False
+        ids = np.fromiter(found, dtype=np.intp, count=len(found))
+        shared = (self._sigs[ids] == sig).mean(axis=1)
+        for k in np.argsort(-shared, kind="stable"):
+            if shared[k] < MIN_SHARED:
+                break
+            if is_near(text, self._texts[ids[k]]):
+                return True
         return False
 
-    def add(self, text: str, keys: list[bytes] | None = None) -> None:
+    def add(self, text: str, sig=None) -> None:
         """Keep ``text``."""
-        keys = keys if keys is not None else signature(text)
+        import numpy as np
+
+        sig = signature(text) if sig is None else sig
         index = len(self._texts)
+        if index == len(self._sigs):
+            self._sigs = np.concatenate([self._sigs, np.zeros_like(self._sigs)])
+        self._sigs[index] = sig
         self._texts.append(text)
-        for band, key in zip(self._bands, keys, strict=True):
+        for band, key in zip(self._bands, _band_keys(sig), strict=True):
             band.setdefault(key, []).append(index)
