@@ -8,6 +8,8 @@ sampling at different temperatures pick differently.
 
 from __future__ import annotations
 
+import re
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chat.errors import Cancelled, SettingsError, UnsupportedSettingError
@@ -70,7 +72,8 @@ def compare_options(**values) -> CompareOptions:
         where = str(loc[0]) + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:])
         field = CompareOptions.model_fields.get(str(loc[0]))
         what = f"; send {field.description}" if field else ""
-        raise SettingsError(f"{where}: {err['msg'].removeprefix('Value error, ')}{what}.") from None
+        msg = re.sub(r" or instance of \w+", "", err["msg"].removeprefix("Value error, "))
+        raise SettingsError(f"{where}: {msg}{what}.") from None
 
 
 def plan(options: CompareOptions, seed: int = 42) -> list[tuple[str, DecodingSettings]]:

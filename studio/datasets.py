@@ -88,7 +88,7 @@ class _Meta(BaseModel):
     def _chosen_is_a_candidate(self):
         if self.candidates and self.chosen >= len(self.candidates):
             raise ValueError(f"chosen is {self.chosen} but there are {len(self.candidates)} "
-                             "candidates")  # fmt: skip
+                             f"candidates; send an index from 0 to {len(self.candidates) - 1}")  # fmt: skip
         return self
 
 
@@ -104,12 +104,18 @@ class _Message(_Turn):
     def _current_is_a_version(self):
         if self.versions and self.current is not None and self.current >= len(self.versions):
             raise ValueError(f"current is {self.current} but there are {len(self.versions)} "
-                             "versions")  # fmt: skip
+                             f"versions; send an index from 0 to {len(self.versions) - 1}")  # fmt: skip
         return self
 
 
 _MESSAGES = TypeAdapter(list[_Message])
-_HINT = "send a list of {role, content} messages (saved chats or chat exports)"
+_HINTS = {
+    "versions": "send versions as a list of {content, feedback} objects",
+    "meta": "send meta as an object whose candidates are texts and chosen an index into them",
+    "prompt_messages": "send prompt_messages as a list of {role, content} messages",
+}
+_HINTS["candidates"] = _HINTS["chosen"] = _HINTS["meta"]
+_HINT = "send each chat as a list of {role, content} messages (saved chats or chat exports)"
 
 
 def conversations_from(raw: object) -> list[list[dict]]:
@@ -126,8 +132,11 @@ def conversations_from(raw: object) -> list[list[dict]]:
         except ValidationError as exc:
             err = exc.errors()[0]
             where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
-            msg = err["msg"].removeprefix("Value error, ")
-            raise InputError(f"conversations[{i}]{where}: {msg}; {_HINT}.") from None
+            msg = re.sub(r" or instance of \w+", "", err["msg"].removeprefix("Value error, "))
+            if err["type"] != "value_error":  # those say what to send already
+                names = [p for p in err["loc"] if isinstance(p, str) and p in _HINTS]
+                msg += "; " + (_HINTS[names[-1]] if names else _HINT)
+            raise InputError(f"conversations[{i}]{where}: {msg}.") from None
         count += len(messages)
         if count > MAX_MESSAGES:
             raise InputError(
