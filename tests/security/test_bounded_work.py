@@ -118,9 +118,12 @@ def test_a_chat_queued_behind_a_comparison_gets_an_answer(quick_app):
             api_name="/chat",
         )  # fmt: skip
         assert out is not None and out["reply"] is not None
-    except AppError as err:
+    except AppError as err:  # it waited for the model all the time it may take
         assert "--max-request-seconds" in one_sentence(err)
-    job.result()
+    try:
+        assert len(job.result()) == 2
+    except AppError as err:  # a strategy may wait behind the chat as long, too
+        assert "--max-request-seconds" in one_sentence(err)
 
 
 def chat(n: int) -> dict:
