@@ -32,8 +32,6 @@ CLASSIC = [
 ]
 
 
-
-
 class Strategy(BaseModel):
     """One column of a comparison: a label and the decoding settings it runs with."""
 

@@ -227,8 +227,6 @@ class InspectTools:
                 return self.service.compare(
                     message, history, card, strategies or None, max_new_tokens, cancel
                 )
-        except Cancelled as exc:
-            _fail(exc)
         except ChatStudioError as exc:
             _fail(exc)
 
