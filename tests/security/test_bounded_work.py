@@ -98,7 +98,14 @@ def test_a_comparison_nobody_reads_stops(public_app):
         timeout=30,
     )
     assert r.status_code == 200, r.text
-    time.sleep(9)  # the guard gives a caller 5 s to start reading
+    url = public_app.url + f"gradio_api/call/v2/compare/{r.json()['event_id']}"
+    try:  # start reading, then hang up after 2 s
+        with httpx.stream("GET", url, timeout=httpx.Timeout(30, read=2)) as stream:
+            for _ in stream.iter_lines():
+                pass
+    except httpx.ReadTimeout:
+        pass
+    time.sleep(9)  # the guard gives a caller 5 s to come back
     assert busy_seconds(public_app) < 0.5
 
 
