@@ -191,16 +191,23 @@ class ChatUI:
         """The shipped and shared personas: ``{id, name, description, source, error}`` each."""
         return self.service.personas.list()
 
-    def api_export_dataset(self, kind: str = "sft", conversations: list | None = None) -> str:
+    def api_export_dataset(
+        self, kind: str = "sft", conversations: list | None = None, request: gr.Request = None
+    ) -> str:
         """Training data from chats, as JSONL text.
 
         ``kind``: ``"sft"`` (``{"messages"}`` and ``{"prompt", "completion"}`` rows)
         or ``"preference"`` (``{"prompt", "chosen", "rejected"}`` rows).
         ``conversations``: saved chats, chat exports or plain message lists.
-        Exact and near duplicates are dropped.
+        Exact and near duplicates are dropped. The work is bounded (messages,
+        characters, --max-request-seconds) and stops once nobody waits for it.
         """
+        caller = self.caller(request)
+        cancel = threading.Event()
+        budget = datasets.Budget(cancel, self.service.limits.max_request_seconds)
         try:
-            return datasets.export(kind, conversations or []).jsonl()
+            with self.watch(caller.session, cancel):
+                return datasets.export(kind, conversations or [], budget).jsonl()
         except ChatStudioError as exc:
             raise user_error(exc) from None
 
@@ -258,7 +265,7 @@ class ChatUI:
                 c.docs.wire(demo)
                 docs_tab.select(c.docs.listing, None, c.docs.listing_out, **hidden)
             self.chat.wire(demo, c, inspect, download)
-            InspectTools(svc, inspect).wire(c)
+            InspectTools(svc, inspect, self).wire(c)
             saved.wire(c)
             self._wire_personas(demo, c, editor, panel, saved)
             saved.restore_on_load(demo, c)

@@ -8,6 +8,8 @@ does, and works out its caller first.
 from __future__ import annotations
 
 import math
+import threading
+from contextlib import nullcontext
 
 import gradio as gr
 
@@ -27,9 +29,16 @@ def _fail(exc):
 class InspectTools:
     """The tools' handlers, bound to the service; ``wire`` connects them to the page."""
 
-    def __init__(self, service: ChatService, panel: InspectPanel):
+    def __init__(self, service: ChatService, panel: InspectPanel, ui=None):
         self.service = service
         self.panel = panel
+        self.ui = ui  # the ChatUI: who calls, and whether anyone still listens
+
+    def _watch(self, request, cancel: threading.Event):
+        """Set ``cancel`` once nobody listens for this caller's result any more."""
+        if self.ui is None:
+            return nullcontext()
+        return self.ui.watch(self.ui.caller(request).session, cancel)
 
     # -- next-token explorer -------------------------------------------------------------
 
@@ -141,7 +150,7 @@ class InspectTools:
         )
         return draw.heatmap(out["tokens"], out["weights"], title)
 
-    def compare(self, conversation, persona_id, own, classic=False):
+    def compare(self, conversation, persona_id, own, classic=False, request=None):
         """The last message under several strategies."""
         from chat.compare import CLASSIC
 
@@ -150,11 +159,14 @@ class InspectTools:
             raise user_error("Send a message on the Chat tab first: it is what gets compared.")
         last = users[-1]
         history = [{"role": m["role"], "content": m["content"]} for m in conversation[:last]]
+        strategies = [{"label": k, "settings": v} for k, v in CLASSIC] if classic else None
+        cancel = threading.Event()
         try:
             persona = self.service.personas.get(persona_id, own)
-            rows = self.service.compare(
-                conversation[last]["content"], history, persona, CLASSIC if classic else None
-            )
+            with self._watch(request, cancel):
+                rows = self.service.compare(
+                    conversation[last]["content"], history, persona, strategies, cancel=cancel
+                )
         except Cancelled:
             return gr.update()
         except ChatStudioError as exc:
@@ -215,18 +227,21 @@ class InspectTools:
         persona: str = "assistant",
         strategies: list[dict] | None = None,
         max_new_tokens: int = 48,
+        request: gr.Request = None,
     ) -> list[dict]:
         """One prompt under several decoding strategies (default: greedy, beam, two temperatures).
 
-        ``strategies``: ``[{"label": ..., "settings": {...}}]``.
+        ``strategies``: ``[{"label": ..., "settings": {...}}]``, at most four. Each
+        strategy is held to the app's reply-token and time limits, and the
+        comparison stops once nobody waits for its result.
         """
-        pairs = None
-        if strategies:
-            pairs = [(s.get("label") or str(s.get("settings")), s.get("settings") or {})
-                     for s in strategies]  # fmt: skip
+        cancel = threading.Event()
         try:
             card = self.service.personas.get(persona)
-            return self.service.compare(message, history, card, pairs, max_new_tokens)
+            with self._watch(request, cancel):
+                return self.service.compare(
+                    message, history, card, strategies or None, max_new_tokens, cancel
+                )
         except ChatStudioError as exc:
             _fail(exc)
 
@@ -303,13 +318,15 @@ class InspectTools:
         )
         p.att_go.click(self.attention, [p.att_text, p.att_layer, p.att_head], p.att_view, **slot)
         cmp_in = [chat.conversation, chat.persona, chat.own]
-        p.cmp_go.click(self.compare, cmp_in, p.cmp_table, **slot)
-        p.cmp_classic.click(
-            lambda c, pid, o: self.compare(c, pid, o, classic=True),
-            cmp_in,
-            p.cmp_table,
-            **slot,
-        )
+
+        def standard(conversation, persona_id, own, request: gr.Request):
+            return self.compare(conversation, persona_id, own, False, request)
+
+        def classic(conversation, persona_id, own, request: gr.Request):
+            return self.compare(conversation, persona_id, own, True, request)
+
+        p.cmp_go.click(standard, cmp_in, p.cmp_table, **slot)
+        p.cmp_classic.click(classic, cmp_in, p.cmp_table, **slot)
 
 
 def _history(conversation: list[dict]) -> list[dict]:
