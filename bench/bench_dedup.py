@@ -70,7 +70,8 @@ def chats(n_messages: int, seed: int = 0) -> list[list[dict]]:
             m = rng.choice([m for m in chat if m["role"] == "assistant"])
             m["content"] = _edit(m["content"], rng, 1)
         elif out and roll < 0.22:  # the same chat again, only case and punctuation changed
-            chat = [dict(m, content=m["content"].lower().rstrip(".") + "!") for m in rng.choice(out)]
+            again = rng.choice(out)
+            chat = [dict(m, content=m["content"].lower().rstrip(".") + "!") for m in again]
         else:
             chat = []
             for _ in range(rng.randint(1, 6)):

@@ -87,8 +87,11 @@ class _Meta(BaseModel):
     @model_validator(mode="after")
     def _chosen_is_a_candidate(self):
         if self.candidates and self.chosen >= len(self.candidates):
-            raise ValueError(f"chosen is {self.chosen} but there are {len(self.candidates)} "
-                             f"candidates; send an index from 0 to {len(self.candidates) - 1}")  # fmt: skip
+            n = len(self.candidates)
+            raise ValueError(
+                f"chosen is {self.chosen} but there are {n} candidates; "
+                f"send an index from 0 to {n - 1}"
+            )
         return self
 
 
@@ -103,8 +106,11 @@ class _Message(_Turn):
     @model_validator(mode="after")
     def _current_is_a_version(self):
         if self.versions and self.current is not None and self.current >= len(self.versions):
-            raise ValueError(f"current is {self.current} but there are {len(self.versions)} "
-                             f"versions; send an index from 0 to {len(self.versions) - 1}")  # fmt: skip
+            n = len(self.versions)
+            raise ValueError(
+                f"current is {self.current} but there are {n} versions; "
+                f"send an index from 0 to {n - 1}"
+            )
         return self
 
 

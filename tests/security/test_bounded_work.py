@@ -1,4 +1,4 @@
-"""Bounded work: /compare and /export_dataset (rows 2, 3 and part of 11 of "Safe to share, part three").
+"""Bounded work: /compare and /export_dataset (issue "Safe to share, part three": 2, 3, 11).
 
 /compare holds each strategy to the reply-token and time limits, runs at most
 four, and stops once nobody reads its result; a /chat queued behind it gets a
