@@ -224,10 +224,10 @@ class ChatUI:
             banner = gr.Markdown(model_banner(svc.info), elem_id="model-banner")
             conversation = gr.State(self.chat.greeting(personas[0][1], {}, DEFAULT_USER))
             download = Download()
-            with gr.Tabs():
-                with gr.Tab("Chat", elem_id="tab-chat"):
+            with gr.Tabs(elem_id="tabs") as tabs:
+                with gr.Tab("Chat", id="chat", elem_id="tab-chat"):
                     c = self.chat.build(personas, conversation, own, user, panel, None)
-                with gr.Tab("Inspect", elem_id="tab-inspect"):
+                with gr.Tab("Inspect", id="inspect", elem_id="tab-inspect"):
                     inspect = InspectPanel(svc, self.access)
                 if svc.documents is not None:
                     with gr.Tab("Documents", elem_id="tab-documents") as docs_tab:
@@ -247,6 +247,7 @@ class ChatUI:
                 docs_tab.select(c.docs.listing, None, c.docs.listing_out, **hidden)
             self.chat.wire(demo, c, inspect, download)
             InspectTools(svc, inspect).wire(c)
+            self._wire_inspect_action(c, inspect, tabs)
             saved.wire(c)
             self._wire_personas(demo, c, editor, panel, saved)
             saved.restore_on_load(demo, c)
@@ -275,6 +276,28 @@ class ChatUI:
             demo.unload(self._end_session)
         demo.queue(max_size=self.queue_size, default_concurrency_limit=1)
         return demo
+
+    @staticmethod
+    def _wire_inspect_action(c, inspect, tabs) -> None:
+        """The selected message's Inspect action: the Inspect tab, on that reply."""
+        show = [inspect.confidence, inspect.tokens, inspect.alternatives, inspect.anatomy]
+        show += [inspect.prompt_tokens, inspect.selected]
+
+        def open_on(conversation, index):
+            if index is None or not 0 <= index < len(conversation):
+                raise user_error("Select a reply first (click it).")
+            if conversation[index]["role"] == "user" and index + 1 < len(conversation):
+                index += 1  # a question: inspect its answer
+            key = str(index)
+            if key not in [k for _, k in inspect.reply_choices(conversation)]:
+                raise user_error(
+                    "That reply recorded no token probabilities (alternatives recorded per "
+                    "token was 0, or the backend cannot give them)."
+                )
+            return gr.Tabs(selected="inspect"), *inspect.refresh_replies(conversation, key)
+
+        c.inspect.click(open_on, [c.conversation, c.selected], [tabs, inspect.reply_pick, *show],
+                        api_visibility="private")  # fmt: skip
 
     def _wire_personas(self, demo, c, editor: PersonaEditor, panel: SettingsPanel, saved):
         """The persona picker drives the settings; a saved card restarts the chat with it."""
