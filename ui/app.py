@@ -32,6 +32,7 @@ from ui.saved_chats import SavedChats, new_id
 from ui.settings_panel import CUSTOM, SettingsPanel
 
 OWN_PERSONAS_KEY = "chat-studio-personas"
+BROWSER_KEY = "chat-studio-browser"  # maps this browser to its documents (signed by the app)
 USER_NAME_KEY = "chat-studio-user"
 
 PAGE_CSS = """
@@ -98,6 +99,13 @@ class ChatUI:
         """A persona the caller may use (shipped, shared, or one of their own)."""
         try:
             return self.service.personas.get(persona_id, own)
+        except ChatStudioError as exc:
+            raise user_error(exc) from None
+
+    def _browser_key(self, stored: str, request: gr.Request) -> str:
+        """This tab joins its browser (the key it kept, checked here, or a fresh one)."""
+        try:
+            return self.access.browser_key(request, stored)
         except ChatStudioError as exc:
             raise user_error(exc) from None
 
@@ -245,6 +253,9 @@ class ChatUI:
             if c.docs:
                 c.docs.wire(demo)
                 docs_tab.select(c.docs.listing, None, c.docs.listing_out, **hidden)
+                # A reload of the same browser finds its documents again.
+                key = gr.BrowserState("", storage_key=BROWSER_KEY, secret=self.browser_secret)
+                demo.load(self._browser_key, key, key, **hidden)
             self.chat.wire(demo, c, inspect, download)
             InspectTools(svc, inspect).wire(c)
             self._wire_inspect_action(c, inspect, tabs)
