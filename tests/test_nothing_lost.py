@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_browser import BOT, ingest_in_page, open_tab, send, set_slider, wait_until_done
+from tests.test_browser import (
+    BOT,
+    ingest_in_page,
+    open_settings,
+    open_tab,
+    send,
+    set_slider,
+    wait_until_done,
+)
 from tests.test_chat_page import USER_ROWS, export, turn, wait_for_text
 
 pytestmark = pytest.mark.browser
@@ -247,3 +255,61 @@ def test_17_3_documents_survive_a_reload_on_a_private_app(page, tmp_path):
             "(n) => !document.querySelector('#doc-list').innerText.includes(n)", arg=name,
             timeout=15000,
         )
+
+
+def test_17_6_decoding_settings_persist_across_a_reload(page):
+    set_slider(page, "temperature", 1.3)
+    set_slider(page, "max_new_tokens", 77)
+    page.wait_for_function("document.querySelector('#preset input').value === 'Custom'")
+    page.wait_for_timeout(800)  # kept in the browser
+    page.reload()
+    page.wait_for_selector("#message textarea")
+    open_settings(page)
+    page.wait_for_function(
+        "document.querySelector('#setting-max_new_tokens input[type=number]').value === '77'",
+        timeout=15000,
+    )
+    assert page.locator("#setting-temperature input[type=number]").input_value() == "1.3"
+    assert page.locator("#preset input").input_value() == "Custom"
+
+
+# -- 13. per-message actions by the message ----------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [(1400, 1000), (400, 850)])
+def test_17_13_message_actions_are_in_view_and_the_message_highlighted(browser, app, size):
+    page = browser.new_page(viewport={"width": size[0], "height": size[1]})
+    page.goto(app[1])
+    page.wait_for_selector("#message textarea")
+    page.wait_for_timeout(800)  # the sidebar folds away on a phone
+    for text in ("Name a colour.", "Name a fruit."):
+        turn(page, text, tokens=6)
+    page.locator("#chatbot [data-testid=bot]").first.click()
+    actions = page.locator("#message-actions")
+    actions.wait_for(state="visible")
+    assert "reply #1" in page.locator("#action-label").inner_text()
+    page.evaluate("window.scrollTo(0, 0)")
+    box = actions.bounding_box()
+    assert box["y"] >= 0 and box["y"] + box["height"] <= size[1], box
+    assert page.locator("#chatbot .selected-message").count() == 1
+    assert page.locator("#message-actions").bounding_box()["y"] < (
+        page.locator("#message textarea").bounding_box()["y"]
+    )  # by the chat, above the input
+    shoot(page, f"17-13-actions-{size[0]}")
+    page.close()
+
+
+# -- 17. personas: the truth about where they go, a picker and "New persona" --------------------
+
+
+def test_17_17_the_personas_tab_has_its_own_picker_new_persona_and_says_where_cards_go(page):
+    open_tab(page, "Personas")
+    intro = page.locator("#persona-editor").inner_text()
+    assert "kept in this browser" not in intro and "data folder" in intro  # a private app
+    page.locator("#persona-edit-pick input").click()
+    page.get_by_role("option", name=re.compile("Storyteller")).first.click()
+    wait_for_text(page, "#persona-yaml", "Storyteller")
+    assert "Storyteller" not in page.locator("#persona input").input_value()  # chat unchanged
+    page.locator("#persona-new").click()
+    wait_for_text(page, "#persona-yaml", "My persona")
+    shoot(page, "17-17-personas")

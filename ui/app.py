@@ -33,12 +33,16 @@ from ui.settings_panel import CUSTOM, SettingsPanel
 
 OWN_PERSONAS_KEY = "chat-studio-personas"
 BROWSER_KEY = "chat-studio-browser"  # maps this browser to its documents (signed by the app)
+SETTINGS_KEY = "chat-studio-settings"  # the decoding settings last shown, and their persona
 USER_NAME_KEY = "chat-studio-user"
 
 PAGE_CSS = """
 #input-row { align-items: center; }
 #stats-line { font-size: 0.85em; opacity: 0.8; min-height: 1.2em; }
 .candidate { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 6px; }
+#chatbot .selected-message .message { outline: 2px solid var(--color-accent); outline-offset: 1px; }
+#message-actions { flex-wrap: wrap; align-items: center; gap: 4px; }
+#message-actions > * { flex: 0 1 auto !important; min-width: 0 !important; }
 @media (max-width: 640px) {
   #model-banner { font-size: 0.75em; }
   #input-row { flex-wrap: wrap !important; gap: 6px; }
@@ -50,6 +54,17 @@ PAGE_CSS = """
   #examples .gallery-item div { white-space: nowrap !important; }
 }
 """
+
+# The clicked message is highlighted while its actions (under the chat) apply to it.
+MARK_SELECTED = """() => {
+  document.addEventListener('click', (e) => {
+    const row = e.target.closest('#chatbot .message-row');
+    if (!row || e.target.closest('button, textarea')) return;
+    document.querySelectorAll('#chatbot .selected-message')
+      .forEach((r) => r.classList.remove('selected-message'));
+    row.classList.add('selected-message');
+  }, true);
+}"""
 
 # A phone shows the chat first: the sidebar starts folded there (its button opens it).
 FOLD_SIDEBAR_ON_PHONES = """() => {
@@ -113,8 +128,36 @@ class ChatUI:
         """A tab closed: end its session, if the request really comes from its owner."""
         self.access.end(request)
 
-    def persona_settings(self, persona_id: str, own: dict | None, panel: SettingsPanel):
-        """The preset box and controls for a persona: its preset, its own settings, or ours."""
+    @staticmethod
+    def stored_settings(stored, persona_id) -> list | None:
+        """The preset and control values kept in the browser for ``persona_id``, if valid."""
+        from chat.settings import parse_settings
+        from ui.settings_panel import FIELDS
+
+        if not isinstance(stored, dict) or stored.get("persona") != persona_id:
+            return None
+        values = stored.get("values")
+        if not isinstance(values, list) or len(values) != len(FIELDS):
+            return None
+        try:
+            parse_settings(SettingsPanel.values_to_dict(values))
+        except (ChatStudioError, TypeError, ValueError):
+            return None
+        return [stored.get("preset") or CUSTOM, *values]
+
+    def restore_settings(self, stored, persona_id):
+        """On page load: the decoding settings this browser last used with this persona."""
+        from ui.settings_panel import FIELDS
+
+        return self.stored_settings(stored, persona_id) or [gr.update()] * (len(FIELDS) + 1)
+
+    def persona_settings(self, persona_id: str, own: dict | None, panel: SettingsPanel,
+                         stored=None):  # fmt: skip
+        """The preset box and controls for a persona: what this browser last used with it,
+        else its preset, its own settings, or ours."""
+        kept = self.stored_settings(stored, persona_id)
+        if kept:
+            return kept
         persona = self.persona(persona_id, own)
         if isinstance(persona.settings, str):
             return panel.for_persona(self.service.preset(persona.settings), persona.settings)
@@ -215,6 +258,7 @@ class ChatUI:
         with gr.Blocks(title="GPT Chat Studio", delete_cache=(300, 1800)) as demo:
             own = gr.BrowserState({}, storage_key=OWN_PERSONAS_KEY, secret=self.browser_secret)
             stored_name = gr.BrowserState(DEFAULT_USER, storage_key=USER_NAME_KEY)
+            kept_settings = gr.BrowserState(None, storage_key=SETTINGS_KEY)
             with gr.Sidebar(open=True, width=340, elem_id="sidebar"):
                 gr.Markdown("### GPT Chat Studio")
                 user = gr.Textbox(
@@ -260,9 +304,10 @@ class ChatUI:
             InspectTools(svc, inspect).wire(c)
             self._wire_inspect_action(c, inspect, tabs)
             saved.wire(c)
-            self._wire_personas(demo, c, editor, panel, saved)
+            self._wire_personas(demo, c, editor, panel, saved, kept_settings)
             saved.restore_on_load(demo, c)
             demo.load(None, None, None, js=FOLD_SIDEBAR_ON_PHONES)
+            demo.load(None, None, None, js=MARK_SELECTED)
             demo.load(lambda n: n or DEFAULT_USER, stored_name, user, **hidden)
             user.change(lambda n: n, user, stored_name, **hidden)
             # Controls that depend on the loaded model, as of this page load or a new model.
@@ -271,7 +316,14 @@ class ChatUI:
             def refit():
                 return [model_banner(svc.info), *panel.refresh(), *inspect.refresh()]
 
-            demo.load(refit, None, fitted, **hidden)
+            shown = [panel.preset, *panel.components]
+            demo.load(refit, None, fitted, **hidden).then(
+                self.restore_settings, [kept_settings, c.persona], shown, **hidden
+            )
+            for control in shown:  # whatever the settings become, this browser keeps them
+                control.change(lambda p, *v: {"persona": p, "preset": v[0], "values": list(v[1:])},
+                               [c.persona, *shown], kept_settings, queue=False,
+                               **hidden)  # fmt: skip
             if self.switcher is not None:
                 listing = [models.pick, models.capabilities]
                 demo.load(models.choices, None, listing, **hidden)
@@ -310,12 +362,13 @@ class ChatUI:
         c.inspect.click(open_on, [c.conversation, c.selected], [tabs, inspect.reply_pick, *show],
                         api_visibility="private")  # fmt: skip
 
-    def _wire_personas(self, demo, c, editor: PersonaEditor, panel: SettingsPanel, saved):
+    def _wire_personas(self, demo, c, editor: PersonaEditor, panel: SettingsPanel, saved,
+                       kept_settings):  # fmt: skip
         """The persona picker drives the settings; a saved card restarts the chat with it."""
         hidden = {"api_visibility": "private"}
         c.persona.change(
-            lambda p, o: self.persona_settings(p, o, panel),
-            [c.persona, c.own],
+            lambda p, o, k: self.persona_settings(p, o, panel, k),
+            [c.persona, c.own, kept_settings],
             [panel.preset, *panel.components],
             **hidden,
         )
@@ -331,3 +384,4 @@ class ChatUI:
             event.then(restart, [editor.just_saved, c.own, c.user], fresh, **hidden)
         # Cards saved in this browser join the picker on every page load.
         demo.load(editor.refresh, c.own, [c.persona, editor.broken], **hidden)
+        demo.load(editor.refresh_pick, c.own, editor.pick, **hidden)

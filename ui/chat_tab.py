@@ -64,6 +64,33 @@ class ChatTab:
             feedback_options=("Like", "Dislike"),
             placeholder="Ask anything, or try one of the examples below.",
         )
+        # What belongs to the selected message and to the last reply sits right under the
+        # chat, above the input: visible without scrolling, on a phone too.
+        with gr.Row(visible=False, elem_id="message-actions") as c.actions:
+            c.action_label = gr.Markdown(elem_id="action-label")
+            c.prev = gr.Button("‹ version", size="sm", elem_id="version-prev")
+            c.next = gr.Button("version ›", size="sm", elem_id="version-next")
+            c.retry = gr.Button("Retry", size="sm", elem_id="retry-message")
+            c.delete = gr.Button("Delete pair", size="sm", elem_id="delete-pair")
+            c.inspect = gr.Button("Inspect", size="sm", elem_id="inspect-message")
+        with gr.Column(visible=False, elem_id="candidates") as c.candidates_row:
+            with gr.Row():
+                c.boxes = [
+                    gr.Markdown(label=f"Candidate {i + 1}", elem_classes="candidate", visible=False)
+                    for i in range(MAX_CANDIDATES)
+                ]
+            c.choice = gr.Radio([], label="Continue with candidate", elem_id="choice")
+        c.sources = gr.Dataframe(
+            headers=SOURCE_HEADERS,
+            label="Sources used in the last answer",
+            visible=False,
+            interactive=False,
+            wrap=True,
+            column_widths=["7%", "22%", "20%", "9%", "42%"],
+            elem_id="sources",
+        )
+        # With documents: what a plain search would answer, and each sentence's evidence.
+        c.grounding = gr.Markdown(visible=False, elem_id="grounding")
         c.examples = gr.Dataset(
             components=[gr.Textbox(visible=False)],
             samples=self._examples(personas[0][1], {}),
@@ -85,36 +112,11 @@ class ChatTab:
                 "Stop", variant="stop", scale=1, min_width=70, elem_id="stop", interactive=False
             )
         c.stats = gr.Markdown(elem_id="stats-line", elem_classes="stats-line")
-        with gr.Row(visible=False, elem_id="message-actions") as c.actions:
-            c.action_label = gr.Markdown(elem_id="action-label")
-            c.prev = gr.Button("‹ version", size="sm", elem_id="version-prev")
-            c.next = gr.Button("version ›", size="sm", elem_id="version-next")
-            c.retry = gr.Button("Retry", size="sm", elem_id="retry-message")
-            c.delete = gr.Button("Delete pair", size="sm", elem_id="delete-pair")
-            c.inspect = gr.Button("Inspect", size="sm", elem_id="inspect-message")
-        with gr.Column(visible=False, elem_id="candidates") as c.candidates_row:
-            with gr.Row():
-                c.boxes = [
-                    gr.Markdown(label=f"Candidate {i + 1}", elem_classes="candidate", visible=False)
-                    for i in range(MAX_CANDIDATES)
-                ]
-            c.choice = gr.Radio([], label="Continue with candidate", elem_id="choice")
         with gr.Row():
             c.regen = gr.Button("Regenerate", size="sm", elem_id="regenerate")
             c.undo = gr.Button("Undo / edit last", size="sm", elem_id="undo")
             c.clear = gr.Button("New chat", size="sm", elem_id="clear")
             c.export = gr.Button("Export JSON", size="sm", elem_id="export")
-        c.sources = gr.Dataframe(
-            headers=SOURCE_HEADERS,
-            label="Sources used in the last answer",
-            visible=False,
-            interactive=False,
-            wrap=True,
-            column_widths=["7%", "22%", "20%", "9%", "42%"],
-            elem_id="sources",
-        )
-        # With documents: what a plain search would answer, and each sentence's evidence.
-        c.grounding = gr.Markdown(visible=False, elem_id="grounding")
         c.redraw = self.redraw
         c.on_open = []  # (fn, inputs, outputs) to run when a saved chat is opened or restored
         return c
