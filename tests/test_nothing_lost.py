@@ -302,7 +302,9 @@ def test_17_13_message_actions_are_in_view_and_the_message_highlighted(browser, 
 # -- 17. personas: the truth about where they go, a picker and "New persona" --------------------
 
 
-def test_17_17_the_personas_tab_has_its_own_picker_new_persona_and_says_where_cards_go(page):
+def test_17_17_the_personas_tab_has_its_own_picker_new_persona_and_says_where_cards_go(
+    page, tmp_path
+):
     open_tab(page, "Personas")
     intro = page.locator("#persona-editor").inner_text()
     assert "kept in this browser" not in intro and "data folder" in intro  # a private app
@@ -312,4 +314,22 @@ def test_17_17_the_personas_tab_has_its_own_picker_new_persona_and_says_where_ca
     assert "Storyteller" not in page.locator("#persona input").input_value()  # chat unchanged
     page.locator("#persona-new").click()
     wait_for_text(page, "#persona-yaml", "My persona")
+    # An imported PNG card shows its picture.
+    import io
+
+    from PIL import Image
+
+    from personas.charcard import write_png_chara
+    from tests.test_personas import V2
+
+    picture = io.BytesIO()
+    Image.new("RGB", (200, 200), (30, 120, 200)).save(picture, format="PNG")
+    card = tmp_path / "mira.png"
+    card.write_bytes(write_png_chara(dict(V2, data=dict(V2["data"], name="Avatar Ava")),
+                                     picture.getvalue()))  # fmt: skip
+    with page.expect_file_chooser() as chooser:
+        page.locator("#persona-import").click()
+    chooser.value.set_files(str(card))
+    page.locator("#persona-avatar img").wait_for(timeout=15000)
+    assert page.locator("#persona-avatar img").get_attribute("src").startswith("data:image/jpeg")
     shoot(page, "17-17-personas")

@@ -8,6 +8,7 @@ caller's own cards.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 from pathlib import Path
@@ -61,6 +62,17 @@ def persona_choices(store: PersonaStore, own: dict | None = None) -> list[tuple[
     ]
 
 
+def avatar_html(card) -> str:
+    """The card's picture (an imported PNG card's), or nothing. The card checked that the
+    avatar is a base64 image data URL, so it cannot carry markup."""
+    if not getattr(card, "avatar", ""):
+        return ""
+    return (
+        f'<img src="{card.avatar}" alt="{html.escape(card.name)}" '
+        'style="width:96px;height:96px;object-fit:cover;border-radius:8px">'
+    )
+
+
 def broken_report(store: PersonaStore, own: dict | None = None) -> str:
     """One line per broken card, shown as plain text."""
     return "\n".join(f"{r['id']}: {r['error']}" for r in store.list(own) if r["error"])
@@ -97,6 +109,7 @@ class PersonaEditor:
                     scale=4,
                 )
                 self.new = gr.Button("New persona", elem_id="persona-new", scale=1)
+            self.avatar = gr.HTML(avatar_html(store.get(picker.value)), elem_id="persona-avatar")
             self.text = gr.Code(
                 value=card_to_yaml(store.get(picker.value)),
                 language="yaml",
@@ -128,12 +141,12 @@ class PersonaEditor:
     def wire(self) -> None:
         """Connect the buttons (call inside the Blocks)."""
         hidden = {"api_visibility": "private"}
-        shown = [self.text, self.delete]
+        shown = [self.text, self.delete, self.avatar]
         # The editor edits the card picked here; it follows the chat's pick until changed.
         self.picker.change(lambda p: p, self.picker, self.pick, **hidden)
         self.pick.change(self.show, [self.pick, self.own], shown, **hidden)
-        self.new.click(lambda: (NEW_CARD, gr.update(visible=False), None), None,
-                       [self.text, self.delete, self.pick], **hidden)  # fmt: skip
+        self.new.click(lambda: (NEW_CARD, gr.update(visible=False), "", None), None,
+                       [*shown, self.pick], **hidden)  # fmt: skip
         kept = [self.own, self.just_saved]
         events = [
             self.save.click(self.save_card, [self.text, self.own], kept, **hidden),
@@ -163,8 +176,9 @@ class PersonaEditor:
             source = self.store.source(persona_id, own)
         except ChatStudioError as exc:
             gr.Warning(str(exc))
-            return gr.update(), gr.update(visible=False)
-        return card, gr.update(visible=source != "shipped")
+            return gr.update(), gr.update(visible=False), ""
+        avatar = avatar_html(self.store.get(persona_id, own))
+        return card, gr.update(visible=source != "shipped"), avatar
 
     def refresh(self, own: dict, select: str | None = None):
         """Picker choices and the broken-cards report for this browser's cards."""
