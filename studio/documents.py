@@ -58,9 +58,10 @@ class DocumentAccess:
     def own(self, caller: Caller) -> str:
         """The caller's private collection (its name is never shown to anyone): their
         browser's (kept across a reload), or their session's; on a private app, yours."""
-        if self.kept_forever:
+        owner = self.access.owner(caller.session)
+        if self.kept_forever and owner != caller.session:  # the page, not a script
             return self.access.private_name("local", prefix="mine")
-        return self.access.private_name(self.access.owner(caller.session))
+        return self.access.private_name(owner)
 
     def scope(self, caller: Caller) -> list[str]:
         """What the caller's questions search: the shared base and their own uploads."""
@@ -142,9 +143,8 @@ class DocumentAccess:
 
     def end_owner(self, owner: str) -> None:
         """A session without a browser key ended, or a browser's time ran out: its
-        collection goes."""
-        if not self.kept_forever:
-            self.service.drop(self.access.private_name(owner))
+        collection goes (on a private app the page's uploads are kept: see ``own``)."""
+        self.service.drop(self.access.private_name(owner))  # never the private app's "mine"
 
 
 def _size(path: str) -> int:
