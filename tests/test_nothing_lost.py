@@ -49,6 +49,10 @@ def test_17_1_a_message_sent_while_a_reply_streams_stays_in_the_box(page):
     set_slider(page, "max_new_tokens", 600)
     send(page, "Write a long story about a dragon who learns to bake bread.")
     wait_streaming(page)
+    page.wait_for_function(  # the first words are in
+        f"(() => {{ const r = document.querySelector('{BOT}'); return r && r.innerText.trim(); }})()",
+        timeout=60000,
+    )
     box = page.locator("#message textarea")
     box.fill("SECOND: what is 2+2?")
     box.press("Enter")
@@ -71,11 +75,11 @@ def test_17_1_a_message_sent_while_a_reply_streams_stays_in_the_box(page):
 
 def test_17_5_stop_before_the_first_token_puts_the_message_back(page):
     set_slider(page, "max_new_tokens", 32)
-    long = "Summarise this: " + "bread " * 1400  # its prompt takes seconds to read
+    long = "Summarise this: " + "bread " * 600  # its prompt takes a second or more to read
     send(page, long)
     wait_streaming(page)
     page.locator("#stop").click()  # the model is still reading the prompt
-    page.wait_for_function("document.querySelector('#stop').disabled", timeout=60000)
+    page.wait_for_function("document.querySelector('#stop').disabled", timeout=180000)
     page.wait_for_function(
         "(n) => document.querySelector('#message textarea').value.length === n",
         arg=len(long),

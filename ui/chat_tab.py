@@ -150,7 +150,7 @@ class ChatTab:
                 )
             if message and message.strip():
                 self._busy.add(session)
-        return "", message
+        return message
 
     def idle(self, request: gr.Request):
         """A turn is over (or never began): Stop greys out, the next message may go."""
@@ -439,12 +439,15 @@ class ChatTab:
         who = [c.persona, c.own, c.user]
         turns = []
         for trigger in (c.message.submit, c.send.click):
-            # The box empties at once; the message travels on in ``sent``. While a reply is
-            # being written, ``accept`` refuses and the message stays in the box.
-            event = trigger(self.accept, c.message, [c.message, c.sent], queue=False,
+            # The message travels on in ``sent`` and the box empties. While a reply is being
+            # written, ``accept`` refuses with a notice and the message stays in the box (it
+            # is queued, so the notice reaches the page, but never waits for a slot; it sets
+            # only the State, so the box shows no error badge over the text).
+            event = trigger(self.accept, c.message, c.sent, concurrency_limit=None,
                             trigger_mode="multiple", **hidden)  # fmt: skip
-            turns.append(event.success(self.send, [c.sent, c.conversation, *who, *values],
-                                       **run))  # fmt: skip
+            emptied = event.success(lambda: "", None, c.message, queue=False, **hidden)
+            turns.append(emptied.then(self.send, [c.sent, c.conversation, *who, *values],
+                                      **run))  # fmt: skip
         turns.append(c.regen.click(self.regenerate, [c.conversation, *who, *values], **run))
         turns.append(c.retry.click(self.retry, [c.selected, c.conversation, *who, *values], **run))
         turns.append(c.chatbot.retry(self.regenerate, [c.conversation, *who, *values], **run))
