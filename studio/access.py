@@ -126,7 +126,7 @@ class Access:
     # -- browsers: what outlives a reload ------------------------------------------
 
     def _sign(self, nonce: str, user: str | None) -> str:
-        msg = f"browser\0{nonce}\0{user or ''}".encode("utf-8")
+        msg = f"browser\0{nonce}\0{user or ''}".encode()
         return hmac.new(self.secret, msg, hashlib.sha256).hexdigest()[:32]
 
     def browser_key(self, request, stored: str | None) -> str:

@@ -22,10 +22,17 @@ from tests.test_browser import (
     set_slider,
     wait_until_done,
 )
-from tests.test_chat_page import USER_ROWS, export, turn, wait_for_text
+from tests.test_chat_page import USER_ROWS, export, wait_for_text
 
 pytestmark = pytest.mark.browser
 SHOTS = Path(os.environ.get("SHOTS_DIR") or tempfile.gettempdir())
+SLOW = 180000  # ms: a shared, busy machine may take this long for a short reply
+
+
+def turn(page, text, tokens=8):
+    set_slider(page, "max_new_tokens", tokens)
+    send(page, text)
+    wait_until_done(page, timeout=SLOW)
 
 
 def box_value(page) -> str:
@@ -34,7 +41,7 @@ def box_value(page) -> str:
 
 def wait_streaming(page):
     """The reply is being written: Stop is enabled."""
-    page.wait_for_function("!document.querySelector('#stop').disabled", timeout=30000)
+    page.wait_for_function("!document.querySelector('#stop').disabled", timeout=SLOW)
 
 
 def shoot(page, name):
@@ -50,7 +57,8 @@ def test_17_1_a_message_sent_while_a_reply_streams_stays_in_the_box(page):
     send(page, "Write a long story about a dragon who learns to bake bread.")
     wait_streaming(page)
     page.wait_for_function(  # the first words are in
-        f"(() => {{ const r = document.querySelector('{BOT}'); return r && r.innerText.trim(); }})()",
+        f"(() => {{ const r = document.querySelector('{BOT}');"
+        " return r && r.innerText.trim(); })()",
         timeout=60000,
     )
     box = page.locator("#message textarea")
@@ -60,12 +68,12 @@ def test_17_1_a_message_sent_while_a_reply_streams_stays_in_the_box(page):
     assert box_value(page) == "SECOND: what is 2+2?"  # not swallowed
     shoot(page, "17-1-refused-while-streaming")
     page.locator("#stop").click()
-    wait_until_done(page)
-    page.wait_for_function("document.querySelector('#stop').disabled", timeout=10000)
+    wait_until_done(page, timeout=SLOW)
+    page.wait_for_function("document.querySelector('#stop').disabled", timeout=30000)
     set_slider(page, "max_new_tokens", 6)
     box.press("Enter")  # the reply ended: now it goes
     page.wait_for_function(f"document.querySelectorAll('{USER_ROWS}').length === 2", timeout=30000)
-    wait_until_done(page, timeout=60000)
+    wait_until_done(page, timeout=SLOW)
     assert "SECOND: what is 2+2?" in page.locator(USER_ROWS).nth(1).inner_text()
     assert box_value(page) == ""
 
@@ -83,7 +91,7 @@ def test_17_5_stop_before_the_first_token_puts_the_message_back(page):
     page.wait_for_function(
         "(n) => document.querySelector('#message textarea').value.length === n",
         arg=len(long),
-        timeout=10000,
+        timeout=30000,
     )
     assert page.locator(USER_ROWS).count() == 0 and page.locator(BOT).count() == 0
     assert "0 tokens" not in page.locator("#chatbot").inner_text()
@@ -100,20 +108,18 @@ def test_17_5_stop_before_the_first_token_puts_the_message_back(page):
 def _branch_and_keep(page):
     set_slider(page, "max_new_tokens", 16)
     send(page, "What is the capital of France?")
-    wait_until_done(page)
+    wait_until_done(page, timeout=SLOW)
     open_tab(page, "Inspect")
     tokens = page.locator("#reply-tokens .token")
-    tokens.first.wait_for(timeout=20000)
+    tokens.first.wait_for(timeout=60000)
     tokens.nth(1).click()
-    page.wait_for_function(
-        "document.querySelector('#alt-pick input').value !== ''", timeout=20000
-    )
+    page.wait_for_function("document.querySelector('#alt-pick input').value !== ''", timeout=60000)
     page.locator("#branch").click()
-    wait_for_text(page, "#branch-text", "Branch", timeout=60000)
+    wait_for_text(page, "#branch-text", "Branch", timeout=SLOW)
     page.locator("#keep-branch").click()
-    page.wait_for_selector("#keep-branch", state="hidden", timeout=10000)
+    page.wait_for_selector("#keep-branch", state="hidden", timeout=30000)
     open_tab(page, "Chat")
-    wait_for_text(page, "#chatbot", "version 2/2")
+    wait_for_text(page, "#chatbot", "version 2/2", timeout=SLOW)
 
 
 def test_17_2_a_kept_branch_is_a_saved_version_with_its_own_stats(page):
@@ -126,7 +132,7 @@ def test_17_2_a_kept_branch_is_a_saved_version_with_its_own_stats(page):
     page.wait_for_timeout(800)  # saved with the chat
     page.reload()
     page.wait_for_selector("#message textarea")
-    wait_for_text(page, "#chatbot", "version 2/2")
+    wait_for_text(page, "#chatbot", "version 2/2", timeout=SLOW)
     with page.expect_download() as download:
         page.locator("#chats-export").click()
     chats = json.loads(open(download.value.path(), encoding="utf-8").read())
@@ -142,26 +148,26 @@ def test_17_12_inspect_follows_saved_chats_versions_and_the_reply_action(page):
     # 13: the first reply is reply #1
     assert "reply #1" in page.locator("#action-label").inner_text()
     page.locator("#retry-message").click()
-    wait_until_done(page, timeout=60000)
-    wait_for_text(page, "#chatbot", "version 2/2")
+    wait_until_done(page, timeout=SLOW)
+    wait_for_text(page, "#chatbot", "version 2/2", timeout=SLOW)
     page.wait_for_timeout(800)  # saved
     page.reload()
     page.wait_for_selector("#message textarea")
-    wait_for_text(page, "#chatbot", "version 2/2")
+    wait_for_text(page, "#chatbot", "version 2/2", timeout=SLOW)
     open_tab(page, "Inspect")
-    page.locator("#reply-tokens .token").first.wait_for(timeout=20000)
+    page.locator("#reply-tokens .token").first.wait_for(timeout=60000)
     page.locator("#reply-pick input").click()
     options = page.get_by_role("option").all_inner_texts()
     assert any("version 1/2" in o for o in options), options
     page.get_by_role("option", name=re.compile("version 1/2")).first.click()
-    page.locator("#reply-tokens .token").first.wait_for(timeout=20000)
+    page.locator("#reply-tokens .token").first.wait_for(timeout=60000)
     # The reply's own Inspect action opens the tab on it.
     open_tab(page, "Chat")
     page.locator("#chatbot [data-testid=bot]").first.click()
     page.locator("#inspect-message").click()
     page.wait_for_function(
         "document.querySelector('#reply-pick input').value.startsWith('Reply 1:')",
-        timeout=20000,
+        timeout=60000,
     )
     assert page.locator("#reply-tokens .token").count() >= 1
     shoot(page, "17-12-inspect-from-a-reply")
@@ -255,8 +261,9 @@ def test_17_3_documents_survive_a_reload_on_a_private_app(page, tmp_path):
         page.get_by_role("option", name=re.compile(name)).first.click()
         page.locator("#doc-delete").click()
         page.wait_for_function(
-            "(n) => !document.querySelector('#doc-list').innerText.includes(n)", arg=name,
-            timeout=15000,
+            "(n) => !document.querySelector('#doc-list').innerText.includes(n)",
+            arg=name,
+            timeout=60000,
         )
 
 
@@ -270,7 +277,7 @@ def test_17_6_decoding_settings_persist_across_a_reload(page):
     open_settings(page)
     page.wait_for_function(
         "document.querySelector('#setting-max_new_tokens input[type=number]').value === '77'",
-        timeout=15000,
+        timeout=60000,
     )
     assert page.locator("#setting-temperature input[type=number]").input_value() == "1.3"
     assert page.locator("#preset input").input_value() == "Custom"
@@ -295,8 +302,9 @@ def test_17_13_message_actions_are_in_view_and_the_message_highlighted(browser, 
     box = actions.bounding_box()
     assert box["y"] >= 0 and box["y"] + box["height"] <= size[1], box
     assert page.locator("#chatbot .selected-message").count() == 1
-    assert page.locator("#message-actions").bounding_box()["y"] < (
-        page.locator("#message textarea").bounding_box()["y"]
+    assert (
+        page.locator("#message-actions").bounding_box()["y"]
+        < (page.locator("#message textarea").bounding_box()["y"])
     )  # by the chat, above the input
     shoot(page, f"17-13-actions-{size[0]}")
     page.close()
@@ -333,6 +341,6 @@ def test_17_17_the_personas_tab_has_its_own_picker_new_persona_and_says_where_ca
     with page.expect_file_chooser() as chooser:
         page.locator("#persona-import").click()
     chooser.value.set_files(str(card))
-    page.locator("#persona-avatar img").wait_for(timeout=15000)
+    page.locator("#persona-avatar img").wait_for(timeout=60000)
     assert page.locator("#persona-avatar img").get_attribute("src").startswith("data:image/jpeg")
     shoot(page, "17-17-personas")

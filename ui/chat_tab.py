@@ -495,8 +495,10 @@ def _stopped_before_start(result) -> bool:
     """Stopped before the model wrote a single token (nothing to show, nothing to keep)."""
     reason = result.stats.get("finish_reason")
     reasons = reason if isinstance(reason, list) else [reason]
-    return "cancelled" in reasons and not result.stats.get("completion_tokens") and not any(
-        (c or "").strip() for c in result.candidates or [result.reply]
+    return (
+        "cancelled" in reasons
+        and not result.stats.get("completion_tokens")
+        and not any((c or "").strip() for c in result.candidates or [result.reply])
     )
 
 

@@ -242,9 +242,11 @@ class SavedChats:
                 lambda: gr.update(value=None), None, self.pick, **hidden
             )
         opened = [c.conversation, self.current, c.persona]
-        event = self.pick.input(self.open, [self.pick, self.chats], opened, **hidden).then(
-            c.redraw, c.conversation, c.chatbot, **hidden
-        ).then(c.after_open, None, c.reset_outputs, **hidden)
+        event = (
+            self.pick.input(self.open, [self.pick, self.chats], opened, **hidden)
+            .then(c.redraw, c.conversation, c.chatbot, **hidden)
+            .then(c.after_open, None, c.reset_outputs, **hidden)
+        )
         for fn, inputs, outputs in c.on_open:
             event.then(fn, inputs, outputs, **hidden)
         self.pick.input(lambda: (None, gr.update(value="Delete", variant="secondary")), None,
