@@ -23,6 +23,7 @@ from tests.test_browser import (
     wait_until_done,
 )
 from tests.test_chat_page import USER_ROWS, export, wait_for_text
+from ui.saved_chats import CHATS_KEY
 
 pytestmark = pytest.mark.browser
 SHOTS = Path(os.environ.get("SHOTS_DIR") or tempfile.gettempdir())
@@ -147,10 +148,14 @@ def test_17_12_inspect_follows_saved_chats_versions_and_the_reply_action(page):
     page.locator("#message-actions").wait_for(state="visible")
     # 13: the first reply is reply #1
     assert "reply #1" in page.locator("#action-label").inner_text()
+    page.wait_for_timeout(2000)  # the first turn is saved
+    before = page.evaluate(f"localStorage.getItem('{CHATS_KEY}')")
     page.locator("#retry-message").click()
     wait_until_done(page, timeout=SLOW)
     wait_for_text(page, "#chatbot", "version 2/2", timeout=SLOW)
-    page.wait_for_timeout(800)  # saved
+    page.wait_for_function(  # saved in the browser
+        "([k, v]) => localStorage.getItem(k) !== v", arg=[CHATS_KEY, before], timeout=SLOW
+    )
     page.reload()
     page.wait_for_selector("#message textarea")
     wait_for_text(page, "#chatbot", "version 2/2", timeout=SLOW)
