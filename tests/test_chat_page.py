@@ -367,6 +367,8 @@ def test_saved_chats_survive_a_reload_and_can_be_renamed_and_deleted(page):
     page.locator("#chat-rename").click()
     wait_for_text(page, "#saved-chats", "Zebra notes")
     page.locator("#chat-delete").click()
+    wait_for_text(page, "#chat-delete", "Click again")  # it asks first
+    page.locator("#chat-delete").click()
     page.wait_for_function(
         "!document.querySelector('#saved-chats').innerText.includes('Zebra notes')"
     )
