@@ -73,6 +73,7 @@ class _Version(BaseModel):
 
     content: str
     feedback: str | None = None
+    tail: list[_Message] | None = None  # what followed this version (an earlier branch)
 
 
 class _Meta(BaseModel):
@@ -114,6 +115,7 @@ class _Message(_Turn):
         return self
 
 
+_Version.model_rebuild()
 _MESSAGES = TypeAdapter(list[_Message])
 _HINTS = {
     "versions": "send versions as a list of {content, feedback} objects",
@@ -212,12 +214,30 @@ def sft(conversations: list[list[dict]], budget: Budget | None = None) -> Datase
     return _dedupe(data, budget)
 
 
+def places(messages: list[dict], start: int = 0):
+    """Every ``(messages, i)`` place of a conversation: the branch shown, then each branch
+    kept behind an earlier version (an edited message or a retried reply) with what followed."""
+    for i in range(start, len(messages)):
+        yield messages, i
+        versions = messages[i].get("versions") or []
+        current = messages[i].get("current", len(versions) - 1)
+        for k, v in enumerate(versions):
+            tail = v.get("tail") if isinstance(v, dict) else None
+            if k == current or not tail or not isinstance(v.get("content"), str):
+                continue
+            alt = {"role": messages[i]["role"], "content": v["content"], "meta": v.get("meta"),
+                   "feedback": v.get("feedback")}  # fmt: skip
+            yield from places(messages[:i] + [alt] + list(tail), i + 1)
+
+
 def preference(conversations: list[list[dict]], budget: Budget | None = None) -> Dataset:
-    """Chosen/rejected pairs from likes, dislikes, retries and picked candidates."""
+    """Chosen/rejected pairs from likes, dislikes, retries and picked candidates, on every
+    branch of every conversation (not only the one shown)."""
     budget = budget or Budget()
     data = Dataset("preference")
-    for messages in conversations:
-        for i, m in enumerate(messages):
+    for conversation in conversations:
+        for messages, i in places(conversation):
+            m = messages[i]
             if m["role"] != "assistant":
                 continue
             prompt = _prefix(messages, i)
@@ -250,11 +270,14 @@ def _pairs(message: dict) -> list[tuple[str, str]]:
             for v in everyone:
                 if v is not best and v.get("feedback") != "like":
                     pairs.append((best["content"], v["content"]))
-    meta = message.get("meta") or {}
-    candidates = meta.get("candidates") or []
-    if len(candidates) > 1:
-        picked = candidates[meta.get("chosen", 0)]
-        pairs += [(picked, c) for k, c in enumerate(candidates) if k != meta.get("chosen", 0)]
+    metas = [message.get("meta")]  # the picked candidate against the others, in every version
+    current = message.get("current", len(versions) - 1)
+    metas += [v.get("meta") for k, v in enumerate(versions) if k != current]
+    for meta in metas:
+        candidates = (meta or {}).get("candidates") or []
+        if len(candidates) > 1:
+            chosen = meta.get("chosen", 0)
+            pairs += [(candidates[chosen], c) for k, c in enumerate(candidates) if k != chosen]
     return pairs
 
 

@@ -43,7 +43,7 @@ def test_delete_pair_and_feedback():
 
 def test_saved_chats_are_light_and_titled():
     chats = conv.save_chat([], "abc", [U1, A1], "assistant")
-    assert chats[0]["id"] == "abc" and "tokens" not in chats[0]["messages"][1]["meta"]
+    assert chats[0]["id"] == "abc" and chats[0]["messages"][1]["meta"]["tokens"] == [[1]]
     assert conv.title_of(chats[0]) == "Hi"
     chats = conv.save_chat(chats, "abc", [U1, A1, U2, A2], "tutor")
     assert len(chats) == 1 and chats[0]["persona"] == "tutor" and len(chats[0]["messages"]) == 4
@@ -186,3 +186,32 @@ def test_an_export_is_bounded_and_stops_when_cancelled():
     stop.set()
     with pytest.raises(Cancelled):
         export("sft", [[U1, A2]], Budget(stop))
+
+
+def test_saved_chats_keep_token_probabilities_within_a_budget():
+    token = {"text": "Hi", "id": 7, "logprob": -0.123456789, "sampler_logprob": None,
+             "top": [{"text": "Hi", "id": 7, "logprob": -0.123456789}]}  # fmt: skip
+    reply = {"role": "assistant", "content": "Hi", "meta": {"tokens": [[token] * 50],
+             "prompt": "x" * 1000, "parts": {}, "stats": {"seed": 1}}}  # fmt: skip
+    saved = conv.light([U1, reply])[1]["meta"]
+    assert "prompt" not in saved and saved["tokens"][0][0]["logprob"] == -0.1235
+    chats = [conv.new_chat_record("assistant", [U1, reply]) for _ in range(4)]
+    size = len(json.dumps(chats[0]))
+    fitted = conv.fit_budget(chats, budget=int(size * 2.5))
+    assert [bool(c["messages"][1]["meta"]["tokens"]) for c in fitted] == [True, True, False, False]
+    assert all(c["messages"][1]["content"] == "Hi" for c in fitted)  # messages never go
+
+
+def test_preference_rows_come_from_every_branch():
+    """Issue 17.4: a like on a version behind an edited message still makes its pair."""
+    ask = {"role": "user", "content": "Name one fruit."}
+    chat = [ask, {"role": "assistant", "content": "Apple."}]
+    chat = conv.new_version(chat, 1, {"role": "assistant", "content": "Banana."})
+    chat = conv.set_feedback(chat, 1, "like")
+    chat = conv.new_version(chat, 0, {"role": "user", "content": "Name one red fruit."})
+    chat = chat + [{"role": "assistant", "content": "Cherry."}]
+    _, out = rows("preference", [chat])
+    assert out == [
+        {"prompt": [ask], "chosen": [{"role": "assistant", "content": "Banana."}],
+         "rejected": [{"role": "assistant", "content": "Apple."}]},
+    ]  # fmt: skip

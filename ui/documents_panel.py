@@ -84,6 +84,7 @@ class DocumentsPanel:
                         elem_id="prompt-format",
                     ),
                 ]
+            self.kept = gr.Markdown(documents.kept_note(), elem_id="doc-kept")
             self.status = gr.Markdown(elem_id="doc-status")
             self.table = gr.Dataframe(
                 headers=DOC_HEADERS,

@@ -18,7 +18,7 @@ from studio import requests as req
 from studio.service import ChatService
 from ui import inspect_render as draw
 from ui.errors import typed_token_id, user_error
-from ui.inspect_panel import InspectPanel
+from ui.inspect_panel import InspectPanel, reply_at
 from ui.settings_panel import FIELDS, SettingsPanel
 
 
@@ -286,12 +286,14 @@ class InspectTools:
             [chat.conversation, p.branch_text, p.keep_btn],
             **slot,
         )
-        p.keep_btn.click(
+        kept = p.keep_btn.click(
             p.keep_branch,
             [chat.conversation, p.reply_pick],
-            [chat.conversation, p.keep_btn, p.branch_text],
+            [chat.conversation, p.keep_btn, p.branch_text, p.reply_pick],
             **hidden,
         ).then(chat.redraw, chat.conversation, chat.chatbot, **hidden)
+        chat.changed().append(kept)  # saved like any other change
+        chat.on_open.append((p.refresh_replies, chat.conversation, [p.reply_pick, *show]))
         nt_in = [p.nt_text, p.nt_template, p.nt_reply, p.nt_k, chat.persona, chat.own]
         nt_in += [chat.conversation, *chat.settings]
         nt_out = [p.nt_split, p.nt_bars, p.nt_pick, p.nt_result]
@@ -339,16 +341,14 @@ def _history(conversation: list[dict]) -> list[dict]:
 
 
 def _reply_text(conversation: list[dict], index) -> str:
-    """The text of the reply picked in the Inspect tab."""
-    if isinstance(index, int) and 0 <= index < len(conversation):
-        return conversation[index]["content"]
-    raise user_error("Pick a reply first (send a message on the Chat tab).")
+    """The text of the reply (version, candidate) picked in the Inspect tab."""
+    return reply_at(conversation, index)[1]
 
 
 def _source_text(conversation: list[dict], index) -> str:
     """The first retrieved passage the picked reply was given."""
-    reply = _reply_text(conversation, index)
-    sources = (conversation[index].get("meta") or {}).get("sources") or []
+    _, reply, meta = reply_at(conversation, index)
+    sources = meta.get("sources") or []
     if not sources:
         raise user_error(f"That reply used no document passages ({reply[:30]}…).")
     return sources[0]["text"]
