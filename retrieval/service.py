@@ -94,6 +94,7 @@ class RetrievalService:
         chunk=None,
         progress=None,
         max_chunks: int | None = None,
+        budget=None,
     ):
         """Ingest ``(path, original name)`` files; one ``FileSummary`` per file."""
         from retrieval.chunking import ChunkSettings
@@ -105,6 +106,7 @@ class RetrievalService:
             self.max_bytes,
             progress=progress,
             max_chunks=max_chunks,
+            budget=budget,
         )
 
     def ingest_folder(self, folder: str | Path, collection: str = SHARED) -> list[FileSummary]:

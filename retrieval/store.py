@@ -18,6 +18,7 @@ from pathlib import Path
 
 from chat.errors import DocumentError
 from retrieval.ingest import IngestMixin, _complete
+from retrieval.turns import Turns
 from retrieval.types import Passage
 
 SHARED = "shared"
@@ -76,6 +77,7 @@ class DocumentStore(IngestMixin):
             raise DocumentError("DocumentStore needs a path or a Chroma server host.")
         self._max_batch = int(self.client.get_max_batch_size())
         self._write_lock = threading.Lock()
+        self._turns = Turns()  # ingests running at once embed slice by slice, in turns
         self.path = Path(path) if path is not None and not host else None
         self.min_free_bytes = min_free_bytes
 

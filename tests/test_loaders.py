@@ -146,8 +146,7 @@ def test_json_nested_is_flattened(write):
     [section] = load(write("data.json", data))
     assert section.text.splitlines() == [
         "name: demo",
-        "meta.tags[0]: a",
-        "meta.tags[1]: b",
+        "meta.tags: a, b",
         "meta.ok: true",
         "meta.n: null",
         "empty: {}",
