@@ -67,7 +67,11 @@ class IngestMixin:
                 vectors = encode_in_turns(self.embedder, texts, self._turns)
                 results = self._write(preps, vectors)
             except Exception as exc:  # the model or the store failed: say what got stored
+                if self.reserve is not None and not isinstance(exc, DocumentError):
+                    self.reserve.release()  # so the store can apply what it logged
                 results = [self._after_failure(prep, exc) for prep in preps]
+                if self.reserve is not None:
+                    self.reserve.ensure(partial=True)
             for (i, _), summary in zip(batch, results, strict=True):
                 summaries[i] = summary
 

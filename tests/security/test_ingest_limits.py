@@ -39,7 +39,8 @@ def numbers_json(tmp_path, name: str, seed: int):
     """About 98 KB: one key holding 50,000 one-digit numbers."""
     rng = random.Random(seed)
     path = tmp_path / name
-    path.write_text(json.dumps({"readings": [rng.randrange(10) for _ in range(50_000)]}))
+    values = [rng.randrange(10) for _ in range(50_000)]
+    path.write_text(json.dumps({"readings": values}, separators=(",", ":")))
     return path
 
 
