@@ -19,7 +19,7 @@ from gradio_client import Client, handle_file
 from tests.security.conftest import dependency, queue_call, start_app
 
 KB = 1024
-SESSION_CHUNKS = 1500
+SESSION_CHUNKS = 500
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +35,11 @@ def app(tmp_path_factory):
     app.stop()
 
 
-def numbers_json(tmp_path, name: str, seed: int):
-    """About 98 KB: one key holding 50,000 one-digit numbers."""
+def numbers_json(tmp_path, name: str, seed: int, count: int = 50_000):
+    """One key holding ``count`` one-digit numbers (50,000: about 98 KB)."""
     rng = random.Random(seed)
     path = tmp_path / name
-    values = [rng.randrange(10) for _ in range(50_000)]
+    values = [rng.randrange(10) for _ in range(count)]
     path.write_text(json.dumps({"readings": values}, separators=(",", ":")))
     return path
 
@@ -84,8 +84,8 @@ def test_dense_json_is_cut_into_few_chunks(app, tmp_path):
 def test_a_session_has_a_chunk_allowance(app, tmp_path):
     client = Client(app.url, verbose=False)
     results = []
-    for i in range(6):  # each some hundreds of chunks: a few go past 1,500
-        doc = numbers_json(tmp_path, f"batch{i}.json", seed=100 + i)
+    for i in range(4):  # each about 250 chunks: the third goes past 500
+        doc = numbers_json(tmp_path, f"batch{i}.json", seed=100 + i, count=20_000)
         results += client.predict(files=[handle_file(str(doc))], api_name="/ingest")
         if results[-1]["status"] == "error":
             break
@@ -95,13 +95,13 @@ def test_a_session_has_a_chunk_allowance(app, tmp_path):
     assert refused["status"] == "error" and "--max-session-chunks" in refused["error"], results
     # Another session has its own allowance.
     fresh = Client(app.url, verbose=False)
-    doc = numbers_json(tmp_path, "fresh.json", seed=999)
+    doc = numbers_json(tmp_path, "fresh.json", seed=999, count=20_000)
     [out] = fresh.predict(files=[handle_file(str(doc))], api_name="/ingest")
     assert out["status"] == "added", out
 
 
 def test_a_large_ingest_does_not_hold_back_another_visitor(app, tmp_path):
-    big = prose(tmp_path, "almanac.txt", 600 * KB, "Almanac")
+    big = prose(tmp_path, "almanac.txt", 300 * KB, "Almanac")  # within the session's chunks
     small = prose(tmp_path, "note.txt", 2 * KB, "Note")
     done: list = []
     started = threading.Event()
