@@ -68,9 +68,7 @@ class DocumentStore(IngestMixin):
             self.reserve = DiskReserve(Path(path).with_name(Path(path).name + ".reserve"))
             try:
                 Path(path).mkdir(parents=True, exist_ok=True)
-                self.client = self._with_room(
-                    lambda: chromadb.PersistentClient(path=str(path), settings=settings)
-                )
+                self.client = self._with_room(lambda: _open_local(str(path), settings))
             except Exception as exc:
                 raise DocumentError(
                     f"Cannot open the document store at {path} ({exc}). Chat without "
@@ -295,6 +293,28 @@ class DocumentStore(IngestMixin):
             return True  # written by one add call: present means complete
         ids = col.get(where={"doc_hash": meta.get("doc_hash", "")}, include=[])["ids"]
         return len(ids) >= total
+
+
+def _open_local(path: str, settings):
+    """A Chroma client on ``path``; after a failure, Chroma's cached client of it is dropped.
+
+    Chroma keeps one client per folder for the whole process, and a failed
+    open leaves a broken one that every later try would get: a disk that
+    was full at start would then need a restart even once space is freed.
+    """
+    import chromadb
+
+    try:
+        return chromadb.PersistentClient(path=path, settings=settings)
+    except Exception:
+        try:
+            from chromadb.api.shared_system_client import SharedSystemClient
+
+            SharedSystemClient._identifier_to_system.pop(path, None)
+            SharedSystemClient._identifier_to_refcount.pop(path, None)
+        except Exception:  # another Chroma version: nothing cached there, or nothing we know
+            pass
+        raise
 
 
 def mmr_select(query: list[float], vectors: list, k: int, lam: float) -> list[int]:
