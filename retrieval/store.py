@@ -225,7 +225,8 @@ class DocumentStore(IngestMixin):
             raise DocumentError(
                 f"Not enough free disk space for the document store at {self.path}: "
                 f"{free / 2**20:,.0f} MB free, this needs about {need / 2**20:,.1f} MB and "
-                f"{self.min_free_bytes / 2**20:,.0f} MB is kept in reserve (--min-free-mb). "
+                f"{self.min_free_bytes / 2**20:,.0f} MB is kept in reserve (--min-free-mb), "
+                "besides the few MB the store holds to stay readable on a full disk. "
                 "Free some space or delete documents, then ingest again."
             )
 
