@@ -42,6 +42,7 @@ class _Session:
     user: str | None
     last_seen: float
     uploaded: int = 0
+    chunks: int = 0
     data: dict = field(default_factory=dict)
 
 
@@ -183,6 +184,19 @@ class Access:
                     "documents you no longer need, or start a new session."
                 )
             self._uploaded[owner] = uploaded + n_bytes
+
+    def add_chunks(self, caller: Caller, n_chunks: int, limit: int) -> None:
+        """Count ``n_chunks`` against the session's chunk allowance, or refuse them."""
+        with self._lock:
+            rec = self._sessions.setdefault(caller.session, _Session(caller.user, self.clock()))
+            if rec.chunks + n_chunks > limit:
+                left = max(0, limit - rec.chunks)
+                raise AccessError(
+                    f"this document makes {n_chunks:,} chunks; this session may add {limit:,} "
+                    f"in all (--max-session-chunks) and {left:,} are left. Send only the "
+                    "documents you need, or start a new session."
+                )
+            rec.chunks += n_chunks
 
     # -- session ends -------------------------------------------------------------
 

@@ -78,7 +78,8 @@ class DocumentAccess:
         """Ingest uploads into the caller's collection (or, for admins, the shared base).
 
         Every uploaded file is deleted afterwards. Files past the per-request
-        count or the session's byte allowance get an error summary each.
+        count, the session's byte allowance or its chunk allowance get an
+        error summary each.
         """
         try:
             if shared:
@@ -98,12 +99,18 @@ class DocumentAccess:
                     chunk,
                     progress=progress,
                     max_chunks=None if caller.admin else MAX_REQUEST_CHUNKS,
+                    budget=None if caller.admin else self._chunk_budget(caller),
                 )
             )
             return [refused[i] if i in refused else next(done) for i in range(len(files))]
         finally:
             for path, _ in files:
                 remove_upload(path)
+
+    def _chunk_budget(self, caller: Caller):
+        """Counts each document's chunks against the session's allowance (raises past it)."""
+        limit = self.limits.max_session_chunks
+        return lambda n: self.access.add_chunks(caller, n, limit)
 
     def _over_allowance(self, caller, files, shared) -> dict[int, FileSummary]:
         """Error summaries for the files past the session's upload allowance, by position."""

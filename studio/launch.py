@@ -17,7 +17,7 @@ from studio.auth import LoginThrottle
 from studio.config import AppConfig
 from studio.datadir import InstanceLock, load_secret
 from studio.limits import MB
-from studio.uploads import use_upload_dir
+from studio.uploads import start_upload_sweeper, track_temp_files, use_upload_dir
 from studio.web import Guard
 
 
@@ -69,6 +69,7 @@ def _build(config: AppConfig, backend, lock: InstanceLock) -> Studio:
     from ui.app import ChatUI
 
     fast_sessions.install()  # a REST call need not render the whole page's config first
+    track_temp_files()  # so the guard can delete what an aborted upload wrote
     limits = config.limits()
     logins = config.credentials()
     secret = load_secret(config.data_dir)
@@ -183,3 +184,5 @@ def serve(studio: Studio, quiet: bool = False) -> None:
             "(or stop the program using it)."
         ) from None
     studio.access.start_sweeper(studio.stop)
+    if studio.guard.upload_dir is not None:
+        start_upload_sweeper(studio.guard.upload_dir, limits.upload_ttl_minutes * 60, studio.stop)
