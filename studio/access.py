@@ -41,8 +41,6 @@ class Caller:
 class _Session:
     user: str | None
     last_seen: float
-    uploaded: int = 0
-    chunks: int = 0
     data: dict = field(default_factory=dict)
 
 
@@ -80,6 +78,7 @@ class Access:
         self._browsers: dict[str, _Browser] = {}  # browser key -> its tabs
         self._owner: dict[str, str] = {}  # session -> browser key
         self._uploaded: dict[str, int] = {}  # owner -> bytes uploaded
+        self._chunks: dict[str, int] = {}  # owner -> chunks embedded
         self._lock = threading.Lock()
 
     # -- callers ------------------------------------------------------------------
@@ -188,15 +187,16 @@ class Access:
     def add_chunks(self, caller: Caller, n_chunks: int, limit: int) -> None:
         """Count ``n_chunks`` against the session's chunk allowance, or refuse them."""
         with self._lock:
-            rec = self._sessions.setdefault(caller.session, _Session(caller.user, self.clock()))
-            if rec.chunks + n_chunks > limit:
-                left = max(0, limit - rec.chunks)
+            owner = self._owner.get(caller.session, caller.session)
+            done = self._chunks.get(owner, 0)  # per owner: a reload does not reset it
+            if done + n_chunks > limit:
+                left = max(0, limit - done)
                 raise AccessError(
                     f"this document makes {n_chunks:,} chunks; this session may add {limit:,} "
                     f"in all (--max-session-chunks) and {left:,} are left. Send only the "
                     "documents you need, or start a new session."
                 )
-            rec.chunks += n_chunks
+            self._chunks[owner] = done + n_chunks
 
     # -- session ends -------------------------------------------------------------
 
@@ -265,6 +265,7 @@ class Access:
     def _end_owner(self, owner: str) -> None:
         with self._lock:
             self._uploaded.pop(owner, None)
+            self._chunks.pop(owner, None)
         for callback in self._on_owner_end:
             try:
                 callback(owner)
