@@ -118,8 +118,7 @@ def support_figures(embedder, rows: list[dict]) -> dict:
     """Precision and recall of "supported" over labelled ``rows``, and the misses by kind."""
     from retrieval.attribution import judge_pairs
 
-    pairs = [(r["sentence"], r["evidence"], r["passage"], r["where"]) for r in rows]
-    verdicts = judge_pairs(embedder, pairs)
+    verdicts = judge_pairs(embedder, rows)
     said = [v["status"] == "supported" for v in verdicts]
     truth = [r["label"] == "supported" for r in rows]
     hits = sum(s and t for s, t in zip(said, truth))

@@ -84,6 +84,7 @@ def main() -> None:
                     row.update(where=where[row["passage"]], split=q["split"], format=fmt,
                                reply=result.reply)  # fmt: skip
                     out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                out.flush()
                 print(fmt, q["question"], "->", repr(result.reply), flush=True)
 
 

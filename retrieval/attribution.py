@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 
-from retrieval.support import Check, check, context_of
+from retrieval.support import Check, check, context_of, topic_words
 
 # Cosine at or above this (and the lexical checks) attributes a sentence. On MiniLM, a
 # sentence copied or lightly reworded from a passage scores 0.8-1.0, a loose paraphrase
@@ -101,10 +101,11 @@ class _Evidence:
     """The passages split into sentences, with what the support checks need."""
 
     def __init__(self, passages: list[str], labels: list[str] | None = None):
-        self.texts, self.source, self.spans, self.context = [], [], [], []
+        self.texts, self.source, self.spans, self.context, self.topic = [], [], [], [], []
         for n, passage in enumerate(passages, 1):
             spans = sentence_spans(passage)
             label = labels[n - 1] if labels else ""
+            self.topic.append(topic_words([passage[a:b] for a, b in spans]))
             for i, (a, b) in enumerate(spans):
                 self.texts.append(passage[a:b])
                 self.source.append(n)
@@ -127,7 +128,7 @@ def verdict(similarity: float, found: Check) -> tuple[str, float]:
     return "not found", support
 
 
-def judge(sentence: str, evidence: _Evidence, sims) -> dict:
+def judge(sentence: str, evidence: _Evidence, sims, question: str = "") -> dict:
     """The best verdict for one sentence over the evidence sentences (``sims``: cosines).
 
     The closest ``CANDIDATES`` evidence sentences are checked in turn: the first
@@ -136,7 +137,8 @@ def judge(sentence: str, evidence: _Evidence, sims) -> dict:
     order = sorted(range(len(sims)), key=lambda j: -float(sims[j]))[:CANDIDATES]
     best = None
     for j in order:
-        found = check(sentence, evidence.texts[j], evidence.context[j])
+        topic = evidence.topic[evidence.source[j] - 1]
+        found = check(sentence, evidence.texts[j], evidence.context[j], topic, question)
         status, support = verdict(float(sims[j]), found)
         if status == "supported":
             return {"status": status, "support": support, "j": j, "reason": ""}
@@ -170,7 +172,7 @@ def ground(
     attribution = []
     sims = r @ e.T if len(sentences) else None
     for i, (text, cited) in enumerate(sentences):
-        found = judge(text, evidence, sims[i])
+        found = judge(text, evidence, sims[i], question)
         j = found["j"]
         source = evidence.source[j] if found["status"] == "supported" else None
         attribution.append(_entry(
@@ -237,24 +239,26 @@ def extractive(embedder, question: str, passages: list[str]) -> dict | None:
     return ground(embedder, question, "", passages)["extractive"]
 
 
-def judge_pairs(embedder, pairs: list[tuple[str, str, str, str]]) -> list[dict]:
-    """``{status, support, reason}`` for ``(sentence, evidence, passage, label)`` pairs.
+def judge_pairs(embedder, rows: list[dict]) -> list[dict]:
+    """``{status, support, reason}`` for rows ``{question, sentence, evidence, passage, where}``.
 
-    The verdict ``ground`` gives a sentence whose evidence is that passage sentence:
-    how the labelled pairs of tests/data/support_labels.jsonl are scored.
+    The verdict ``ground`` gives ``sentence`` when its evidence is that sentence
+    of ``passage`` (``where``: the passage's label): how the labelled pairs of
+    tests/data/support_labels.jsonl are scored.
     """
-    texts = list(dict.fromkeys(t for s, e, *_ in pairs for t in (s, e)))
+    texts = list(dict.fromkeys(t for r in rows for t in (r["sentence"], r["evidence"])))
     if not texts:
         return []
     vectors = embedder.encode(texts)  # float32: the same figures on every CPU
     at = {t: i for i, t in enumerate(texts)}
     out = []
-    for sentence, evidence, passage, label in pairs:
-        similarity = float(vectors[at[sentence]] @ vectors[at[evidence]])
-        spans = sentence_spans(passage)
-        i = next((k for k, (a, b) in enumerate(spans) if passage[a:b] == evidence), None)
-        context = context_of(passage, spans, i, label) if i is not None else label
-        found = check(sentence, evidence, context)
+    for r in rows:
+        similarity = float(vectors[at[r["sentence"]]] @ vectors[at[r["evidence"]]])
+        passage, spans = r["passage"], sentence_spans(r["passage"])
+        i = next((k for k, (a, b) in enumerate(spans) if passage[a:b] == r["evidence"]), None)
+        context = context_of(passage, spans, i, r["where"]) if i is not None else (r["where"], "")
+        topic = topic_words([passage[a:b] for a, b in spans])
+        found = check(r["sentence"], r["evidence"], context, topic, r["question"])
         status, support = verdict(similarity, found)
         reason = found.reason if status == "partly" else ""
         out.append({"status": status, "support": round(support, 4), "reason": reason})

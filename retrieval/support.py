@@ -55,7 +55,7 @@ CONTRASTS = [
     set("monday tuesday wednesday thursday friday saturday sunday".split()),
     {"spring", "summer", "autumn", "fall", "winter"},
     {"north", "south", "east", "west", "northern", "southern", "eastern", "western"},
-    {"first", "second", "third", "fourth", "fifth", "last", "final"},
+    {"first", "second", "third", "fourth", "fifth", "last"},
     {"left", "right"},
     {"morning", "afternoon", "evening", "night", "midnight", "noon", "dawn", "dusk"},
 ]
@@ -76,11 +76,17 @@ IRREGULAR = {
     "cm": "centimetre", "kg": "kilogram", "g": "gram", "hz": "hertz", "mins": "minute",
     "min": "minute", "hrs": "hour", "hr": "hour", "kilometers": "kilometre",
     "centimeters": "centimetre", "color": "colour", "colors": "colour", "gray": "grey",
+    "final": "last",
 }  # fmt: skip
 _TOKEN_RE = re.compile(r"\d+(?:\.\d+)?|[^\W\d_]+(?:['’][^\W\d_]+)?")
 _PRONOUN_START = {"it", "its", "they", "their", "them", "he", "his", "she", "her", "this",
                   "these", "those", "there", "the"}  # fmt: skip
 _AGENT = {"by"}
+# Where a sentence joins a second claim to its first: each part must be stated.
+_CLAUSE_RE = re.compile(
+    r";|,\s*(?:which|but|so|and|while|because|although|though|where|when)\b"
+    r"|\s(?:because|but|although|which means|so that)\s"
+)
 
 
 def stem(word: str) -> str:
@@ -96,12 +102,6 @@ def stem(word: str) -> str:
     return IRREGULAR.get(word, word)[:6]
 
 
-# Words after a number that say what it counts; two different ones are two different facts.
-UNITS = {
-    stem(w) for w in "metre kilometre centimetre millimetre mile foot feet inch minute hour "
-    "second day week month year decade century gram kilogram tonne litre hertz credit point "
-    "percent degree euro dollar pound".split()
-}  # fmt: skip
 
 
 @dataclass
@@ -137,7 +137,10 @@ class Tokens:
         return {w for w in self.words if w[0].isdigit()}
 
     def around(self, number: str) -> tuple[set[str], str | None]:
-        """Content stems within ``NUMBER_WINDOW`` of each ``number``, and the word right after."""
+        """Content stems within ``NUMBER_WINDOW`` of each ``number``, and the word right after.
+
+        The word right after ("minutes", "vowels") says what the number counts.
+        """
         near, unit = set(), None
         for i, w in enumerate(self.words):
             if w != number:
@@ -146,8 +149,14 @@ class Tokens:
             right = [j for j in range(i + 1, len(self.words)) if self._content_at(j)]
             near |= {self.stems[j] for j in left + right[:NUMBER_WINDOW]}
             if i + 1 < len(self.words) and self._content_at(i + 1):
-                unit = unit or self.stems[i + 1]
+                unit = unit or self.words[i + 1]
         return near, unit
+
+    def after(self, number: str) -> set[str]:
+        """Content stems in the ``NUMBER_WINDOW`` words after ``number``."""
+        i = self.words.index(number)
+        return {self.stems[j] for j in range(i + 1, min(len(self.words), i + 1 + NUMBER_WINDOW))
+                if self._content_at(j)}  # fmt: skip
 
     def _content_at(self, j: int) -> bool:
         w = self.words[j]
@@ -162,14 +171,18 @@ class Check:
     reason: str = ""
     hard: bool = False  # a number of the claim is missing from the evidence altogether
     coverage: float = 1.0
+    missing: str = ""  # the claim's content words the evidence does not have
 
 
-def context_of(passage: str, spans: list[tuple[int, int]], i: int, label: str = "") -> str:
-    """What evidence sentence ``i`` of ``passage`` may refer back to.
+def context_of(
+    passage: str, spans: list[tuple[int, int]], i: int, label: str = ""
+) -> tuple[str, str]:
+    """What evidence sentence ``i`` of ``passage`` may refer back to: ``(heading, previous)``.
 
-    The passage's ``label`` (its file and section path, as the prompt shows it),
-    the heading above the sentence (a line without a full stop, or a ``#``
-    line) and, when it opens with a pronoun or "The", the sentence before it.
+    ``heading``: the passage's ``label`` (its file and section path, as the prompt
+    shows it), the heading above the sentence (a line without a full stop, or a
+    ``#`` line) and the passage's title line; ``previous``: when the sentence
+    opens with a pronoun or "The", the sentence before it.
     """
     a, _ = spans[i]
     before = passage[:a]
@@ -185,17 +198,44 @@ def context_of(passage: str, spans: list[tuple[int, int]], i: int, label: str = 
         previous = passage[spans[i - 1][0] : spans[i - 1][1]]
     title = passage[spans[0][0] : spans[0][1]] if spans else ""
     title = title if len(title.split()) <= 6 else ""
-    return " ".join([re.sub(r"[_.>,]", " ", label), heading, previous, title])
+    return " ".join([re.sub(r"[_.>,]", " ", label), heading, title]), previous
 
 
-def check(claim: str, evidence: str, context: str = "") -> Check:
-    """Whether ``evidence`` (with the ``context`` it refers back to) states ``claim``."""
-    s, e, c = Tokens.of(claim), Tokens.of(evidence), Tokens.of(context)
+def check(
+    claim: str, evidence: str, context: tuple[str, str] = ("", ""),
+    topic: frozenset = frozenset(), question: str = "",
+) -> Check:  # fmt: skip
+    """Whether ``evidence`` (with the ``context`` it refers back to) states ``claim``.
+
+    ``topic``: stems common across the evidence's passage (see ``topic_words``),
+    which say what the passage is about, not what a number there is attached to.
+    A claim of fewer than two content words ("The answer is 7.") is about what
+    ``question`` asks, so the question's words join it.
+    """
+    s, e = Tokens.of(claim), Tokens.of(evidence)
+    heading, previous = Tokens.of(context[0]), Tokens.of(context[1])
+    c = Tokens(heading.words + previous.words, heading.stems + previous.stems)
+    if question and len(s.content() - s.names) < 2:
+        claim = f"{question.rstrip(' ?')}: {claim}"
+        s = Tokens.of(claim)
     for test in (_numbers, _names, _contrasts, _negation):
-        found = test(s, e, c)
+        found = test(s, e, c, topic)
         if found is not None:
             return found
-    return _coverage(s, e, c)
+    clauses = [Tokens.of(part) for part in _CLAUSE_RE.split(claim)]
+    worst = min((_coverage(t, e, c) for t in clauses if len(t.content() - t.names) >= 2),
+                key=lambda found: found.coverage, default=None)  # fmt: skip
+    return worst if worst is not None else _coverage(s, e, c)
+
+
+def topic_words(sentences: list[str]) -> frozenset:
+    """Stems in more than a third of ``sentences`` (at least 3): what a passage is about."""
+    counts: dict[str, int] = {}
+    for sentence in sentences:
+        for st in Tokens.of(sentence).content():
+            counts[st] = counts.get(st, 0) + 1
+    floor = max(3, len(sentences) / 3)
+    return frozenset(st for st, n in counts.items() if n >= floor)
 
 
 def _phrase(tokens: Tokens, number: str) -> str:
@@ -204,7 +244,7 @@ def _phrase(tokens: Tokens, number: str) -> str:
     return " ".join(tokens.words[max(0, i - 4) : i + 3])
 
 
-def _numbers(s: Tokens, e: Tokens, c: Tokens) -> Check | None:
+def _numbers(s: Tokens, e: Tokens, c: Tokens, topic: frozenset) -> Check | None:
     theirs = e.numbers()
     for number in sorted(s.numbers()):
         if number not in theirs:
@@ -212,21 +252,22 @@ def _numbers(s: Tokens, e: Tokens, c: Tokens) -> Check | None:
             return Check(False, f"the passage gives {said}, not {number}", hard=True)
         mine, unit = s.around(number)
         near, their_unit = e.around(number)
-        if unit in UNITS and their_unit in UNITS and unit != their_unit:
-            return Check(False, f"the passage gives {number} {their_unit}…, not {number} {unit}…")
-        if mine and not mine & near:
+        after = {e_st for e_st in s.after(number)}
+        if unit and their_unit and stem(unit) != stem(their_unit) and stem(their_unit) not in after:
+            return Check(False, f"the passage gives {number} {their_unit}, not {number} {unit}")
+        if mine - topic and not (mine & near) - topic:
             return Check(False, f"the passage gives {number} for “{_phrase(e, number)}”")
     return None
 
 
-def _names(s: Tokens, e: Tokens, c: Tokens) -> Check | None:
+def _names(s: Tokens, e: Tokens, c: Tokens, topic: frozenset) -> Check | None:
     missing = s.names - set(e.words) - set(e.stems)
     if not missing:
         return None
     others = e.names - s.names - set(s.words)
     for name in sorted(missing):
         if name not in c.words or others or _after_agent(s, name):
-            named = ", ".join(sorted(n.title() for n in others))
+            named = " ".join(w.title() for w in dict.fromkeys(e.words) if w in others)
             instead = f"names {named}" if named else f"does not name {name.title()} here"
             return Check(False, f"the passage {instead}, not {name.title()}" if named else
                          f"the passage {instead}")  # fmt: skip
@@ -238,7 +279,7 @@ def _after_agent(s: Tokens, name: str) -> bool:
     return i > 0 and s.words[i - 1] in _AGENT
 
 
-def _contrasts(s: Tokens, e: Tokens, c: Tokens) -> Check | None:
+def _contrasts(s: Tokens, e: Tokens, c: Tokens, topic: frozenset) -> Check | None:
     theirs = set(e.words)
     for word in s.words:
         kind = _CONTRAST_OF.get(word)
@@ -250,7 +291,7 @@ def _contrasts(s: Tokens, e: Tokens, c: Tokens) -> Check | None:
     return None
 
 
-def _negation(s: Tokens, e: Tokens, c: Tokens) -> Check | None:
+def _negation(s: Tokens, e: Tokens, c: Tokens, topic: frozenset) -> Check | None:
     mine = bool(NEGATIONS & set(s.words)) or any(w.endswith("n't") for w in s.words)
     theirs = bool(NEGATIONS & set(e.words)) or any(w.endswith("n't") for w in e.words)
     if mine != theirs:
@@ -264,10 +305,10 @@ def _coverage(s: Tokens, e: Tokens, c: Tokens) -> Check:
         return Check(True)
     found = words & (set(e.stems) | set(c.stems))
     coverage = len(found) / len(words)
-    if coverage >= MIN_COVERAGE:
-        return Check(True, coverage=coverage)
     missing = ", ".join(f"“{w}”" for w in _missing_words(s, words - found)[:3])
-    return Check(False, f"the passage does not say {missing}", coverage=coverage)
+    if coverage >= MIN_COVERAGE:
+        return Check(True, coverage=coverage, missing=missing)
+    return Check(False, f"the passage does not say {missing}", coverage=coverage, missing=missing)
 
 
 def _missing_words(s: Tokens, stems: set[str]) -> list[str]:
