@@ -121,9 +121,9 @@ def support_figures(embedder, rows: list[dict]) -> dict:
     verdicts = judge_pairs(embedder, rows)
     said = [v["status"] == "supported" for v in verdicts]
     truth = [r["label"] == "supported" for r in rows]
-    hits = sum(s and t for s, t in zip(said, truth))
+    hits = sum(s and t for s, t in zip(said, truth, strict=True))
     wrong: dict[str, int] = {}
-    for r, s, t in zip(rows, said, truth):
+    for r, s, t in zip(rows, said, truth, strict=True):
         if s and not t:
             wrong[r["kind"]] = wrong.get(r["kind"], 0) + 1
     return {
@@ -183,7 +183,7 @@ def main() -> None:
     parser.add_argument("--repetition-penalty", type=float, default=1.1)
     parser.add_argument("--show", action="store_true", help="print every answer")
     parser.add_argument("--support", action="store_true",
-                        help="only score 'supported' on tests/data/support_labels.jsonl")  # fmt: skip
+                        help="only score 'supported' on the labelled pairs")  # fmt: skip
     args = parser.parse_args()
     if args.support:
         from retrieval.embedder import Embedder

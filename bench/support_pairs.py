@@ -79,7 +79,9 @@ def main() -> None:
                     retrieval={"top_k": 4, "prompt_format": fmt},
                 )  # fmt: skip
                 passages = [s["text"] for s in result.sources]
-                where = {s["text"]: f"{s['source']}, {s.get('section') or ''}" for s in result.sources}
+                where = {
+                    s["text"]: f"{s['source']}, {s.get('section') or ''}" for s in result.sources
+                }
                 for row in pairs_for(embedder, q["question"], result.reply, passages, args.top):
                     row.update(where=where[row["passage"]], split=q["split"], format=fmt,
                                reply=result.reply)  # fmt: skip

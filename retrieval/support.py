@@ -48,10 +48,14 @@ STOPWORDS = set(
 NEGATIONS = {"not", "never", "no", "cannot", "none", "nobody", "nothing", "nowhere", "neither"}
 # Words whose kind has several members, only one of which can be true of a thing.
 CONTRASTS = [
-    set("red orange yellow green blue violet purple pink brown black white grey gray "
-        "silver golden gold amber tawny crimson scarlet indigo".split()),  # fmt: skip
-    set("january february march april may june july august september october november "
-        "december".split()),  # fmt: skip
+    set(
+        "red orange yellow green blue violet purple pink brown black white grey gray "
+        "silver golden gold amber tawny crimson scarlet indigo".split()
+    ),  # fmt: skip
+    set(
+        "january february march april may june july august september october november "
+        "december".split()
+    ),  # fmt: skip
     set("monday tuesday wednesday thursday friday saturday sunday".split()),
     {"spring", "summer", "autumn", "fall", "winter"},
     {"north", "south", "east", "west", "northern", "southern", "eastern", "western"},
@@ -102,8 +106,6 @@ def stem(word: str) -> str:
     return IRREGULAR.get(word, word)[:6]
 
 
-
-
 @dataclass
 class Tokens:
     """A sentence as words: ``lower`` words in order, their stems, numbers and names."""
@@ -129,7 +131,7 @@ class Tokens:
     def content(self) -> set[str]:
         """Stems of the content words (not numbers, not stop words)."""
         return {
-            s for w, s in zip(self.words, self.stems)
+            s for w, s in zip(self.words, self.stems, strict=True)
             if not w[0].isdigit() and w not in STOPWORDS and len(w) > 1
         }  # fmt: skip
 
@@ -313,4 +315,4 @@ def _coverage(s: Tokens, e: Tokens, c: Tokens) -> Check:
 
 def _missing_words(s: Tokens, stems: set[str]) -> list[str]:
     """The claim's own words for ``stems``, in order."""
-    return list(dict.fromkeys(w for w, st in zip(s.words, s.stems) if st in stems))
+    return list(dict.fromkeys(w for w, st in zip(s.words, s.stems, strict=True) if st in stems))

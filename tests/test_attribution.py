@@ -166,7 +166,9 @@ def test_attribution_is_fast(embedder):
         found = ground(embedder, "What is on the island?", reply, PASSAGES)
         times.append(time.perf_counter() - start)
     assert len(found["attribution"]) == 10
-    assert [a["source"] for a in found["attribution"]][:9] == [1, 1, 2, 2, 3, 3, 4, 4, 4]
+    assert [a["source"] for a in found["attribution"]][:9] == [1, 1, 2, 2, 3, 3, None, 4, 4]
+    # "dates from" is not "was built in": the relation word is missing, so only partly
+    assert found["attribution"][6]["status"] == "partly"
     # The fastest of 5: what the code costs, not what a busy machine lends it
     # (bench/eval_rag.py prints the median over real answers).
     assert min(times) < 0.1, times

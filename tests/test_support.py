@@ -1,4 +1,4 @@
-""""Supported" must mean the passage states the claim: the lexical checks, the three reported
+""" "Supported" must mean the passage states the claim: the lexical checks, the three reported
 cases (a shared year, a swapped colour, a name that is only the passage's topic), the
 "partly supported" reason on the page, and the labelled pairs of tests/data/support_labels.jsonl."""
 
@@ -48,7 +48,9 @@ def test_a_shared_number_about_another_thing_is_not_support():
     found = check("The rowing society was founded in 1873.", FESTIVAL.split(". ")[1])
     assert not found.ok and "1873" in found.reason and "festival began" in found.reason
     assert check("The lantern festival began in 1873.", FESTIVAL.split(". ")[1]).ok
-    found = check("Orrinese has fourteen vowels.", "Orrinese has five vowels and fourteen consonants.")
+    found = check(
+        "Orrinese has fourteen vowels.", "Orrinese has five vowels and fourteen consonants."
+    )
     assert not found.ok and found.reason == "the passage gives 14 consonants, not 14 vowels"
 
 
@@ -108,7 +110,8 @@ def test_partly_supported_shows_its_reason_on_the_page():
     entry = {"sentence": "The <b>society</b> was founded in 1873.", "source": None,
              "support": 0.4, "evidence": "Its lantern festival began in 1873.", "cited": [],
              "status": "partly", "evidence_source": 1,
-             "reason": "the passage gives 1873 for “its lantern festival began in 1873”"}  # fmt: skip
+             "reason": "the passage gives 1873 for “its lantern festival began in 1873”",
+             }  # fmt: skip
     md = attributed_markdown("", [entry])
     assert md == (
         "The &lt;b&gt;society&lt;/b&gt; was founded in 1873. *(partly supported [1]: the "
@@ -146,10 +149,10 @@ def test_precision_and_recall_of_supported_on_the_labelled_set(embedder):
     verdicts = judge_pairs(embedder, rows)
     said = [v["status"] == "supported" for v in verdicts]
     truth = [r["label"] == "supported" for r in rows]
-    hits = sum(s and t for s, t in zip(said, truth))
+    hits = sum(s and t for s, t in zip(said, truth, strict=True))
     precision, recall = hits / max(1, sum(said)), hits / sum(truth)
     assert precision >= FLOOR["precision"] and recall >= FLOOR["recall"], (precision, recall)
     # every reported kind of error is caught most of the time
     for kind in ("wrong-number", "wrong-entity", "wrong-relation"):
-        wrong = [s for s, r in zip(said, rows) if r["kind"] == kind]
+        wrong = [s for s, r in zip(said, rows, strict=True) if r["kind"] == kind]
         assert sum(wrong) <= len(wrong) / 3, kind
