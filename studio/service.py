@@ -188,7 +188,8 @@ class ChatService:
 
         started = time.perf_counter()
         passages = [s["text"] for s in result.sources]
-        found = ground(self.documents.embedder, question, result.reply, passages)
+        labels = [f"{s['source']}, {s.get('section') or ''}" for s in result.sources]
+        found = ground(self.documents.embedder, question, result.reply, passages, labels)
         result.attribution, result.extractive = found["attribution"], found["extractive"]
         result.stats["attribution_s"] = round(time.perf_counter() - started, 4)
 
