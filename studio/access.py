@@ -66,6 +66,7 @@ class Access:
         self.connected: Callable[[str], bool] = lambda session: False
         self._sessions: dict[str, _Session] = {}
         self._on_end: list[Callable[[str], None]] = []
+        self._on_gone: list[Callable[[str], None]] = []
         self._lock = threading.Lock()
 
     # -- callers ------------------------------------------------------------------
@@ -140,6 +141,14 @@ class Access:
         """Call ``callback(session)`` whenever a session ends."""
         self._on_end.append(callback)
 
+    def on_gone(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(session)`` after ``on_end``'s when no tab can come back to it.
+
+        That is a finished REST call (``close``) or an idle session
+        (``sweep``); a closed tab (``end``) may still reconnect to its page.
+        """
+        self._on_gone.append(callback)
+
     def end(self, request) -> bool:
         """End the request's session, if the request comes from the session's own login.
 
@@ -156,6 +165,18 @@ class Access:
         self._run_end(session)
         return True
 
+    def close(self, session: str) -> bool:
+        """End ``session`` now: the server knows it is over (a finished REST call).
+
+        Returns whether it was a known session; the ``on_gone`` clean-ups run either way.
+        """
+        with self._lock:
+            known = self._sessions.pop(session, None) is not None
+        if known:
+            self._run_end(session)
+        self._run(self._on_gone, session)
+        return known
+
     def sweep(self) -> list[str]:
         """End every session idle longer than the time-to-live with no open tab."""
         now = self.clock()
@@ -169,6 +190,7 @@ class Access:
                 del self._sessions[s]
         for s in stale:
             self._run_end(s)
+            self._run(self._on_gone, s)
         return stale
 
     def live(self) -> list[str]:
@@ -177,7 +199,11 @@ class Access:
             return list(self._sessions)
 
     def _run_end(self, session: str) -> None:
-        for callback in self._on_end:
+        self._run(self._on_end, session)
+
+    @staticmethod
+    def _run(callbacks: list[Callable[[str], None]], session: str) -> None:
+        for callback in callbacks:
             try:
                 callback(session)
             except Exception as exc:  # one failed clean-up must not skip the others
