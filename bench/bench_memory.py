@@ -38,11 +38,11 @@ def main() -> None:
         app = start_app(Path(data))
         try:
             process = psutil.Process(app.proc.pid)
-            rest_chat(app.url, "Warm up.", args.max_new_tokens)
+            rest_chat(app.url, "Warm up.", args.max_new_tokens, HISTORY)
             rows = [(0, process.memory_info().rss / 2**20)]
             t0 = time.perf_counter()
             for i in range(1, args.calls + 1):
-                rest_chat(app.url, f"Question {i}: name a colour.", args.max_new_tokens)
+                rest_chat(app.url, f"Question {i}: name a colour.", args.max_new_tokens, HISTORY)
                 if i % args.every == 0:
                     rows.append((i, process.memory_info().rss / 2**20))
             elapsed = time.perf_counter() - t0
@@ -59,7 +59,8 @@ def main() -> None:
     half = [r for r in rows if r[0] >= args.calls // 2]
     if len(half) >= 2:
         (c0, m0), (c1, m1) = half[0], half[-1]
-        print(f"growth over calls {c0}..{c1}: {m1 - m0:+.1f} MB ({(m1 - m0) / (c1 - c0):+.4f} MB/call)")
+        per_call = (m1 - m0) / (c1 - c0)
+        print(f"growth over calls {c0}..{c1}: {m1 - m0:+.1f} MB ({per_call:+.4f} MB/call)")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import start_studio
 
-CALLS = 30
+CALLS = 12
 HISTORY = [
     {"role": "user" if i % 2 == 0 else "assistant", "content": f"Turn {i}: " + "words " * 65}
     for i in range(10)
@@ -30,11 +30,11 @@ def studio(gguf_backend, tmp_path_factory):
     studio.close()
 
 
-def rest_chat(url: str, message: str, max_new_tokens: int = 4) -> dict:
-    """One REST ``/chat`` call, read to its end, as a script does it."""
+def rest_chat(url: str, message: str, max_new_tokens: int = 2, history=HISTORY[:2]) -> dict:
+    """One REST ``/chat`` call, read to its end, as a script does it (the bench's too)."""
     values = {
         "message": message,
-        "history": HISTORY,
+        "history": history,
         "settings": {"strategy": "greedy", "max_new_tokens": max_new_tokens},
         "top_logprobs": 5,
     }
