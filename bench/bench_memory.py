@@ -34,28 +34,30 @@ def main() -> None:
     from tests.security.conftest import start_app
     from tests.security.test_memory import HISTORY, rest_chat
 
+    history_chars = sum(len(m["content"]) for m in HISTORY)
+    print(
+        f"REST /chat calls ({history_chars}-character history, "
+        f"{args.max_new_tokens} tokens, top_logprobs 5)",
+    )
+    print("| calls | RSS (MB) | s/call |\n|---|---|---|", flush=True)
+    rows = []
     with tempfile.TemporaryDirectory() as data:
         app = start_app(Path(data))
         try:
             process = psutil.Process(app.proc.pid)
             rest_chat(app.url, "Warm up.", args.max_new_tokens, HISTORY)
-            rows = [(0, process.memory_info().rss / 2**20)]
             t0 = time.perf_counter()
-            for i in range(1, args.calls + 1):
-                rest_chat(app.url, f"Question {i}: name a colour.", args.max_new_tokens, HISTORY)
+            for i in range(args.calls + 1):
+                if i:
+                    rest_chat(
+                        app.url, f"Question {i}: name a colour.", args.max_new_tokens, HISTORY
+                    )
                 if i % args.every == 0:
                     rows.append((i, process.memory_info().rss / 2**20))
-            elapsed = time.perf_counter() - t0
+                    pace = (time.perf_counter() - t0) / max(i, 1)
+                    print(f"| {i} | {rows[-1][1]:.1f} | {pace:.2f} |", flush=True)
         finally:
             app.stop()
-    history_chars = sum(len(m["content"]) for m in HISTORY)
-    print(
-        f"{args.calls} REST /chat calls ({history_chars}-character history, "
-        f"{args.max_new_tokens} tokens, top_logprobs 5) in {elapsed:.0f} s"
-    )
-    print("| calls | RSS (MB) |\n|---|---|")
-    for calls, rss in rows:
-        print(f"| {calls} | {rss:.1f} |")
     half = [r for r in rows if r[0] >= args.calls // 2]
     if len(half) >= 2:
         (c0, m0), (c1, m1) = half[0], half[-1]

@@ -7,9 +7,12 @@ visitor, and it used to be the first half of ``data/.secret``.
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from studio.datadir import load_browser_key, load_secret
+from tests.conftest import free_port
 from tests.security.conftest import start_app
+from tests.test_browser import send, set_slider, wait_until_done
 
 
 def config_text(app) -> str:
@@ -67,3 +70,45 @@ def test_a_new_folder_gets_a_key_unrelated_to_its_secret(tmp_path):
     secret = load_secret(tmp_path).decode()
     assert len(key) == 32 and key not in secret
     assert load_browser_key(tmp_path) == key
+
+
+@pytest.mark.browser
+def test_saved_chats_and_your_name_open_after_a_restart(browser, tmp_path):
+    """In Chromium: what the browser keeps is read back by the restarted app (same origin)."""
+    data, port = tmp_path / "data", free_port()
+    app = start_app(data, port=port)
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(app.url)
+        page.wait_for_selector("#message textarea")
+        name = page.locator("#user-name textarea, #user-name input").first
+        for _ in range(3):  # the page's load events restore the stored name: type after them
+            name.fill("Ada")
+            name.press("Enter")
+            page.wait_for_timeout(1000)
+            if name.input_value() == "Ada":
+                break
+        set_slider(page, "max_new_tokens", 4)
+        send(page, "restart-chat-okapi")
+        wait_until_done(page, timeout=60000)
+        page.wait_for_function(
+            "document.querySelector('#saved-chats').innerText.includes('restart-chat-okapi')"
+        )
+        page.wait_for_timeout(1000)  # the browser has stored it
+        app.stop()
+
+        app = start_app(data, port=port)
+        page.reload()
+        page.wait_for_selector("#message textarea")
+        page.wait_for_function(
+            "document.querySelector('#saved-chats').innerText.includes('restart-chat-okapi')",
+            timeout=30000,
+        )
+        page.wait_for_function(
+            "document.querySelector('#user-name textarea, #user-name input').value === 'Ada'",
+            timeout=30000,
+        )
+    finally:
+        context.close()
+        app.stop()
