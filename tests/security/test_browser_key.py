@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from studio.datadir import load_browser_key, load_secret
-from tests.conftest import free_port
-from tests.security.conftest import start_app
+from tests.conftest import free_port, spawn_main
+from tests.security.conftest import RunningApp, _wait_for_page, start_app
 from tests.test_browser import send, set_slider, wait_until_done
 
 
@@ -72,11 +72,20 @@ def test_a_new_folder_gets_a_key_unrelated_to_its_secret(tmp_path):
     assert load_browser_key(tmp_path) == key
 
 
+def start_on(data, port: int) -> RunningApp:
+    """``start_app`` on a given port, patient with a busy machine (a start can take minutes)."""
+    proc = spawn_main("--port", str(port), "--data-dir", str(data))
+    app = RunningApp(proc, f"http://127.0.0.1:{port}/", port, data)
+    app.read()
+    _wait_for_page(app, timeout=600)
+    return app
+
+
 @pytest.mark.browser
 def test_saved_chats_and_your_name_open_after_a_restart(browser, tmp_path):
     """In Chromium: what the browser keeps is read back by the restarted app (same origin)."""
     data, port = tmp_path / "data", free_port()
-    app = start_app(data, port=port)
+    app = start_on(data, port)
     context = browser.new_context()
     try:
         page = context.new_page()
@@ -98,7 +107,7 @@ def test_saved_chats_and_your_name_open_after_a_restart(browser, tmp_path):
         page.wait_for_timeout(1000)  # the browser has stored it
         app.stop()
 
-        app = start_app(data, port=port)
+        app = start_on(data, port)  # the same origin: the same localStorage
         page.reload()
         page.wait_for_selector("#message textarea")
         page.wait_for_function(
