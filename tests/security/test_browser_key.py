@@ -90,7 +90,7 @@ def test_saved_chats_and_your_name_open_after_a_restart(browser, tmp_path):
     try:
         page = context.new_page()
         page.goto(app.url)
-        page.wait_for_selector("#message textarea")
+        page.wait_for_selector("#message textarea", timeout=120000)
         name = page.locator("#user-name textarea, #user-name input").first
         for _ in range(3):  # the page's load events restore the stored name: type after them
             name.fill("Ada")
@@ -100,23 +100,24 @@ def test_saved_chats_and_your_name_open_after_a_restart(browser, tmp_path):
                 break
         set_slider(page, "max_new_tokens", 4)
         send(page, "restart-chat-okapi")
-        wait_until_done(page, timeout=60000)
+        wait_until_done(page, timeout=180000)
         page.wait_for_function(
-            "document.querySelector('#saved-chats').innerText.includes('restart-chat-okapi')"
+            "document.querySelector('#saved-chats').innerText.includes('restart-chat-okapi')",
+            timeout=120000,
         )
         page.wait_for_timeout(1000)  # the browser has stored it
         app.stop()
 
         app = start_on(data, port)  # the same origin: the same localStorage
         page.reload()
-        page.wait_for_selector("#message textarea")
+        page.wait_for_selector("#message textarea", timeout=120000)
         page.wait_for_function(
             "document.querySelector('#saved-chats').innerText.includes('restart-chat-okapi')",
-            timeout=30000,
+            timeout=120000,
         )
         page.wait_for_function(
             "document.querySelector('#user-name textarea, #user-name input').value === 'Ada'",
-            timeout=30000,
+            timeout=120000,
         )
     finally:
         context.close()
