@@ -79,6 +79,7 @@ class Access:
         self._owner: dict[str, str] = {}  # session -> browser key
         self._uploaded: dict[str, int] = {}  # owner -> bytes uploaded
         self._chunks: dict[str, int] = {}  # owner -> chunks embedded
+        self._on_gone: list[Callable[[str], None]] = []
         self._lock = threading.Lock()
 
     # -- callers ------------------------------------------------------------------
@@ -204,6 +205,14 @@ class Access:
         """Call ``callback(session)`` whenever a session ends."""
         self._on_end.append(callback)
 
+    def on_gone(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(session)`` after ``on_end``'s when no tab can come back to it.
+
+        That is a finished REST call (``close``) or an idle session
+        (``sweep``); a closed tab (``end``) may still reconnect to its page.
+        """
+        self._on_gone.append(callback)
+
     def end(self, request) -> bool:
         """End the request's session, if the request comes from the session's own login.
 
@@ -219,6 +228,18 @@ class Access:
             del self._sessions[session]
         self._run_end(session)
         return True
+
+    def close(self, session: str) -> bool:
+        """End ``session`` now: the server knows it is over (a finished REST call).
+
+        Returns whether it was a known session; the ``on_gone`` clean-ups run either way.
+        """
+        with self._lock:
+            known = self._sessions.pop(session, None) is not None
+        if known:
+            self._run_end(session)
+        self._run(self._on_gone, session)
+        return known
 
     def sweep(self) -> list[str]:
         """End every session idle longer than the time-to-live with no open tab."""
@@ -237,6 +258,7 @@ class Access:
                 del self._browsers[k]
         for s in stale:
             self._run_end(s)
+            self._run(self._on_gone, s)
         for k in gone:
             self._end_owner(k)
         return stale
@@ -247,11 +269,7 @@ class Access:
             return list(self._sessions)
 
     def _run_end(self, session: str) -> None:
-        for callback in self._on_end:
-            try:
-                callback(session)
-            except Exception as exc:  # one failed clean-up must not skip the others
-                log.warning("session clean-up failed: %s", exc)
+        self._run(self._on_end, session)
         with self._lock:
             key = self._owner.pop(session, None)
             browser = self._browsers.get(key) if key else None
@@ -261,6 +279,14 @@ class Access:
                     browser.idle_since = self.clock()  # kept ttl_s for a reload
         if key is None:
             self._end_owner(session)
+
+    @staticmethod
+    def _run(callbacks: list[Callable[[str], None]], session: str) -> None:
+        for callback in callbacks:
+            try:
+                callback(session)
+            except Exception as exc:  # one failed clean-up must not skip the others
+                log.warning("session clean-up failed: %s", exc)
 
     def _end_owner(self, owner: str) -> None:
         with self._lock:

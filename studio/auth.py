@@ -6,10 +6,11 @@ login is checked and tells it the outcome.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import threading
 import time
-from collections import defaultdict, deque
+from collections import OrderedDict, deque
 from pathlib import Path
 
 MIN_PASSWORD = 8
@@ -75,50 +76,78 @@ def load_credentials(auth: str | None, auth_file: Path | None) -> list[tuple[str
 
 
 class LoginThrottle:
-    """Counts failed logins per client address and per user name; imposes growing waits.
+    """Counts failed logins per client address; imposes growing waits on that address.
 
-    After ``allowed`` failures within ten minutes, each further attempt from
-    that address or for that user must wait 30 s, doubling per failure up to
-    15 minutes. A success clears the user's and the address's record.
+    After ``allowed`` failures from one address within ten minutes, each
+    further attempt from that address must wait 30 s, doubling per failure up
+    to 15 minutes. Another address is never held back, so a stranger's
+    guesses cannot lock a user out (the address-and-user scheme of Django's
+    django-axes; a user name is counted only for the address it came from). A
+    success forgets that address's failures for that user only: logging in
+    as oneself does not wipe the record of guessing someone else's password.
+    IPv6 addresses count per /64 network, which one machine usually owns whole.
     """
 
-    def __init__(self, allowed: int = 5, clock=time.monotonic):
+    def __init__(self, allowed: int = 5, clock=time.monotonic, max_addresses: int = 65536):
         self.allowed = allowed
         self.clock = clock
-        self._failures: dict[str, deque[float]] = defaultdict(deque)
+        self.max_addresses = max_addresses
+        # address -> (when, user) of its recent failures, oldest first; only as many
+        # as the longest wait needs, and at most ``max_addresses`` addresses.
+        self._failures: OrderedDict[str, deque[tuple[float, str]]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _recent(self, key: str, now: float) -> deque[float]:
-        times = self._failures[key]
-        while times and now - times[0] > WINDOW_S:
+    def _recent(self, address: str, now: float) -> deque[tuple[float, str]]:
+        times = self._failures.get(address)
+        if times is None:
+            return deque()
+        while times and now - times[0][0] > WINDOW_S:
             times.popleft()
+        if not times:
+            del self._failures[address]
         return times
 
     def wait_s(self, address: str, user: str) -> float:
-        """Seconds before another attempt is allowed (0 when it may go ahead)."""
+        """Seconds before another attempt from ``address`` is allowed (0: it may go ahead)."""
         now = self.clock()
         with self._lock:
-            waits = []
-            for key in (f"ip:{address}", f"user:{user.lower()}"):
-                times = self._recent(key, now)
-                extra = len(times) - self.allowed
-                if extra >= 0:
-                    wait = min(MAX_WAIT_S, BASE_WAIT_S * 2 ** min(extra, 10))
-                    waits.append(times[-1] + wait - now)
-            return max([0.0, *waits])
+            times = self._recent(address_key(address), now)
+            extra = len(times) - self.allowed
+            if extra < 0:
+                return 0.0
+            wait = min(MAX_WAIT_S, BASE_WAIT_S * 2 ** min(extra, 10))
+            return max(0.0, times[-1][0] + wait - now)
 
     def failed(self, address: str, user: str) -> None:
         """Record a failed attempt."""
         now = self.clock()
+        key = address_key(address)
         with self._lock:
-            for key in (f"ip:{address}", f"user:{user.lower()}"):
-                self._recent(key, now).append(now)
+            times = self._recent(key, now)
+            if key not in self._failures:
+                times = self._failures[key] = deque(maxlen=self.allowed + 11)
+            times.append((now, user.lower()))
+            self._failures.move_to_end(key)
+            while len(self._failures) > self.max_addresses:
+                self._failures.popitem(last=False)
 
     def succeeded(self, address: str, user: str) -> None:
-        """Forget the failures of this address and user."""
+        """Forget this address's failures for this user (not those for other names)."""
+        key = address_key(address)
         with self._lock:
-            self._failures.pop(f"ip:{address}", None)
-            self._failures.pop(f"user:{user.lower()}", None)
+            times = self._failures.get(key)
+            if times is None:
+                return
+            kept = [t for t in times if t[1] != user.lower()]
+            if kept:
+                self._failures[key] = deque(kept, maxlen=times.maxlen)
+            else:
+                del self._failures[key]
+
+    def tracked(self) -> int:
+        """How many addresses have failures on record (bounded by ``max_addresses``)."""
+        with self._lock:
+            return len(self._failures)
 
     @staticmethod
     def message(wait: float) -> str:
@@ -127,3 +156,16 @@ class LoginThrottle:
             f"Too many failed logins. Try again in {math.ceil(wait)} s "
             "(check the user name and password)."
         )
+
+
+def address_key(address: str) -> str:
+    """What failures are counted under: the address, or its /64 network for IPv6."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 4:
+        return str(ip)
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False))

@@ -7,6 +7,7 @@ Every field becomes ``--flag-name`` and is also read from ``CHAT_STUDIO_FLAG_NAM
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 from pathlib import Path
 from typing import Literal
@@ -18,6 +19,9 @@ from studio.limits import Limits
 
 ENV_PREFIX = "CHAT_STUDIO_"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# A Space's proxy reaches the app from inside the platform; the client is then the
+# last address in X-Forwarded-For outside these networks.
+SPACE_PROXY_NETWORKS = "127.0.0.0/8,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,::1,fc00::/7"
 
 
 class AppConfig(Limits):
@@ -46,6 +50,12 @@ class AppConfig(Limits):
         description="Comma-separated logged-in users who may change the shared knowledge base "
         "and shared personas. Unset on a private app (loopback, no share link, not a Space): "
         "you, at this machine, are the admin.",
+    )
+    forwarded_allow_ips: str | None = Field(
+        None,
+        description="Comma-separated proxy addresses or networks (CIDR) whose X-Forwarded-For "
+        "names the client, or * for any (uvicorn's option). Default: none, so a client cannot "
+        "pick its own address; on a Hugging Face Space, the private networks its proxy is in.",
     )
     model: str | None = Field(
         None,
@@ -149,6 +159,12 @@ class AppConfig(Limits):
         """Conversations decoded together (``--parallel``, else by who can reach the app)."""
         return self.parallel or (1 if self.is_private() else 4)
 
+    def trusted_proxies(self) -> str:
+        """Uvicorn's ``forwarded_allow_ips``: ours, a Space's proxy networks, or none ("")."""
+        if self.forwarded_allow_ips is not None:
+            return self.forwarded_allow_ips
+        return SPACE_PROXY_NETWORKS if os.environ.get("SPACE_ID") else ""
+
     def limits(self) -> Limits:
         """The per-request and per-session limits."""
         return Limits.model_validate({k: getattr(self, k) for k in Limits.model_fields})
@@ -223,6 +239,12 @@ def load_config(argv: list[str] | None = None, environ: dict | None = None) -> A
             "--share makes the app reachable by anyone with the link. Add --auth USER:PASS "
             "(or --auth-file FILE), or pass --share-without-auth if you really want it open."
         )
+    bad = _bad_proxy_entry(config.forwarded_allow_ips)
+    if bad is not None:
+        raise ConfigError(
+            f"--forwarded-allow-ips: {bad!r} is not an IP address, a network such as "
+            "10.0.0.0/8, or *"
+        )
     unknown = config.admin_names() - {u for u, _ in logins}
     if unknown:
         raise ConfigError(
@@ -230,3 +252,16 @@ def load_config(argv: list[str] | None = None, environ: dict | None = None) -> A
             "--auth or --auth-file"
         )
     return config
+
+
+def _bad_proxy_entry(value: str | None) -> str | None:
+    """The first entry of ``--forwarded-allow-ips`` that is not an address, network or ``*``."""
+    for item in (value or "").split(","):
+        item = item.strip()
+        if item in ("*", ""):
+            continue
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            return item
+    return None

@@ -1,4 +1,4 @@
-"""The data folder: one running app per folder (a lock), and the app's secret.
+"""The data folder: one running app per folder (a lock), the app's secret, the browser key.
 
 The lock is an ``flock`` on ``<data dir>/.lock``: the operating system drops it
 when the process dies, however it dies, so a lock left by a killed app is
@@ -17,6 +17,9 @@ try:
     import fcntl
 except ImportError:  # Windows: no flock; one app per folder is then up to the user
     fcntl = None
+
+SECRET_FILE = ".secret"
+BROWSER_KEY_FILE = ".browser-key"
 
 
 class DataDirBusy(ChatStudioError):
@@ -61,12 +64,12 @@ class InstanceLock:
 
 
 def load_secret(data_dir: str | Path) -> bytes:
-    """The app's secret (created once, readable only by its owner).
+    """The app's secret (created once, readable only by its owner); it never leaves the server.
 
-    It keys per-session names and encrypts what the page keeps in the
-    browser, so it survives restarts.
+    It keys per-session names, so it survives restarts. Call ``load_browser_key``
+    first: a folder whose secret was once sent to browsers gets a new one.
     """
-    path = Path(data_dir) / ".secret"
+    path = Path(data_dir) / SECRET_FILE
     try:
         data = path.read_bytes()
         if len(data) >= 32:
@@ -74,9 +77,39 @@ def load_secret(data_dir: str | Path) -> bytes:
     except FileNotFoundError:
         pass
     data = secrets.token_hex(32).encode()
+    _write_private(path, data)
+    return data
+
+
+def load_browser_key(data_dir: str | Path) -> str:
+    """The key ``gr.BrowserState`` encrypts saved chats with (created once, not secret).
+
+    Gradio sends it to every visitor in ``/config``, so it is random and shares
+    nothing with the app's secret; it survives restarts so that saved chats
+    still open. Earlier versions used the first 32 characters of the secret
+    instead: that value becomes this key (chats saved then still open) and
+    the secret is replaced, since half of it was published.
+    """
+    path = Path(data_dir) / BROWSER_KEY_FILE
+    try:
+        key = path.read_text(encoding="ascii").strip()
+        if len(key) >= 32:
+            return key
+    except (FileNotFoundError, UnicodeDecodeError):
+        pass
+    secret_path = Path(data_dir) / SECRET_FILE
+    old = secret_path.read_bytes() if secret_path.is_file() else b""
+    key = old.decode("ascii", "replace")[:32] if len(old) >= 32 else secrets.token_hex(16)
+    _write_private(path, key.encode("ascii", "replace"))
+    if old:
+        _write_private(secret_path, secrets.token_hex(32).encode())
+    return key
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` at once, readable only by its owner."""
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     os.replace(tmp, path)
-    return data

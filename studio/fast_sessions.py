@@ -87,3 +87,26 @@ def install() -> bool:
         return False
     state_holder.SessionState.__init__ = _init
     return True
+
+
+def forget(blocks, session: str) -> None:
+    """Drop what Gradio keeps for an ended session (its state, its empty queue entries).
+
+    Gradio keeps every session's ``SessionState`` (a copy of the page's
+    blocks and every ``gr.State`` value) until 10,000 newer ones push it
+    out; each REST call is a session, so memory grew by every call. A result
+    not read yet stays readable (its messages are left alone).
+    """
+    holder = getattr(blocks, "state_holder", None)
+    if holder is not None:
+        with holder.lock:
+            holder.session_data.pop(session, None)
+            holder.time_last_used.pop(session, None)
+    queue = getattr(blocks, "_queue", None)
+    if queue is None:
+        return
+    if not queue.pending_event_ids_session.get(session, True):
+        queue.pending_event_ids_session.pop(session, None)
+    messages = queue.pending_messages_per_session.get(session)
+    if messages is not None and messages.empty():
+        queue.pending_messages_per_session.pop(session, None)

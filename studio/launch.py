@@ -8,14 +8,16 @@ tests drive the app exactly as users get it.
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field
+from functools import partial
 
 from chat.errors import ChatStudioError
 from studio.access import Access
 from studio.auth import LoginThrottle
 from studio.config import AppConfig
-from studio.datadir import InstanceLock, load_secret
+from studio.datadir import InstanceLock, load_browser_key, load_secret
 from studio.limits import MB
 from studio.uploads import start_upload_sweeper, track_temp_files, use_upload_dir
 from studio.web import Guard
@@ -72,6 +74,7 @@ def _build(config: AppConfig, backend, lock: InstanceLock) -> Studio:
     track_temp_files()  # so the guard can delete what an aborted upload wrote
     limits = config.limits()
     logins = config.credentials()
+    browser_key = load_browser_key(config.data_dir)  # first: it may retire an old secret
     secret = load_secret(config.data_dir)
     access = Access(
         secret,
@@ -115,10 +118,12 @@ def _build(config: AppConfig, backend, lock: InstanceLock) -> Studio:
         access,
         guard,
         queue_size=config.queue_size,
-        browser_secret=secret.decode()[:32],
+        browser_secret=browser_key,
         switcher=ModelSwitcher(engine, config, access),
     )
     demo = ui.create_app()
+    access.on_gone(partial(fast_sessions.forget, demo))  # Gradio's per-session state too
+    guard.end_session = access.close
     return Studio(config, engine, access, guard, service, retrieval, ui, demo, lock)
 
 
@@ -159,6 +164,9 @@ def serve(studio: Studio, quiet: bool = False) -> None:
     host, port = config.bind()
     logins = config.credentials()
     per_file = min(max(limits.max_upload_mb, 10) * 4, limits.max_request_upload_mb)
+    # Uvicorn (which Gradio starts) reads this when it starts; its own default trusts
+    # X-Forwarded-For from 127.0.0.1, which would let any local client pick its address.
+    os.environ["FORWARDED_ALLOW_IPS"] = config.trusted_proxies()
     try:
         studio.demo.launch(
             server_name=host,
@@ -186,3 +194,4 @@ def serve(studio: Studio, quiet: bool = False) -> None:
     studio.access.start_sweeper(studio.stop)
     if studio.guard.upload_dir is not None:
         start_upload_sweeper(studio.guard.upload_dir, limits.upload_ttl_minutes * 60, studio.stop)
+    studio.guard.start_sweeper(studio.stop)

@@ -82,8 +82,8 @@ class Limits(BaseModel):
         5,
         ge=1,
         le=10_000,
-        description="Failed logins allowed per client address and per user name within "
-        "10 minutes before a wait is imposed.",
+        description="Failed logins allowed per client address within 10 minutes before "
+        "that address must wait (other addresses never do).",
     )
     min_free_mb: float = Field(
         256,

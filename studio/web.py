@@ -3,7 +3,7 @@
 Gradio leaves some doors open that a shared app must close:
 - with logins on, some routes (the heartbeat that ends a session, cancel,
   streams) answer without one: every route but the login page's needs a login;
-- failed logins are throttled per client address and per user name;
+- failed logins are throttled per client address (never for other addresses);
 - one upload request may carry only so many bytes and files, and uploads
   waiting to be ingested may take only so much disk; what an upload whose
   client went away mid-way had written is deleted at once;
@@ -11,13 +11,14 @@ Gradio leaves some doors open that a shared app must close:
 - pages get a Content-Security-Policy, so untrusted text can never make a
   visitor's browser fetch a remote image, video or frame.
 It also notes which sessions have a browser tab open and which are listening
-for their results, so work nobody waits for can be stopped.
+for their results, so work nobody waits for can be stopped, and ends each
+REST call's own session once its result is read, so nothing is kept per call.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
+import logging
 import threading
 import time
 import urllib.parse
@@ -29,6 +30,8 @@ from pathlib import Path
 
 from studio.auth import LoginThrottle
 from studio.uploads import partial_uploads
+
+log = logging.getLogger("chat_studio")
 
 CSP = (
     "img-src 'self' data: blob:; media-src 'self' data: blob:; object-src 'none'; "
@@ -80,10 +83,15 @@ class Guard:
         self._lock = threading.Lock()
         self._tabs: dict[str, int] = defaultdict(int)  # open heartbeat streams per session
         self._listeners: dict[str, int] = defaultdict(int)  # open result streams
-        self._last_listened: dict[str, float] = {}
+        self._last_listened: dict[str, float] = {}  # kept GRACE_S: older says nothing
+        # REST calls that are sessions of their own: event id -> [posted, result read].
+        self._calls: dict[str, list[float | None]] = {}
+        self._queue = None  # Gradio's queue, to see whether a call's event is still running
         self._storage = (0.0, 0)  # (when measured, bytes)
         # Whether a login may use a session (``Access.may_use``); set by the app.
         self.may_use: Callable[[str, str | None], bool] = lambda session, user: True
+        # Ends a session and forgets everything kept for it; set by the app.
+        self.end_session: Callable[[str], None] = lambda session: None
 
     # -- what handlers ask ----------------------------------------------------------
 
@@ -129,8 +137,70 @@ class Guard:
             table[key] += delta
             if table is self._listeners:
                 self._last_listened[key] = time.monotonic()
+                if key in self._calls and delta < 0:
+                    self._calls[key][1] = time.monotonic()
             if table[key] <= 0:
                 del table[key]
+
+    # -- REST calls: each is a session of its own, over once its result is read ----------
+
+    def note_call(self, event_id: str, queue) -> None:
+        """A REST call was queued; if it made its own session, end that session when done."""
+        event = queue.event_ids_to_events.get(event_id)
+        if event is None or event.session_hash != event_id:
+            return  # it joined a session the caller named: that one lives on
+        with self._lock:
+            self._queue = queue
+            self._calls[event_id] = [time.monotonic(), None]
+
+    def sweep(self) -> list[str]:
+        """End the REST calls that are over; forget listeners older than ``GRACE_S``.
+
+        A call is over when its event has finished and nobody reads its
+        result: the reader went away, or never came within ``GRACE_S``.
+        """
+        now = time.monotonic()
+        running = self._queue.event_ids_to_events if self._queue is not None else {}
+        with self._lock:
+            over = [
+                session
+                for session, (posted, read) in self._calls.items()
+                if session not in running
+                and self._listeners.get(session, 0) == 0
+                and now - (read or posted) > (0 if read else GRACE_S)
+            ]
+            for session in over:
+                del self._calls[session]
+            for session, last in list(self._last_listened.items()):
+                if now - last > GRACE_S and session not in self._listeners:
+                    del self._last_listened[session]
+        for session in over:
+            self.end_session(session)
+        return over
+
+    def tracked(self) -> dict[str, int]:
+        """How many sessions each of the guard's tables holds (they stay bounded)."""
+        with self._lock:
+            return {
+                "tabs": len(self._tabs),
+                "listeners": len(self._listeners),
+                "last_listened": len(self._last_listened),
+                "calls": len(self._calls),
+            }
+
+    def start_sweeper(self, stop: threading.Event, period: float = 1.0) -> threading.Thread:
+        """A daemon thread that runs ``sweep`` until ``stop`` is set."""
+
+        def loop():
+            while not stop.wait(period):
+                try:
+                    self.sweep()
+                except Exception as exc:  # a failed clean-up must not stop the next ones
+                    log.warning("ending finished REST calls failed: %s", exc)
+
+        thread = threading.Thread(target=loop, daemon=True, name="call-sweeper")
+        thread.start()
+        return thread
 
     def note_upload(self, n_bytes: int) -> None:
         """Count an upload at once, before the next measurement of the folder."""
@@ -183,6 +253,8 @@ class GuardMiddleware:
                 return await _reply(
                     send, 413, {"detail": f"Request too large: at most {limit:.0f} MB."}
                 )
+        if scope["method"] == "POST" and "/call/" in path:
+            return await self.app(scope, receive, _noting_call(send, scope, g))
         if "/file=" in path and g.upload_dir is not None and _under(path, g.upload_dir):
             return await _reply(send, 403, {"detail": "Uploaded files are not served back."})
         key = _stream_key(scope)
@@ -300,18 +372,13 @@ class GuardMiddleware:
 
 
 def client_address(scope) -> str:
-    """The client's address; behind a local proxy (share tunnel, Space), the forwarded one."""
-    peer = (scope.get("client") or ("unknown", 0))[0]
-    forwarded = _header(scope, b"x-forwarded-for")
-    if forwarded:
-        try:
-            ip = ipaddress.ip_address(peer)
-            behind_proxy = ip.is_loopback or ip.is_private
-        except ValueError:
-            behind_proxy = False
-        if behind_proxy:
-            return forwarded.split(",")[-1].strip() or peer
-    return peer
+    """The client's address as the server resolved it.
+
+    Uvicorn replaces the peer with the ``X-Forwarded-For`` client only for a
+    peer listed in ``--forwarded-allow-ips`` (``studio.launch.serve`` sets it),
+    so a client cannot pick its own address by sending the header.
+    """
+    return (scope.get("client") or ("unknown", 0))[0]
 
 
 def _header(scope, name: bytes) -> str | None:
@@ -392,6 +459,25 @@ def _session_of_event(app, event_id: str) -> str:
         return event.session_hash if event is not None else event_id
     except Exception:
         return event_id
+
+
+def _noting_call(send, scope, guard: Guard):
+    """``send`` that tells the guard the event id a REST call was given."""
+    status = {}
+
+    async def wrapped(message):
+        if message["type"] == "http.response.start":
+            status["code"] = message["status"]
+        elif message["type"] == "http.response.body" and status.get("code") == 200:
+            try:
+                event_id = json.loads(message.get("body") or b"{}").get("event_id")
+                if event_id:
+                    guard.note_call(event_id, scope["app"].get_blocks()._queue)
+            except (ValueError, AttributeError, KeyError):
+                pass  # not a queued call's answer
+        await send(message)
+
+    return wrapped
 
 
 def _with_csp(send):

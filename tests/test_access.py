@@ -70,8 +70,8 @@ def test_login_throttle_waits_grow_and_success_clears():
         assert throttle.wait_s("1.2.3.4", "ann") == 0
         throttle.failed("1.2.3.4", "ann")
     assert throttle.wait_s("1.2.3.4", "ann") == 30
-    assert throttle.wait_s("5.6.7.8", "ann") == 30  # per user too
-    assert throttle.wait_s("1.2.3.4", "other") == 30  # per address too
+    assert throttle.wait_s("1.2.3.4", "other") == 30  # the address waits, whatever the name
+    assert throttle.wait_s("5.6.7.8", "ann") == 0  # another address never does
     throttle.failed("1.2.3.4", "ann")
     assert throttle.wait_s("1.2.3.4", "ann") == 60
     now[0] = 700  # failures older than ten minutes are forgotten
@@ -79,6 +79,27 @@ def test_login_throttle_waits_grow_and_success_clears():
     throttle.failed("1.2.3.4", "ann")
     throttle.succeeded("1.2.3.4", "ann")
     assert throttle.wait_s("1.2.3.4", "ann") == 0
+
+
+def test_login_throttle_own_login_does_not_wipe_guesses_at_another():
+    throttle = LoginThrottle(allowed=2, clock=lambda: 0.0)
+    throttle.failed("1.2.3.4", "alice")
+    throttle.failed("1.2.3.4", "alice")
+    throttle.succeeded("1.2.3.4", "bob")  # the guesser logs in as himself
+    assert throttle.wait_s("1.2.3.4", "alice") == 30
+
+
+def test_login_throttle_counts_ipv6_per_64_and_stays_bounded():
+    throttle = LoginThrottle(allowed=1, clock=lambda: 0.0, max_addresses=100)
+    throttle.failed("2001:db8:1:2::1", "ann")
+    assert throttle.wait_s("2001:db8:1:2::ffff", "ann") == 30  # same /64
+    assert throttle.wait_s("2001:db8:1:3::1", "ann") == 0
+    for i in range(1000):
+        throttle.wait_s(f"10.0.{i // 250}.{i % 250}", f"user{i}")  # asking records nothing
+    assert throttle.tracked() == 1
+    for i in range(1000):
+        throttle.failed(f"10.0.{i // 250}.{i % 250}", f"user{i}")
+    assert throttle.tracked() == 100
 
 
 def test_credentials_lines():

@@ -276,8 +276,13 @@ class ChatUI:
         hidden = {"api_visibility": "private"}
         with gr.Blocks(title="GPT Chat Studio", delete_cache=(300, 1800)) as demo:
             own = gr.BrowserState({}, storage_key=OWN_PERSONAS_KEY, secret=self.browser_secret)
-            stored_name = gr.BrowserState(DEFAULT_USER, storage_key=USER_NAME_KEY)
-            kept_settings = gr.BrowserState(None, storage_key=SETTINGS_KEY)
+            # The same stable key: with Gradio's random one the name was lost at each restart.
+            stored_name = gr.BrowserState(
+                DEFAULT_USER, storage_key=USER_NAME_KEY, secret=self.browser_secret
+            )
+            kept_settings = gr.BrowserState(
+                None, storage_key=SETTINGS_KEY, secret=self.browser_secret
+            )
             with gr.Sidebar(open=True, width=340, elem_id="sidebar"):
                 gr.Markdown("### GPT Chat Studio")
                 user = gr.Textbox(

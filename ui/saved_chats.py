@@ -1,8 +1,10 @@
 """Saved chats in the sidebar: kept in the visitor's own browser, never on the server.
 
-Chats live in a ``gr.BrowserState`` (localStorage, signed with the app's
-secret), so a reload or a new tab brings them back and no other visitor can
-read them. Every finished turn saves the current chat; the panel lists, opens,
+Chats live in a ``gr.BrowserState`` (the browser's localStorage, encrypted
+with a key every visitor's page is sent, so not a signature: the visitor can
+change them), so a reload or a new tab brings them back; they never reach
+another visitor's browser. A saved chat the server gets back is untrusted
+input, checked like any other. Every finished turn saves the current chat; the panel lists, opens,
 renames and deletes chats, exports one or all as JSON, imports JSON, and turns
 them into training data (``studio.datasets``: SFT and preference JSONL).
 """
