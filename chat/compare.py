@@ -58,9 +58,11 @@ def compare(
         rows.append(
             {
                 "label": label,
-                "settings": settings.model_dump(
-                    include={"strategy", "temperature", "num_beams", "repetition_penalty", "seed"}
-                ),
+                "settings": {  # what this strategy used, never an ignored temperature
+                    k: v
+                    for k, v in settings.applied().items()
+                    if k in {"strategy", "temperature", "num_beams", "repetition_penalty", "seed"}
+                },
                 "text": last.reply,
                 "logprob": round(total, 3) if total is not None else None,
                 "mean_logprob": round(total / len(tokens), 4) if tokens else None,

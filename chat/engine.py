@@ -20,7 +20,7 @@ from chat.errors import Cancelled, InputError
 from chat.inspection import DEFAULT_CONFIDENCE, confidence
 from chat.probs import TokenInfo
 from chat.prompting import fit_prompt, validate_history
-from chat.rag_formats import get_format
+from chat.rag_formats import MARKER, get_format
 from chat.settings import DecodingSettings
 from chat.stops import StopFilter
 from chat.text import clean_text
@@ -190,6 +190,8 @@ class ChatEngine:
                 )
         seed = settings.seed if settings.seed is not None else random.randrange(2**31)
         stops = list(dict.fromkeys(settings.stop + self.backend.stop_strings()))
+        if rag_format is not None:  # a small model echoes the prompt's markers: end the reply there
+            stops.append(MARKER)
         request = GenerationRequest(
             fitted.prompt,
             settings,
@@ -226,7 +228,7 @@ class ChatEngine:
             "n_ctx": info.n_ctx,
         }
 
-        settings_used = settings.model_dump() | {"seed": seed}
+        settings_used = settings.applied() | {"seed": seed}  # only what this strategy used
         sent = [dict(m) for m in fitted.messages]
 
         def snapshot(done: bool) -> TurnResult:
@@ -330,6 +332,7 @@ class _Turn:
         self.infos: list[list[TokenInfo]] = [[] for _ in range(n)]
         self.t_start = t_start
         self.t_first = self.t_last = None
+        self.spans: list[list[float]] = [[] for _ in range(n)]  # each candidate's first, last
 
     def add(self, d: Delta, cancelled: bool) -> bool:
         """Take one delta; True once every candidate has met a stop string."""
@@ -338,6 +341,8 @@ class _Turn:
             self.counts[d.index] += d.tokens
             self.t_last = now
             self.t_first = self.t_first or now
+            span = self.spans[d.index]
+            self.spans[d.index] = [span[0] if span else now, now]
         if d.token is not None:
             self.infos[d.index].append(d.token)
         elif d.text and self.infos[d.index]:  # trailing text held back by the backend
@@ -374,16 +379,25 @@ class _Turn:
             n = len(self.counts)
             stats["finish_reason"] = self.finish[0] if n == 1 else list(self.finish)
             if n > 1:
-                stats["candidates"] = [
-                    {
-                        "completion_tokens": self.counts[i],
-                        "finish_reason": self.finish[i],
-                        "logprob": round(sum(t.logprob for t in self.infos[i]), 4)
-                        if self.infos[i]
-                        else None,
-                    }
-                    for i in range(n)
-                ]
+                stats["candidates"] = [self._candidate(i) for i in range(n)]
+
+    def _candidate(self, i: int) -> dict:
+        """One candidate's own figures: tokens, finish, speed, and summed and mean log-probability
+        (the sum favours the shortest reply; the mean per token does not)."""
+        infos, span = self.infos[i], self.spans[i]
+        total = sum(t.logprob for t in infos) if infos else None
+        speed = None
+        if self.counts[i] > 1 and span and span[1] - span[0] > 1e-3:
+            speed = round((self.counts[i] - 1) / (span[1] - span[0]), 2)
+        elif self.counts[i] and span:  # arrived at once (beam search): the whole turn counts
+            speed = round(self.counts[i] / max(span[-1] - self.t_start, 1e-3), 2)
+        return {
+            "completion_tokens": self.counts[i],
+            "finish_reason": self.finish[i],
+            "logprob": round(total, 4) if infos else None,
+            "mean_logprob": round(total / len(infos), 4) if infos else None,
+            "tokens_per_s": speed,
+        }
 
     def token_dicts(self) -> list[list[dict]]:
         """Every candidate's tokens as the API returns them."""

@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass, field
 
 from chat.errors import InputError
+from chat.rag_formats import has_markers
 
 NEAR = 0.9  # difflib similarity ratio at which two rows count as the same
 _PUNCT = re.compile(r"[^\w\s]", re.UNICODE)
@@ -37,7 +38,7 @@ class Dataset:
 
     kind: str
     rows: list[dict] = field(default_factory=list)
-    dropped: dict = field(default_factory=lambda: {"exact": 0, "near": 0})
+    dropped: dict = field(default_factory=lambda: {"exact": 0, "near": 0, "markers": 0})
 
     def jsonl(self) -> str:
         """One JSON object per line."""
@@ -46,9 +47,10 @@ class Dataset:
     def summary(self) -> str:
         """``12 rows; dropped 3 exact and 1 near duplicate(s)``."""
         d = self.dropped
-        return (
-            f"{len(self.rows)} rows; dropped {d['exact']} exact and {d['near']} near duplicate(s)"
-        )
+        line = f"{len(self.rows)} rows; dropped {d['exact']} exact and {d['near']} near duplicate(s)"
+        if d["markers"]:
+            line += f" and {d['markers']} reply(ies) containing the prompt's <<<markers>>>"
+        return line
 
 
 def conversations_from(raw: object) -> list[list[dict]]:
@@ -91,6 +93,9 @@ def sft(conversations: list[list[dict]]) -> Dataset:
                 continue
             if not any(x["role"] == "user" for x in messages[:i]):
                 continue  # a greeting answers nothing
+            if has_markers(m["content"]):  # echoed retrieval markers: never teach them
+                data.dropped["markers"] += 1
+                continue
             prompt = _prefix(messages, i)
             reply = {"role": "assistant", "content": m["content"]}
             data.rows.append({"messages": prompt + [reply]})
@@ -107,6 +112,9 @@ def preference(conversations: list[list[dict]]) -> Dataset:
                 continue
             prompt = _prefix(messages, i)
             for chosen, rejected in _pairs(m):
+                if has_markers(chosen):  # echoed retrieval markers: never the preferred reply
+                    data.dropped["markers"] += 1
+                    continue
                 if chosen.strip() and rejected.strip() and chosen != rejected:
                     data.rows.append(
                         {

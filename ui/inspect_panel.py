@@ -152,9 +152,17 @@ class InspectPanel:
             )
             with gr.Row():
                 self.att_last = gr.Button("Use the selected reply")
-                self.att_layer = gr.Number(-1, precision=0, label="layer (-1: the last)")
-                self.att_head = gr.Number(
-                    None, precision=0, label="head (empty: average over heads)"
+                self.att_layer = gr.Number(
+                    -1,
+                    precision=0,
+                    label="layer (numbered from 0; -1: the last)",
+                    elem_id="att-layer",
+                )
+                self.att_head = gr.Textbox(  # a Number shows 0 when empty: it must start empty
+                    "",
+                    label="head (numbered from 0; empty: the average over heads)",
+                    placeholder="average over heads",
+                    elem_id="att-head",
                 )
                 self.att_go = gr.Button(
                     "Show attention", interactive=caps.attention, elem_id="att-show"

@@ -126,15 +126,19 @@ class InspectTools:
 
     def attention(self, text, layer, head):
         """The heatmap of one layer (a head, or the average over heads)."""
-        head = None if head in (None, "") else int(head)
+        head = str(head if head is not None else "").strip()
+        if head and not head.lstrip("-").isdigit():
+            raise user_error(f"head: a number from 0, or empty for the average; got {head!r}")
+        head = int(head) if head else None
         try:
             out = self.service.attention(text, int(layer if layer is not None else -1), head)
         except ChatStudioError as exc:
             _fail(exc)
-        which = "average over heads" if head is None else f"head {head}"
-        title = (
-            f"Layer {out['layer']} of {out['layers']}, {which} ({out['heads']} heads). "
-            "Rows attend to columns; each row sums to 1." + " ".join(out["notices"])
+        which = "the average over heads" if head is None else f"head {head}"
+        title = (  # numbered from 0, said once: layers 0..N-1, heads 0..H-1
+            f"Layer {out['layer']} (layers 0–{out['layers'] - 1}), {which} "
+            f"(heads 0–{out['heads'] - 1}). Rows attend to columns; each row sums to 1. "
+            + " ".join(out["notices"])
         )
         return draw.heatmap(out["tokens"], out["weights"], title)
 
