@@ -28,6 +28,8 @@ from chat.text import clean_text
 UPDATE_EVERY_S = 0.02
 _END = object()
 _NO_SLOT = object()
+_STARTED = object()  # the worker holds a generation slot: the model is at work
+HEARTBEAT_S = 1.0  # while the model works without output (beam search), a snapshot this often
 
 
 @dataclass
@@ -260,6 +262,7 @@ class ChatEngine:
         cancelled = timed_out = False
         deadline = None if max_seconds is None else time.perf_counter() + max_seconds
         last_yield = None
+        started = None  # when the model began (its slot taken)
         try:
             while True:
                 if last_yield is not None:  # after the first token: at most ~50 updates a second,
@@ -282,14 +285,20 @@ class ChatEngine:
                         raise item
                     if item is _NO_SLOT:
                         raise Cancelled("The request was cancelled while waiting for the model.")
+                    if item is _STARTED:
+                        started = time.perf_counter()
+                        continue
                     if turn.add(item, cancelled):
                         halt.set()  # every candidate met a stop string
                 if ended:
                     break
-                if batch:
+                if any(item is not _STARTED for item in batch):
                     yield snapshot(done=False)
                     if turn.t_first is not None:
                         last_yield = time.perf_counter()
+                elif started and time.perf_counter() - (last_yield or started) >= HEARTBEAT_S:
+                    yield snapshot(done=False)  # no output yet: the elapsed time, honestly
+                    last_yield = time.perf_counter()
         finally:
             halt.set()
             worker.join()
@@ -309,6 +318,7 @@ class ChatEngine:
             if not self.acquire(halt):
                 out.put(_NO_SLOT)
                 return
+            out.put(_STARTED)
             try:
                 for delta in self.backend.generate(request, halt):
                     out.put(delta)

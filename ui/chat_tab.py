@@ -222,7 +222,7 @@ class ChatTab:
         )
         stats = render.stats_line(result.stats) if result else "generating…" if running else ""
         if result and not result.done:
-            stats = "generating… " + stats
+            stats = render.progress_line(result.stats, result.settings)
         return [
             self.redraw(conversation),
             conversation,

@@ -142,25 +142,36 @@ class InspectTools:
         )
         return draw.heatmap(out["tokens"], out["weights"], title)
 
-    def compare(self, conversation, persona_id, own, classic=False):
-        """The last message under several strategies."""
-        from chat.compare import CLASSIC
+    def compare(self, conversation, persona_id, own, classic=False, progress=None):
+        """The last message under several strategies: the table grows one row at a time."""
+        from chat.compare import CLASSIC, STANDARD
 
         users = [i for i, m in enumerate(conversation) if m["role"] == "user"]
         if not users:
             raise user_error("Send a message on the Chat tab first: it is what gets compared.")
         last = users[-1]
         history = [{"role": m["role"], "content": m["content"]} for m in conversation[:last]]
+        strategies, rows = CLASSIC if classic else STANDARD, []
         try:
             persona = self.service.personas.get(persona_id, own)
-            rows = self.service.compare(
-                conversation[last]["content"], history, persona, CLASSIC if classic else None
-            )
+            for i, pair in enumerate(strategies):
+                if progress is not None:
+                    progress((i, len(strategies)), desc=f"Generating: {pair[0]}", unit="replies")
+                message = conversation[last]["content"]
+                rows += self.service.compare(message, history, persona, [pair])
+                yield draw.comparison_rows(rows)
         except Cancelled:
-            return gr.update()
+            return
         except ChatStudioError as exc:
             _fail(exc)
-        return draw.comparison_rows(rows)
+
+    def _compare_handler(self, classic: bool):
+        """The page's handler for one comparison button (with Gradio's progress bar)."""
+
+        def handler(conversation, persona_id, own, progress=gr.Progress()):  # noqa: B008
+            yield from self.compare(conversation, persona_id, own, classic, progress)
+
+        return handler
 
     # -- API ------------------------------------------------------------------------------
 
@@ -292,13 +303,8 @@ class InspectTools:
         )
         p.att_go.click(self.attention, [p.att_text, p.att_layer, p.att_head], p.att_view, **slot)
         cmp_in = [chat.conversation, chat.persona, chat.own]
-        p.cmp_go.click(self.compare, cmp_in, p.cmp_table, **slot)
-        p.cmp_classic.click(
-            lambda c, pid, o: self.compare(c, pid, o, classic=True),
-            cmp_in,
-            p.cmp_table,
-            **slot,
-        )
+        for button, classic in ((p.cmp_go, False), (p.cmp_classic, True)):
+            button.click(self._compare_handler(classic), cmp_in, p.cmp_table, **slot)
 
 
 def _history(conversation: list[dict]) -> list[dict]:

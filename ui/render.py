@@ -89,6 +89,18 @@ def stats_line(stats: dict) -> str:
     return " · ".join(parts)
 
 
+def progress_line(stats: dict, settings: dict) -> str:
+    """The stats line while a reply is generated: what is known so far, and the time spent.
+
+    Beam search keeps several hypotheses and sends the reply only when it is done,
+    so the line says that rather than looking stuck.
+    """
+    elapsed = f"{stats.get('elapsed_s') or 0:.0f} s"
+    if settings.get("strategy") == "beam" and not stats.get("completion_tokens"):
+        return f"generating… beam search sends the whole reply at once when it is done · {elapsed}"
+    return f"generating… {elapsed} · " + stats_line(stats)
+
+
 def details_markdown(meta: dict) -> str:
     """Everything needed to reproduce a reply: settings, stats, the exact messages sent."""
     settings = json.dumps(meta.get("settings", {}), ensure_ascii=False, indent=1)
