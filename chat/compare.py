@@ -51,7 +51,11 @@ def compare(
                 message, history, prefix, settings, cancel, top_logprobs=1 if logprobs else 0
             )
         except UnsupportedSettingError as exc:
-            rows.append({"label": label, "unavailable": str(exc)})
+            caps = engine.backend.capabilities
+            why = None  # a strategy the backend lacks: its own reason, which says what to do
+            if settings.strategy not in caps.strategies:
+                why = caps.missing.get(settings.strategy)
+            rows.append({"label": label, "unavailable": why or str(exc)})
             continue
         tokens = (last.tokens or [[]])[0]
         total = sum(t["logprob"] for t in tokens) if tokens else None
