@@ -18,7 +18,7 @@ MARKER = "<<<"  # every marker the prompt uses starts so: a reply that writes on
 
 
 def has_markers(text: str) -> bool:
-    """Whether ``text`` contains a prompt marker (``<<<REFERENCE``, ``<<<END``, ``<<<Question>>``)."""
+    """Whether ``text`` has a prompt marker in it (``<<<REFERENCE``, ``<<<Question>>``...)."""
     return MARKER in text
 
 

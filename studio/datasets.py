@@ -47,7 +47,8 @@ class Dataset:
     def summary(self) -> str:
         """``12 rows; dropped 3 exact and 1 near duplicate(s)``."""
         d = self.dropped
-        line = f"{len(self.rows)} rows; dropped {d['exact']} exact and {d['near']} near duplicate(s)"
+        line = f"{len(self.rows)} rows; dropped {d['exact']} exact and {d['near']} near"
+        line += " duplicate(s)"
         if d["markers"]:
             line += f" and {d['markers']} reply(ies) containing the prompt's <<<markers>>>"
         return line
