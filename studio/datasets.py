@@ -38,7 +38,8 @@ class Dataset:
 
     kind: str
     rows: list[dict] = field(default_factory=list)
-    dropped: dict = field(default_factory=lambda: {"exact": 0, "near": 0, "markers": 0})
+    dropped: dict = field(default_factory=lambda: {"exact": 0, "near": 0})
+    with_markers: int = 0  # replies left out for echoing the retrieval prompt's markers
 
     def jsonl(self) -> str:
         """One JSON object per line."""
@@ -49,8 +50,8 @@ class Dataset:
         d = self.dropped
         line = f"{len(self.rows)} rows; dropped {d['exact']} exact and {d['near']} near"
         line += " duplicate(s)"
-        if d["markers"]:
-            line += f" and {d['markers']} reply(ies) containing the prompt's <<<markers>>>"
+        if self.with_markers:
+            line += f" and {self.with_markers} reply(ies) echoing the prompt's `<<<` markers"
         return line
 
 
@@ -95,7 +96,7 @@ def sft(conversations: list[list[dict]]) -> Dataset:
             if not any(x["role"] == "user" for x in messages[:i]):
                 continue  # a greeting answers nothing
             if has_markers(m["content"]):  # echoed retrieval markers: never teach them
-                data.dropped["markers"] += 1
+                data.with_markers += 1
                 continue
             prompt = _prefix(messages, i)
             reply = {"role": "assistant", "content": m["content"]}
@@ -114,7 +115,7 @@ def preference(conversations: list[list[dict]]) -> Dataset:
             prompt = _prefix(messages, i)
             for chosen, rejected in _pairs(m):
                 if has_markers(chosen):  # echoed retrieval markers: never the preferred reply
-                    data.dropped["markers"] += 1
+                    data.with_markers += 1
                     continue
                 if chosen.strip() and rejected.strip() and chosen != rejected:
                     data.rows.append(
