@@ -58,6 +58,7 @@ def test_7_reply_alternatives_and_the_explorer_agree_through_the_api(client):
 @pytest.mark.browser
 def test_7_removed_by_the_sampler_only_where_the_sampler_removed_it(page):
     page.set_viewport_size({"width": 1400, "height": 1000})
+    set_slider(page, "max_new_tokens", 4)  # the Balanced preset (top-p 0.9) otherwise
     # The explorer first, while the chat is empty: the same prompt the first reply token sees.
     open_tab(page, "Inspect")
     page.get_by_text("Next-token explorer").click()
@@ -69,9 +70,8 @@ def test_7_removed_by_the_sampler_only_where_the_sampler_removed_it(page):
     )
     explorer = bar_rows(page, "#nt-bars")
     open_tab(page, "Chat")
-    set_slider(page, "max_new_tokens", 4)  # the Balanced preset (top-p 0.9) otherwise
     send(page, "Name a colour.")
-    wait_until_done(page)
+    wait_until_done(page, timeout=120000)
     open_tab(page, "Inspect")
     page.locator("#reply-tokens .token").first.click()
     page.wait_for_function(
@@ -119,7 +119,7 @@ def test_8_controls_the_strategy_ignores_are_greyed_out(page):
     assert not disabled("repetition_penalty") and not disabled("max_new_tokens")
     set_slider(page, "max_new_tokens", 4)
     send(page, "Hi")
-    wait_until_done(page)
+    wait_until_done(page, timeout=120000)
     with page.expect_download() as download:
         page.locator("#export").click()
     data = json.loads(open(download.value.path(), encoding="utf-8").read())
@@ -137,9 +137,11 @@ def test_8_controls_the_strategy_ignores_are_greyed_out(page):
 @pytest.mark.browser
 def test_9_a_picked_candidate_shows_its_own_tokens_speed_and_mean(page):
     set_slider(page, "num_return_sequences", 3)
-    set_slider(page, "max_new_tokens", 10)
+    set_slider(page, "max_new_tokens", 6)
     send(page, "Name an animal.")
-    page.wait_for_function("document.querySelectorAll('#choice label').length === 3", timeout=60000)
+    page.wait_for_function(
+        "document.querySelectorAll('#choice label').length === 3", timeout=240000
+    )
     heads = [
         page.locator("#candidates .candidate").nth(i).inner_text().split("\n", 1)[0]
         for i in range(3)

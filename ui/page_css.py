@@ -16,7 +16,5 @@ th, th *, .table-wrap th span { word-break: keep-all !important; overflow-wrap: 
 @media (max-width: 640px) {
   .tok-row { grid-template-columns: 6.5em 1fr 1fr; }
   .tok-off { height: auto; min-height: 16px; line-height: 1.15; white-space: normal; }
-  #persona-yaml .cm-content, #persona-yaml .cm-line { white-space: pre-wrap !important;
-    word-break: break-word; }
 }
 """
