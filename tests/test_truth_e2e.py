@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 
@@ -142,12 +143,13 @@ def test_9_a_picked_candidate_shows_its_own_tokens_speed_and_mean(page):
     page.wait_for_function(
         "document.querySelectorAll('#choice label').length === 3", timeout=240000
     )
-    heads = [
-        page.locator("#candidates .candidate").nth(i).inner_text().split("\n", 1)[0]
-        for i in range(3)
-    ]
-    assert all("tok/s" in h and "mean" in h and "per token" in h for h in heads), heads
-    own = [int(h.split(" · ")[1].split()[0]) for h in heads]  # "Candidate k · N tokens · ..."
+    text = page.locator("#candidates").inner_text()
+    heads = {  # "Candidate k · N tokens · S tok/s · log-probability L (mean M per token)"
+        int(m[1]): m[0] for m in re.finditer(r"^Candidate (\d) · .*$", text, re.MULTILINE)
+    }
+    assert sorted(heads) == [1, 2, 3], text
+    assert all("tok/s" in h and "(mean" in h and "per token" in h for h in heads.values()), heads
+    own = [int(heads[k].split(" · ")[1].split()[0]) for k in (1, 2, 3)]
     assert "3 candidates" in page.locator("#stats-line").inner_text()
     page.locator("#choice label").nth(1).click()
     page.wait_for_function(
@@ -179,7 +181,7 @@ def test_10_the_first_heatmap_is_the_average_and_layers_count_from_0(browser, tf
     page.wait_for_selector("#message textarea")
     open_tab(page, "Inspect")
     page.get_by_text("Attention", exact=True).click()
-    head = page.locator("#att-head input, #att-head textarea").first
+    head = page.locator("#inspect-attention").get_by_label(re.compile(r"^head"))
     assert head.input_value() == ""  # empty: the average, as its label says
     assert "from 0" in page.locator("#inspect-attention").inner_text()
     page.locator("#att-show").click()
