@@ -213,3 +213,24 @@ def test_11_replies_with_prompt_markers_are_never_exported(client):
     chat["messages"][1] |= {"versions": [{"content": "On reed islands."}, {"content": "x"}]}
     pref = client.predict(kind="preference", conversations=[chat], api_name="/export_dataset")
     assert "<<<" not in "".join(json.loads(r)["chosen"][0]["content"] for r in pref.splitlines())
+
+
+# -- 15, 16: what llama.cpp lacks points to the Model tab; nothing cut or empty on first load ----
+
+
+@pytest.mark.browser
+def test_15_16_llama_cpp_notes_point_to_the_model_tab_and_nothing_is_cut(page):
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    assert not page.locator("#saved-chats").is_visible()  # no empty box before a chat is saved
+    chips = page.evaluate(
+        "[...document.querySelectorAll('#examples .gallery-item')]"
+        ".map(e => e.scrollWidth - e.clientWidth)"
+    )
+    assert chips and max(chips) <= 1, chips  # every example shows whole
+    open_tab(page, "Inspect")
+    page.get_by_text("Compare decoding strategies").click()
+    assert page.locator("#compare-classic").is_disabled()
+    assert "Model tab" in page.locator("#compare-note").inner_text()
+    page.get_by_text("Attention", exact=True).click()
+    note = page.locator("#inspect-attention").inner_text()
+    assert "Model tab" in note
