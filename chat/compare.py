@@ -118,7 +118,11 @@ def compare(
                 top_logprobs=1 if logprobs else 0,
             )
         except UnsupportedSettingError as exc:
-            rows.append({"label": label, "unavailable": str(exc)})
+            caps = engine.backend.capabilities
+            why = None  # a strategy the backend lacks: its own reason, which says what to do
+            if settings.strategy not in caps.strategies:
+                why = caps.missing.get(settings.strategy)
+            rows.append({"label": label, "unavailable": why or str(exc)})
             continue
         if cancel is not None and cancel.is_set():
             raise Cancelled("The comparison was cancelled.")
@@ -127,9 +131,11 @@ def compare(
         rows.append(
             {
                 "label": label,
-                "settings": settings.model_dump(
-                    include={"strategy", "temperature", "num_beams", "repetition_penalty", "seed"}
-                ),
+                "settings": {  # what this strategy used, never an ignored temperature
+                    k: v
+                    for k, v in settings.applied().items()
+                    if k in {"strategy", "temperature", "num_beams", "repetition_penalty", "seed"}
+                },
                 "text": last.reply,
                 "logprob": round(total, 3) if total is not None else None,
                 "mean_logprob": round(total / len(tokens), 4) if tokens else None,

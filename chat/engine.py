@@ -20,7 +20,7 @@ from chat.errors import BusyError, Cancelled, InputError
 from chat.inspection import DEFAULT_CONFIDENCE, confidence
 from chat.probs import TokenInfo
 from chat.prompting import fit_prompt, validate_history
-from chat.rag_formats import get_format
+from chat.rag_formats import MARKER, get_format
 from chat.settings import DecodingSettings
 from chat.stops import StopFilter
 from chat.text import clean_text
@@ -28,6 +28,8 @@ from chat.text import clean_text
 UPDATE_EVERY_S = 0.02
 _END = object()
 _NO_SLOT = object()
+_STARTED = object()  # the worker holds a generation slot: the model is at work
+HEARTBEAT_S = 1.0  # while the model works without output (beam search), a snapshot this often
 
 
 @dataclass
@@ -190,6 +192,8 @@ class ChatEngine:
                 )
         seed = settings.seed if settings.seed is not None else random.randrange(2**31)
         stops = list(dict.fromkeys(settings.stop + self.backend.stop_strings()))
+        if rag_format is not None:  # a small model echoes the prompt's markers: end the reply there
+            stops.append(MARKER)
         request = GenerationRequest(
             fitted.prompt,
             settings,
@@ -226,7 +230,7 @@ class ChatEngine:
             "n_ctx": info.n_ctx,
         }
 
-        settings_used = settings.model_dump() | {"seed": seed}
+        settings_used = settings.applied() | {"seed": seed}  # only what this strategy used
         sent = [dict(m) for m in fitted.messages]
 
         def snapshot(done: bool) -> TurnResult:
@@ -258,6 +262,7 @@ class ChatEngine:
         cancelled = timed_out = False
         deadline = None if max_seconds is None else time.perf_counter() + max_seconds
         last_yield = None
+        started = None  # when the model began (its slot taken)
         try:
             while True:
                 if last_yield is not None:  # after the first token: at most ~50 updates a second,
@@ -286,14 +291,20 @@ class ChatEngine:
                                 "(--max-request-seconds); try again in a moment."
                             )
                         raise Cancelled("The request was cancelled while waiting for the model.")
+                    if item is _STARTED:
+                        started = time.perf_counter()
+                        continue
                     if turn.add(item, cancelled):
                         halt.set()  # every candidate met a stop string
                 if ended:
                     break
-                if batch:
+                if any(item is not _STARTED for item in batch):
                     yield snapshot(done=False)
                     if turn.t_first is not None:
                         last_yield = time.perf_counter()
+                elif started and time.perf_counter() - (last_yield or started) >= HEARTBEAT_S:
+                    yield snapshot(done=False)  # no output yet: the elapsed time, honestly
+                    last_yield = time.perf_counter()
         finally:
             halt.set()
             worker.join()
@@ -313,6 +324,7 @@ class ChatEngine:
             if not self.acquire(halt):
                 out.put(_NO_SLOT)
                 return
+            out.put(_STARTED)
             try:
                 for delta in self.backend.generate(request, halt):
                     out.put(delta)
@@ -336,6 +348,7 @@ class _Turn:
         self.infos: list[list[TokenInfo]] = [[] for _ in range(n)]
         self.t_start = t_start
         self.t_first = self.t_last = None
+        self.spans: list[list[float]] = [[] for _ in range(n)]  # each candidate's first, last
 
     def add(self, d: Delta, cancelled: bool) -> bool:
         """Take one delta; True once every candidate has met a stop string."""
@@ -344,6 +357,8 @@ class _Turn:
             self.counts[d.index] += d.tokens
             self.t_last = now
             self.t_first = self.t_first or now
+            span = self.spans[d.index]
+            self.spans[d.index] = [span[0] if span else now, now]
         if d.token is not None:
             self.infos[d.index].append(d.token)
         elif d.text and self.infos[d.index]:  # trailing text held back by the backend
@@ -380,16 +395,25 @@ class _Turn:
             n = len(self.counts)
             stats["finish_reason"] = self.finish[0] if n == 1 else list(self.finish)
             if n > 1:
-                stats["candidates"] = [
-                    {
-                        "completion_tokens": self.counts[i],
-                        "finish_reason": self.finish[i],
-                        "logprob": round(sum(t.logprob for t in self.infos[i]), 4)
-                        if self.infos[i]
-                        else None,
-                    }
-                    for i in range(n)
-                ]
+                stats["candidates"] = [self._candidate(i) for i in range(n)]
+
+    def _candidate(self, i: int) -> dict:
+        """One candidate's own figures: tokens, finish, speed, and summed and mean log-probability
+        (the sum favours the shortest reply; the mean per token does not)."""
+        infos, span = self.infos[i], self.spans[i]
+        total = sum(t.logprob for t in infos) if infos else None
+        speed = None
+        if self.counts[i] > 1 and span and span[1] - span[0] > 1e-3:
+            speed = round((self.counts[i] - 1) / (span[1] - span[0]), 2)
+        elif self.counts[i] and span:  # arrived at once (beam search): the whole turn counts
+            speed = round(self.counts[i] / max(span[-1] - self.t_start, 1e-3), 2)
+        return {
+            "completion_tokens": self.counts[i],
+            "finish_reason": self.finish[i],
+            "logprob": round(total, 4) if infos else None,
+            "mean_logprob": round(total / len(infos), 4) if infos else None,
+            "tokens_per_s": speed,
+        }
 
     def token_dicts(self) -> list[list[dict]]:
         """Every candidate's tokens as the API returns them."""

@@ -22,11 +22,24 @@ PENALTY_LAST_N = 64  # llama.cpp looks back this many tokens for the repetition 
 
 @dataclass
 class TokenProb:
-    """One token and its log-probability."""
+    """One token, its log-probability, and (when known) its log-probability after the sampler.
+
+    ``sampler_logprob``: None where the sampler's view was not computed; ``-inf``
+    when the sampler removed the token.
+    """
 
     id: int
     text: str
     logprob: float
+    sampler_logprob: float | None = None
+
+    def to_api(self) -> dict:
+        """The dict the API returns for one alternative (``kept`` only where known)."""
+        out = {"text": self.text, "id": self.id, "logprob": round(self.logprob, 5)}
+        if self.sampler_logprob is not None:
+            out["kept"] = bool(np.isfinite(self.sampler_logprob))
+            out["sampler_logprob"] = _round(self.sampler_logprob)
+        return out
 
 
 @dataclass
@@ -52,7 +65,7 @@ class TokenInfo:
             "id": self.id,
             "logprob": round(self.logprob, 5),
             "sampler_logprob": _round(self.sampler_logprob),
-            "top": [{"text": t.text, "id": t.id, "logprob": round(t.logprob, 5)} for t in self.top],
+            "top": [t.to_api() for t in self.top],
         }
 
 
@@ -111,13 +124,23 @@ def token_info(
     probabilities)`` when the sampler's view should be reported too.
     """
     lp = log_softmax(logits)
-    top = [TokenProb(int(i), piece(int(i)), float(lp[i])) for i in top_k(lp, k)]
-    sampler_lp = None
-    if sampler is not None:
-        kept, probs = sampler
-        where = np.nonzero(kept == chosen)[0]
-        sampler_lp = float(np.log(probs[where[0]])) if len(where) else float("-inf")
-    return TokenInfo(int(chosen), text, float(lp[chosen]), top, sampler_lp)
+    after = _sampler_logprob(sampler, lp.shape[-1])
+    top = [TokenProb(int(i), piece(int(i)), float(lp[i]), after(int(i))) for i in top_k(lp, k)]
+    return TokenInfo(int(chosen), text, float(lp[chosen]), top, after(int(chosen)))
+
+
+def _sampler_logprob(sampler: tuple[np.ndarray, np.ndarray] | None, n_vocab: int):
+    """``id -> log-probability after the sampler`` (-inf: removed; None: not computed).
+
+    Every alternative gets its own value, so the reply's tokens and the
+    next-token explorer show the same distribution for the same step.
+    """
+    if sampler is None:
+        return lambda _id: None
+    dense = np.full(n_vocab, -np.inf)
+    with np.errstate(divide="ignore"):
+        dense[sampler[0]] = np.log(sampler[1])
+    return lambda i: float(dense[i]) if 0 <= i < n_vocab else float("-inf")
 
 
 def apply_sampler(

@@ -20,6 +20,12 @@ from chat.errors import SettingsError
 Strategy = Literal["greedy", "sample", "beam"]
 STRATEGIES: tuple[str, ...] = ("greedy", "sample", "beam")
 MAX_CANDIDATES = 4
+# What each strategy leaves unused: the UI greys these out and a reply does not record them.
+IGNORED_BY: dict[str, tuple[str, ...]] = {
+    "greedy": ("temperature", "top_p", "top_k", "num_beams"),
+    "sample": ("num_beams",),
+    "beam": ("temperature", "top_p", "top_k"),
+}
 
 
 class DecodingSettings(BaseModel):
@@ -88,6 +94,10 @@ class DecodingSettings(BaseModel):
         if isinstance(data.get("stop"), str):
             data["stop"] = [data["stop"]] if data["stop"] else []
         return data
+
+    def applied(self) -> dict:
+        """The settings as a dict, without those the strategy ignores (``IGNORED_BY``)."""
+        return self.model_dump(exclude=set(IGNORED_BY[self.strategy]))
 
     @model_validator(mode="after")
     def _consistent(self) -> DecodingSettings:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from chat.errors import Cancelled, InputError
+from chat.rag_formats import has_markers
 from studio.dedup import NearIndex, signature
 
 MAX_MESSAGES = 20_000  # messages in one export request, all chats together
@@ -44,6 +45,7 @@ class Dataset:
     kind: str
     rows: list[dict] = field(default_factory=list)
     dropped: dict = field(default_factory=lambda: {"exact": 0, "near": 0})
+    with_markers: int = 0  # replies left out for echoing the retrieval prompt's markers
 
     def jsonl(self) -> str:
         """One JSON object per line."""
@@ -52,9 +54,11 @@ class Dataset:
     def summary(self) -> str:
         """``12 rows; dropped 3 exact and 1 near duplicate(s)``."""
         d = self.dropped
-        return (
-            f"{len(self.rows)} rows; dropped {d['exact']} exact and {d['near']} near duplicate(s)"
-        )
+        line = f"{len(self.rows)} rows; dropped {d['exact']} exact and {d['near']} near"
+        line += " duplicate(s)"
+        if self.with_markers:
+            line += f" and {self.with_markers} reply(ies) echoing the prompt's `<<<` markers"
+        return line
 
 
 class _Turn(BaseModel):
@@ -205,6 +209,9 @@ def sft(conversations: list[list[dict]], budget: Budget | None = None) -> Datase
                 continue
             if not any(x["role"] == "user" for x in messages[:i]):
                 continue  # a greeting answers nothing
+            if has_markers(m["content"]):  # echoed retrieval markers: never teach them
+                data.with_markers += 1
+                continue
             prompt = _prefix(messages, i)
             reply = {"role": "assistant", "content": m["content"]}
             data.rows.append({"messages": prompt + [reply]})
@@ -242,6 +249,9 @@ def preference(conversations: list[list[dict]], budget: Budget | None = None) ->
                 continue
             prompt = _prefix(messages, i)
             for chosen, rejected in _pairs(m):
+                if has_markers(chosen):  # echoed retrieval markers: never the preferred reply
+                    data.with_markers += 1
+                    continue
                 if chosen.strip() and rejected.strip() and chosen != rejected:
                     data.rows.append(
                         {

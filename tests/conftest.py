@@ -40,7 +40,9 @@ def gguf_backend():
     from chat.backends.llama_cpp_backend import LlamaCppBackend
     from chat.models import default_model_path
 
-    return LlamaCppBackend(default_model_path(), n_ctx=2048)
+    # The README's screenshots show the app as it starts (a 4096-token window); tests use 2048.
+    n_ctx = 4096 if os.environ.get("CHAT_STUDIO_SCREENSHOTS") else 2048
+    return LlamaCppBackend(default_model_path(), n_ctx=n_ctx)
 
 
 @pytest.fixture(scope="session")

@@ -27,6 +27,7 @@ from ui.chat_tab import DEFAULT_USER, GENERATE, ChatTab
 from ui.documents_panel import DocumentsPanel
 from ui.downloads import Download
 from ui.errors import user_error
+from ui.page_css import LAYOUT_CSS
 from ui.persona_panel import PersonaEditor, persona_choices
 from ui.render import model_banner
 from ui.saved_chats import SavedChats, new_id
@@ -272,7 +273,7 @@ class ChatUI:
 
         svc = self.service
         personas = persona_choices(svc.personas)
-        self.css = CSS + PAGE_CSS  # passed to launch() (Gradio 6 takes css there)
+        self.css = CSS + PAGE_CSS + LAYOUT_CSS  # passed to launch() (Gradio 6 takes css there)
         hidden = {"api_visibility": "private"}
         with gr.Blocks(title="GPT Chat Studio", delete_cache=(300, 1800)) as demo:
             own = gr.BrowserState({}, storage_key=OWN_PERSONAS_KEY, secret=self.browser_secret)

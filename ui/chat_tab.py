@@ -245,9 +245,7 @@ class ChatTab:
         for i in range(MAX_CANDIDATES):
             head = f"**Candidate {i + 1}**"
             if i < len(per):
-                lp = per[i]["logprob"]
-                head += f" · {per[i]['completion_tokens']} tokens"
-                head += f" · log-probability {lp:.2f}" if lp is not None else ""
+                head += " · " + render.candidate_line(per[i])
             text = candidates[i] if i < len(candidates) else ""
             body = render.defang(text)  # model output: no images or fetching tags
             boxes.append(gr.update(value=f"{head}\n\n{body}", visible=n > 1 and i < n))
@@ -258,7 +256,7 @@ class ChatTab:
         )
         stats = render.stats_line(result.stats) if result else "generating…" if running else ""
         if result and not result.done:
-            stats = "generating… " + stats
+            stats = render.progress_line(result.stats, result.settings)
         return [
             self.redraw(conversation),
             conversation,
@@ -378,7 +376,7 @@ class ChatTab:
     def choose_candidate(self, choice, conversation):
         """Continue the conversation with the picked candidate."""
         if not choice or not conversation or "meta" not in conversation[-1]:
-            return gr.update(), conversation
+            return gr.update(), conversation, gr.update()
         last = dict(conversation[-1])
         meta = dict(last["meta"])
         n = len(meta["candidates"])
@@ -387,7 +385,7 @@ class ChatTab:
         meta["chosen"] = int(choice) - 1
         last.update(content=meta["candidates"][meta["chosen"]], meta=meta)
         conversation = conversation[:-1] + [last]
-        return self.redraw(conversation), conversation
+        return self.redraw(conversation), conversation, render.stats_line(render.shown_stats(meta))
 
     def select(self, conversation, evt: gr.SelectData):
         """A message was clicked: offer its versions, retry and delete."""
@@ -476,7 +474,7 @@ class ChatTab:
         c.persona.change(lambda p, o: gr.update(samples=self._examples(p, o)),
                          [c.persona, c.own], c.examples, **hidden)  # fmt: skip
         changed.append(c.choice.input(self.choose_candidate, [c.choice, c.conversation],
-                                      [c.chatbot, c.conversation], **hidden))  # fmt: skip
+                                      [c.chatbot, c.conversation, c.stats], **hidden))  # fmt: skip
         c.chatbot.select(self.select, c.conversation, [c.selected, c.actions, c.action_label],
                          **hidden)  # fmt: skip
         changed.append(c.chatbot.like(self.liked, c.conversation, c.conversation, **hidden))

@@ -22,6 +22,7 @@ from studio import requests as req
 from studio.access import Access
 from studio.documents import DocumentAccess
 from studio.uploads import remove_upload
+from ui.background import Background
 from ui.errors import user_error
 from ui.settings_panel import slider_for
 
@@ -147,7 +148,9 @@ class DocumentsPanel:
             )
         except ChatStudioError as exc:
             raise user_error(f"Invalid chunk settings: {exc}") from None
-        progress(0, desc="Loading the embedder")
+        warm = Background(lambda: self.documents.embedder)  # errors: ingest reports them
+        while not warm.done.wait(0.5):  # the loader reports no fraction: the time spent
+            progress((int(warm.elapsed()), None), desc="Loading the embedder", unit="s")
 
         def report(i, n, name):
             progress((i, n), desc=f"Ingesting {name}", unit="files")

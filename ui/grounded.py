@@ -87,4 +87,21 @@ def extractive_markdown(extractive: dict | None) -> str:
         + safe_text(passage[end:])
     )
     quoted = " ".join(quoted.split())  # one paragraph: a passage's newlines could start markup
-    return f"**From your documents** [{int(extractive['source'])}]\n\n> {quoted}"
+    return f"**From your documents** [{int(extractive['source'])}]\n\n> {_plain(quoted)}"
+
+
+_MARKUP = re.compile(r"&#?\w+;|[#*_`\[\]~|\\]")  # an entity already escaped, or a mark
+
+
+def _entity(match: re.Match) -> str:
+    mark = match.group()
+    return mark if len(mark) > 1 else f"&#{ord(mark)};"
+
+
+def _plain(text: str) -> str:
+    """Escaped text whose Markdown marks (a passage's ``# heading``, ``*emphasis*``, lists)
+    show as the characters they are: the quote is plain text."""
+    text = _MARKUP.sub(_entity, text)
+    if text[:1] in ("-", "+") or re.match(r"\d+[.)]\s", text):
+        text = f"&#{ord(text[0])};" + text[1:]  # no list either
+    return text

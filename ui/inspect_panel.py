@@ -27,6 +27,14 @@ def _unavailable(caps, feature: str) -> str:
     return f"⚠️ Not available on this backend: {reason}" if reason else ""
 
 
+def _no_beam(caps) -> str:
+    """Why the beam rows and the classic comparison are off, or "" where beam search runs."""
+    if "beam" in caps.strategies:
+        return ""
+    reason = caps.missing.get("beam", "beam search is not available on this backend")
+    return f"*The classic comparison is off: {reason}.*"
+
+
 class InspectPanel:
     """Builds the Inspect tab's contents; ``wire`` connects them to the chat's state."""
 
@@ -152,9 +160,17 @@ class InspectPanel:
             )
             with gr.Row():
                 self.att_last = gr.Button("Use the selected reply")
-                self.att_layer = gr.Number(-1, precision=0, label="layer (-1: the last)")
-                self.att_head = gr.Number(
-                    None, precision=0, label="head (empty: average over heads)"
+                self.att_layer = gr.Number(
+                    -1,
+                    precision=0,
+                    label="layer (numbered from 0; -1: the last)",
+                    elem_id="att-layer",
+                )
+                self.att_head = gr.Textbox(  # a Number shows 0 when empty: it must start empty
+                    "",
+                    label="head (numbered from 0; empty: the average over heads)",
+                    placeholder="average over heads",
+                    elem_id="att-head",
                 )
                 self.att_go = gr.Button(
                     "Show attention", interactive=caps.attention, elem_id="att-show"
@@ -171,10 +187,13 @@ class InspectPanel:
                 self.cmp_classic = gr.Button(
                     "Classic: beam_width 5 + repetition_penalty 1.2 vs greedy",
                     elem_id="compare-classic",
+                    interactive="beam" in caps.strategies,
                 )
+            self.cmp_note = gr.Markdown(_no_beam(caps), elem_id="compare-note")
             self.cmp_table = gr.Dataframe(
                 headers=["strategy", "reply", "log-probability", "mean per token", "tokens/s"],
                 wrap=True,
+                column_widths=["18%", "46%", "12%", "12%", "12%"],
                 interactive=False,
                 elem_id="compare-table",
             )
@@ -189,6 +208,8 @@ class InspectPanel:
             _unavailable(caps, "scoring"),
             _unavailable(caps, "attention"),
             gr.update(interactive=caps.attention),
+            gr.update(interactive="beam" in caps.strategies),
+            _no_beam(caps),
         ]
 
     @property
@@ -201,6 +222,8 @@ class InspectPanel:
             self.ppl_note,
             self.att_note,
             self.att_go,
+            self.cmp_classic,
+            self.cmp_note,
         ]
 
     # -- reply tokens -------------------------------------------------------------------

@@ -79,7 +79,7 @@ def bars(rows: list[dict], chosen: int | None = None, note: str = "") -> str:
     for r in rows:
         mark = " ✓" if r.get("chosen") or (chosen is not None and r["id"] == chosen) else ""
         sp = r.get("sampler_prob")
-        kept = "removed by the sampler" if sp is None else f"{sp:.3f}"
+        kept = f"{sp:.3f}" if sp is not None else _NOT_KEPT[r.get("kept", False) is None]
         lines.append(
             '<div class="tok-row">'
             f'<span class="tok-text" title="id {int(r["id"])}">{shown(r["text"])}{mark}</span>'
@@ -91,6 +91,9 @@ def bars(rows: list[dict], chosen: int | None = None, note: str = "") -> str:
         "<span></span></div></div>"
     )
     return "".join(lines)
+
+
+_NOT_KEPT = {False: "removed by the sampler", True: "not recorded"}
 
 
 def _bar(p: float | None, colour: str, label: str | None = None) -> str:
@@ -112,18 +115,35 @@ def same_token(a: dict, b: dict) -> bool:
 
 
 def alternatives(token: dict) -> list[dict]:
-    """Bar rows for one generated token's recorded alternatives (``chosen`` marks the pick)."""
+    """Bar rows for one generated token's recorded alternatives (``chosen`` marks the pick).
+
+    Each row's ``sampler_prob`` is its own probability after the sampler, as
+    recorded at that step (the next-token explorer computes the same); ``kept``
+    is None where the sampler's view was not recorded (beam search, a remote
+    engine, an older reply).
+    """
+    known = any("kept" in a for a in token["top"])
     rows = []
     for a in token["top"]:
-        rows.append({"text": a["text"], "id": a["id"], "prob": math.exp(a["logprob"])})
+        row = {"text": a["text"], "id": a["id"], "prob": math.exp(a["logprob"])}
+        rows.append(row | _after_sampler(a.get("sampler_logprob"), known))
     if not any(same_token(r, token) for r in rows):  # a forced or sampled outsider
-        rows.append({"text": token["text"], "id": token["id"], "prob": math.exp(token["logprob"])})
+        row = {"text": token["text"], "id": token["id"], "prob": math.exp(token["logprob"])}
+        rows.append(row | _after_sampler(token.get("sampler_logprob"), known))
     for r in rows:
         r["chosen"] = same_token(r, token)
-        r["sampler_prob"] = None
-        if r["chosen"] and token.get("sampler_logprob") is not None:
-            r["sampler_prob"] = math.exp(token["sampler_logprob"])
+        if r["chosen"] and not known and token.get("sampler_logprob") is not None:
+            r |= _after_sampler(token["sampler_logprob"], True)  # a reply saved before
     return rows
+
+
+def _after_sampler(logprob: float | None, known: bool) -> dict:
+    """``kept`` and ``sampler_prob`` of one row (None logprob: removed, when known)."""
+    if not known:
+        return {"kept": None, "sampler_prob": None}
+    if logprob is None:
+        return {"kept": False, "sampler_prob": None}
+    return {"kept": True, "sampler_prob": math.exp(logprob)}
 
 
 def heatmap(tokens: list[str], weights: list[list[float]], title: str) -> str:

@@ -139,39 +139,56 @@ class InspectTools:
 
     def attention(self, text, layer, head):
         """The heatmap of one layer (a head, or the average over heads)."""
+        head = str(head if head is not None else "").strip()
+        if head and not head.lstrip("-").isdigit():
+            raise user_error(f"head: a number from 0, or empty for the average; got {head!r}")
+        head = int(head) if head else None
         try:
             out = self.service.attention(text, -1 if layer is None else layer, head)
         except ChatStudioError as exc:
             _fail(exc)
-        which = "average over heads" if head is None else f"head {head}"
-        title = (
-            f"Layer {out['layer']} of {out['layers']}, {which} ({out['heads']} heads). "
-            "Rows attend to columns; each row sums to 1." + " ".join(out["notices"])
+        which = "the average over heads" if head is None else f"head {head}"
+        title = (  # numbered from 0, said once: layers 0..N-1, heads 0..H-1
+            f"Layer {out['layer']} (layers 0–{out['layers'] - 1}), {which} "
+            f"(heads 0–{out['heads'] - 1}). Rows attend to columns; each row sums to 1. "
+            + " ".join(out["notices"])
         )
         return draw.heatmap(out["tokens"], out["weights"], title)
 
-    def compare(self, conversation, persona_id, own, classic=False, request=None):
-        """The last message under several strategies."""
-        from chat.compare import CLASSIC
+    def compare(self, conversation, persona_id, own, classic=False, progress=None, request=None):
+        """The last message under several strategies: the table grows one row at a time."""
+        from chat.compare import CLASSIC, STANDARD
 
         users = [i for i, m in enumerate(conversation) if m["role"] == "user"]
         if not users:
             raise user_error("Send a message on the Chat tab first: it is what gets compared.")
         last = users[-1]
         history = [{"role": m["role"], "content": m["content"]} for m in conversation[:last]]
-        strategies = [{"label": k, "settings": v} for k, v in CLASSIC] if classic else None
+        strategies, rows = CLASSIC if classic else STANDARD, []
         cancel = threading.Event()
         try:
             persona = self.service.personas.get(persona_id, own)
             with self._watch(request, cancel):
-                rows = self.service.compare(
-                    conversation[last]["content"], history, persona, strategies, cancel=cancel
-                )
+                for i, (label, settings) in enumerate(strategies):
+                    if progress is not None:
+                        progress((i, len(strategies)), desc=f"Generating: {label}", unit="replies")
+                    message = conversation[last]["content"]
+                    pair = [{"label": label, "settings": settings}]
+                    rows += self.service.compare(message, history, persona, pair, cancel=cancel)
+                    yield draw.comparison_rows(rows)
         except Cancelled:
-            return gr.update()
+            return
         except ChatStudioError as exc:
             _fail(exc)
-        return draw.comparison_rows(rows)
+
+    def _compare_handler(self, classic: bool):
+        """The page's handler for one comparison button (with Gradio's progress bar)."""
+
+        def handler(conversation, persona_id, own, request: gr.Request,
+                    progress=gr.Progress()):  # noqa: B008  # fmt: skip
+            yield from self.compare(conversation, persona_id, own, classic, progress, request)
+
+        return handler
 
     # -- API ------------------------------------------------------------------------------
 
@@ -320,15 +337,8 @@ class InspectTools:
         )
         p.att_go.click(self.attention, [p.att_text, p.att_layer, p.att_head], p.att_view, **slot)
         cmp_in = [chat.conversation, chat.persona, chat.own]
-
-        def standard(conversation, persona_id, own, request: gr.Request):
-            return self.compare(conversation, persona_id, own, False, request)
-
-        def classic(conversation, persona_id, own, request: gr.Request):
-            return self.compare(conversation, persona_id, own, True, request)
-
-        p.cmp_go.click(standard, cmp_in, p.cmp_table, **slot)
-        p.cmp_classic.click(classic, cmp_in, p.cmp_table, **slot)
+        for button, classic in ((p.cmp_go, False), (p.cmp_classic, True)):
+            button.click(self._compare_handler(classic), cmp_in, p.cmp_table, **slot)
 
 
 def _history(conversation: list[dict]) -> list[dict]:

@@ -7,6 +7,7 @@ import gradio as gr
 from chat.errors import ChatStudioError
 from studio.model_switch import ModelSwitcher, catalog
 from ui import render
+from ui.background import Background
 from ui.errors import user_error
 
 
@@ -49,19 +50,32 @@ class ModelPanel:
             self.service.capabilities.to_api(),
         )
 
-    def load(self, entry_id, backend, request: gr.Request, progress=gr.Progress()):  # noqa: B008
-        """Load the picked model; the banner and the controls follow."""
+    def load(self, entry_id, backend, request: gr.Request):
+        """Load the picked model, saying how long it has taken so far; the banner and the
+        controls follow. (Loaders report no fraction done, so no percentage is shown.)"""
         if not entry_id:
             raise user_error("Pick a model first.")
-        progress(0, desc="Loading the model (a large one takes a while)")
         try:
             caller = self.switcher.access.caller(request)
-            loaded = self.switcher.load(caller, entry_id, backend)
         except ChatStudioError as exc:
             raise user_error(exc) from None
-        return (
+        job = Background(lambda: self.switcher.load(caller, entry_id, backend))
+        while not job.done.wait(1.0):
+            yield (
+                f"⏳ Loading **{entry_id}** on {backend}: {job.elapsed():.0f} s so far (a large "
+                "model takes a while; the previous one keeps serving until then).",
+                gr.update(),
+                gr.update(),
+            )
+        if isinstance(job.error, ChatStudioError):
+            raise user_error(job.error) from None
+        if job.error is not None:
+            raise job.error
+        loaded = job.result
+        yield (
             f"Loaded **{loaded['model']}** with {loaded['backend']} on {loaded['device']} in "
             f"{loaded['load_s']} s.",
             self.service.capabilities.to_api(),
             render.model_banner(self.service.info),
         )
+

@@ -116,6 +116,7 @@ class PersonaEditor:
                 label="Card",
                 elem_id="persona-yaml",
                 interactive=True,
+                wrap_lines=True,  # a long system prompt stays in view on a phone
             )
             with gr.Row():
                 self.save = gr.Button("Save persona", elem_id="persona-save")

@@ -30,13 +30,48 @@ def defang(text: str) -> str:
     return _FETCHING_TAGS.sub("&lt;", _IMAGE_BANG.sub("", text))
 
 
+def shown_stats(meta: dict) -> dict:
+    """The stats of the version shown: a picked candidate's own figures, not the turn's total."""
+    stats = meta.get("stats") or {}
+    per, chosen = stats.get("candidates") or [], meta.get("chosen", 0)
+    if not isinstance(chosen, int) or not 0 <= chosen < len(per):
+        return stats
+    own = per[chosen]
+    out = {k: v for k, v in stats.items() if k not in ("candidates", "confidence")}
+    out |= {
+        "candidate": f"{chosen + 1}/{len(per)}",
+        "completion_tokens": own["completion_tokens"],
+        "tokens_per_s": own.get("tokens_per_s") or 0,
+        "finish_reason": own.get("finish_reason"),
+        "logprob": own.get("logprob"),
+        "mean_logprob": own.get("mean_logprob"),
+    }
+    return out
+
+
+def candidate_line(own: dict) -> str:
+    """``28 tokens · 31.0 tok/s · log-probability -20.1 (mean -0.72 per token)``."""
+    parts = [f"{own['completion_tokens']} tokens"]
+    if own.get("tokens_per_s"):
+        parts.append(f"{own['tokens_per_s']:.1f} tok/s")
+    if own.get("logprob") is not None:
+        mean = own.get("mean_logprob")
+        tail = f" (mean {mean:.2f} per token)" if mean is not None else ""
+        parts.append(f"log-probability {own['logprob']:.2f}{tail}")
+    return " · ".join(parts)
+
+
 def stats_line(stats: dict) -> str:
     """``42 tokens · 35.1 tok/s · TTFT 0.08 s · seed 7`` for one reply."""
     parts = [f"{stats.get('completion_tokens', 0)} tokens"]
+    if stats.get("candidate"):  # a picked candidate: its own figures (see shown_stats)
+        parts = [f"candidate {stats['candidate']}", candidate_line(stats)]
+    elif len(stats.get("candidates") or []) > 1:
+        parts = [f"{len(stats['candidates'])} candidates · {parts[0]} in all"]
     if stats.get("backend") == "openai" or stats.get("answered_by"):
         who = stats.get("answered_by") or f"{stats.get('model')} ({stats.get('device')})"
         parts.insert(0, f"answered by {who}")
-    if stats.get("tokens_per_s"):
+    if stats.get("tokens_per_s") and not stats.get("candidate"):
         parts.append(f"{stats['tokens_per_s']:.1f} tok/s")
     if stats.get("ttft_s") is not None:
         parts.append(f"TTFT {stats['ttft_s']:.2f} s")
@@ -52,6 +87,18 @@ def stats_line(stats: dict) -> str:
     if reason == "cancelled" or (isinstance(reason, list) and "cancelled" in reason):
         parts.append("stopped")
     return " · ".join(parts)
+
+
+def progress_line(stats: dict, settings: dict) -> str:
+    """The stats line while a reply is generated: what is known so far, and the time spent.
+
+    Beam search keeps several hypotheses and sends the reply only when it is done,
+    so the line says that rather than looking stuck.
+    """
+    elapsed = f"{stats.get('elapsed_s') or 0:.0f} s"
+    if settings.get("strategy") == "beam" and not stats.get("completion_tokens"):
+        return f"generating… beam search sends the whole reply at once when it is done · {elapsed}"
+    return f"generating… {elapsed} · " + stats_line(stats)
 
 
 def details_markdown(meta: dict) -> str:
@@ -124,7 +171,7 @@ def chatbot_view(conversation: list[dict]) -> tuple[list[dict], list[int], list[
         index.append(i)
         marks.append(FEEDBACK.get(msg.get("feedback")))
         if msg["role"] == "assistant" and meta and meta.get("stats"):
-            title = stats_line(meta["stats"])
+            title = stats_line(shown_stats(meta))
             current, count = versions_of(msg)
             if count > 1:
                 title = f"version {current}/{count} · " + title

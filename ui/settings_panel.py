@@ -5,7 +5,13 @@ from __future__ import annotations
 import gradio as gr
 
 from chat.backends.base import Capabilities
-from chat.settings import MAX_CANDIDATES, STRATEGIES, DecodingSettings, field_bounds
+from chat.settings import (
+    IGNORED_BY,
+    MAX_CANDIDATES,
+    STRATEGIES,
+    DecodingSettings,
+    field_bounds,
+)
 from ui.errors import user_error
 
 SLIDERS = {  # field -> step
@@ -19,6 +25,7 @@ SLIDERS = {  # field -> step
 }
 FIELDS = ["strategy", *SLIDERS, "seed", "stop"]
 CUSTOM = "Custom"  # the preset box when the controls match no preset
+STRATEGY_DEPENDENT = ("temperature", "top_p", "top_k", "num_beams")  # greyed where unused
 
 
 def slider_for(model, name: str, step: float, **overrides) -> gr.Slider:
@@ -78,6 +85,15 @@ class SettingsPanel:
         )
         hidden = {"queue": False, "api_visibility": "private"}
         self.preset.change(self.apply_preset, self.preset, self.components, **hidden)
+        for name, update in self.strategy_controls(strategy["value"]).items():
+            self.controls[name].interactive = update["interactive"]
+        used = [self.controls[n] for n in STRATEGY_DEPENDENT]
+        self.controls["strategy"].change(
+            lambda s: [gr.update(**u) for u in self.strategy_controls(s).values()],
+            self.controls["strategy"],
+            used,
+            **hidden,
+        )
         for control in self.components:  # a hand-set value is no preset's any more
             control.input(lambda: CUSTOM, None, self.preset, **hidden)
 
@@ -103,10 +119,17 @@ class SettingsPanel:
             "info": DecodingSettings.model_fields["strategy"].description + note,
         }
 
+    def strategy_controls(self, strategy: str) -> dict[str, dict]:
+        """Per ``STRATEGY_DEPENDENT`` control: interactive only where ``strategy`` uses it."""
+        ignored = IGNORED_BY.get(strategy, ())
+        out = {n: {"interactive": n not in ignored} for n in STRATEGY_DEPENDENT}
+        out["num_beams"]["interactive"] &= "beam" in self.capabilities.strategies
+        return out
+
     def _slider_update(self, name: str) -> dict:
         caps = self.capabilities
-        if name == "num_beams":
-            return {"interactive": "beam" in caps.strategies}
+        if name == "num_beams":  # refresh resets the strategy to its default
+            return self.strategy_controls(self._strategy_update()["value"])["num_beams"]
         most = min(MAX_CANDIDATES, caps.max_candidates)
         return {"maximum": max(2, most), "interactive": most > 1}
 

@@ -19,8 +19,13 @@ from chat.prompting import TRANSCRIPT_STOPS, render_transcript
 from chat.settings import MAX_CANDIDATES
 
 NO_ATTENTION = (
-    "llama.cpp does not expose attention weights; start the app with --backend transformers "
-    "(it loads the same GGUF file) to see them"
+    "llama.cpp does not expose attention weights; load the model on the transformers backend "
+    "in the Model tab (or start the app with --backend transformers; it loads the same GGUF "
+    "file) to see them"
+)
+NO_BEAM = (
+    "beam search needs the transformers backend: switch in the Model tab "
+    "(or start the app with --backend transformers)"
 )
 
 DEFAULT_N_CTX = 4096
@@ -59,7 +64,7 @@ class LlamaCppBackend:
         scoring=True,
         missing={
             "attention": NO_ATTENTION,
-            "beam": "llama.cpp has no beam search; use --backend transformers for it",
+            "beam": NO_BEAM,
         },
     )
     sampler_order = LLAMA_CPP_ORDER
