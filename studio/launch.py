@@ -118,6 +118,7 @@ def _build(config: AppConfig, backend, lock: InstanceLock) -> Studio:
         queue_size=config.queue_size,
         browser_secret=secret.decode()[:32],
         switcher=ModelSwitcher(engine, config, access),
+        explain_cache=config.data_dir / "explain",
     )
     demo = ui.create_app()
     return Studio(config, engine, access, guard, service, retrieval, ui, demo, lock)

@@ -71,6 +71,7 @@ class ChatUI:
         default_preset: str = "Balanced",
         browser_secret: str | None = None,
         switcher=None,
+        explain_cache=None,
     ):
         self.service = service
         self.access = access or Access(secret=b"local-only", private=True)
@@ -79,6 +80,7 @@ class ChatUI:
         self.default_preset = default_preset
         self.browser_secret = browser_secret
         self.switcher = switcher  # a studio.model_switch.ModelSwitcher: the Model tab
+        self.explain_cache = explain_cache  # where the neuron index is kept between runs
         self.chat = ChatTab(self, service)
         self.access.on_end(self.chat.forget)
 
@@ -195,6 +197,8 @@ class ChatUI:
     # ----- layout ----------------------------------------------------------------------
     def create_app(self) -> gr.Blocks:
         """Build the Blocks (not launched)."""
+        from studio.explain import Explainer
+        from ui.explain_panel import ExplainPanel
         from ui.inspect_panel import InspectPanel
         from ui.inspect_render import CSS
         from ui.inspect_tools import InspectTools
@@ -229,6 +233,7 @@ class ChatUI:
                     c = self.chat.build(personas, conversation, own, user, panel, None)
                 with gr.Tab("Inspect", elem_id="tab-inspect"):
                     inspect = InspectPanel(svc, self.access)
+                    explain = ExplainPanel(Explainer(svc, self.explain_cache), self)
                 if svc.documents is not None:
                     with gr.Tab("Documents", elem_id="tab-documents") as docs_tab:
                         c.docs = DocumentsPanel(svc.documents, self.access)
@@ -247,6 +252,7 @@ class ChatUI:
                 docs_tab.select(c.docs.listing, None, c.docs.listing_out, **hidden)
             self.chat.wire(demo, c, inspect, download)
             InspectTools(svc, inspect).wire(c)
+            explain.wire(c, inspect)
             saved.wire(c)
             self._wire_personas(demo, c, editor, panel, saved)
             saved.restore_on_load(demo, c)
@@ -254,10 +260,12 @@ class ChatUI:
             demo.load(lambda n: n or DEFAULT_USER, stored_name, user, **hidden)
             user.change(lambda n: n, user, stored_name, **hidden)
             # Controls that depend on the loaded model, as of this page load or a new model.
-            fitted = [banner, *panel.refreshed, *inspect.refreshed]
+            fitted = [banner, *panel.refreshed, *inspect.refreshed, *explain.refreshed]
 
             def refit():
-                return [model_banner(svc.info), *panel.refresh(), *inspect.refresh()]
+                return [
+                    model_banner(svc.info), *panel.refresh(), *inspect.refresh(), *explain.refresh()
+                ]
 
             demo.load(refit, None, fitted, **hidden)
             if self.switcher is not None:

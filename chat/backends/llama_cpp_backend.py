@@ -263,6 +263,10 @@ class LlamaCppBackend:
             return self._tokens(text)
         return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)
 
+    def vocab_size(self) -> int:
+        """Number of token ids in the model's vocabulary."""
+        return int(self.llm.n_vocab())
+
     def piece(self, token_id: int) -> str:
         """How one token reads; a partial UTF-8 character shows its bytes."""
         data = self.llm.detokenize([token_id], special=True)

@@ -17,6 +17,7 @@ import time
 import traceback
 
 ALLOWED = {
+    "vocab_size",
     "render",
     "stop_strings",
     "count_tokens",
