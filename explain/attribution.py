@@ -190,8 +190,12 @@ def passage_reliance(backend, segments, target: Target, cancel=None) -> dict:
 
 def attribute_tokens(model, torch, ids: list[int], n_prompt: int, target: Target,
                      method: str = "input_x_gradient", steps: int = 20, device="cpu",
-                     cancel=None) -> dict:  # fmt: skip
-    """Per input token, the gradient-based attribution of the target (transformers models)."""
+                     cancel=None, baseline_id: int | None = None) -> dict:  # fmt: skip
+    """Per input token, the gradient-based attribution of the target (transformers models).
+
+    Integrated gradients walks from a baseline input (every token but the first
+    replaced by ``baseline_id``, e.g. the end-of-text token; None: zero
+    embeddings) to the real one."""
     from captum.attr import InputXGradient, IntegratedGradients
 
     if method not in TOKEN_METHODS:
@@ -214,16 +218,22 @@ def attribute_tokens(model, torch, ids: list[int], n_prompt: int, target: Target
 
     with torch.no_grad():
         x = embed(inputs).detach().float()
+        # The baseline: every token replaced by ``baseline_id`` (a zero embedding would be
+        # a singular point of the RMS norm, and integrated gradients would not converge).
+        base_ids = torch.full_like(inputs, baseline_id if baseline_id is not None else 0)
+        base_ids[0, 0] = inputs[0, 0]  # the first token (BOS, the attention sink) stays
+        baseline = embed(base_ids).detach().float() if baseline_id is not None else None
     was_training = model.training
     model.eval()
     dtype = next(model.parameters()).dtype
     x = x.to(dtype).requires_grad_(True)
+    baseline_x = torch.zeros_like(x) if baseline is None else baseline.to(dtype)
     gap = None
     if method == "input_x_gradient":
         attr = InputXGradient(forward).attribute(x)
     else:
         attr, delta = IntegratedGradients(forward).attribute(
-            x, baselines=torch.zeros_like(x), n_steps=max(4, min(int(steps), 64)),
+            x, baselines=baseline_x, n_steps=max(4, min(int(steps), 64)),
             internal_batch_size=4, return_convergence_delta=True,
         )  # fmt: skip
         gap = float(delta.sum())
@@ -231,7 +241,7 @@ def attribute_tokens(model, torch, ids: list[int], n_prompt: int, target: Target
     per_token = attr[0].float().sum(dim=-1).detach().cpu().numpy()
     with torch.no_grad():
         value = float(forward(x.detach()))
-        base = float(forward(torch.zeros_like(x))) if method == "integrated_gradients" else None
+        base = float(forward(baseline_x)) if method == "integrated_gradients" else None
     passes = "1 backward pass" if method == "input_x_gradient" else f"{steps} backward passes"
     values = [round(float(v), 5) for v in per_token]  # prompt, then the reply tokens fed
     return {

@@ -151,9 +151,12 @@ class Explainer:
     def _tokens(self, b, req, segs, target, cancel) -> dict:
         model, torch, device = b.internals()
         prompt_ids = b.tokenize(segments.join(segs, lambda i: True), special=True)
+        eos = model.config.eos_token_id  # the integrated-gradients baseline token
+        eos = eos[0] if isinstance(eos, list) else eos
         out = attribution.attribute_tokens(
-            model, torch, prompt_ids, len(prompt_ids), target, req.method, req.steps, device, cancel
-        )
+            model, torch, prompt_ids, len(prompt_ids), target, req.method, req.steps, device,
+            cancel, baseline_id=eos,
+        )  # fmt: skip
         fed, _ = target.span()
         out["tokens"] = [b.piece(i) for i in list(prompt_ids) + fed]
         out["target"] = self._describe(b, target)
