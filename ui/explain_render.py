@@ -76,10 +76,14 @@ def attribution_summary(out: dict) -> str:
                f" (gap {out['completeness_gap']:+.3f}).")
         )  # fmt: skip
     if out.get("completeness_gap") is not None and "total_change" not in out:
+        change = out["target_logprob"] - out["baseline_logprob"]
         lines.append(
-            f"Integrated gradients: attributions sum to {out['sum_of_attributions']:+.3f}; "
-            f"completeness gap {out['completeness_gap']:+.3f}."
-        )
+            f"Integrated gradients: attributions sum to {out['sum_of_attributions']:+.3f}, the "
+            f"change they explain is {change:+.3f}: completeness gap "
+            f"{out['completeness_gap']:+.3f}."
+            + (" The gap is large: the path integral needs more steps than were taken, so read "
+               "the colours as rough." if abs(out["completeness_gap"]) > 0.25 * abs(change) else "")
+        )  # fmt: skip
     rows = [s for s in out.get("segments", []) if s["attribution"] is not None]
     if rows:
         best = max(rows, key=lambda s: s["attribution"])
