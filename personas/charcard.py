@@ -15,6 +15,7 @@ import struct
 import zlib
 
 from chat.errors import PersonaError
+from chat.text import load_json
 from personas.cards import MACROS, Example, Persona
 
 V2_FIELDS = (
@@ -157,7 +158,7 @@ def read_png_chara(blob: bytes) -> dict:
         elif kind == b"iTXt":
             value = value[2:].split(b"\0", 2)[-1]  # flags, language, translated keyword
         try:
-            return json.loads(base64.b64decode(value, validate=False).decode("utf-8"))
+            return load_json(base64.b64decode(value, validate=False).decode("utf-8"), "card")
         except (binascii.Error, UnicodeDecodeError, json.JSONDecodeError):
             raise PersonaError("The PNG's chara chunk is not base64-encoded card JSON.") from None
     raise PersonaError("This PNG carries no character card (no 'chara' text chunk).")
@@ -193,7 +194,7 @@ def import_card(blob: bytes, filename: str) -> Persona:
         raw = read_png_chara(blob)
     else:
         try:
-            raw = json.loads(blob.decode("utf-8"))
+            raw = load_json(blob.decode("utf-8"), filename)
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise PersonaError(
                 f"{filename}: not a character card: expected V2 JSON or a PNG with a chara chunk."

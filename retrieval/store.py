@@ -142,7 +142,8 @@ class DocumentStore(IngestMixin):
         ids = self._metadatas(col, where={"doc_hash": doc_hash})[0] if col is not None else []
         if not ids:
             raise DocumentError(
-                f"No document with hash {doc_hash!r} in collection {collection!r}; "
+                # Never the collection's name: a visitor's is private (session-...).
+                f"No document with hash {str(doc_hash)[:80]!r} among these documents; "
                 "refresh the document list."
             )
         self._delete_ids(col, ids)

@@ -161,7 +161,9 @@ def serve(studio: Studio, quiet: bool = False) -> None:
             share=config.share,
             auth=logins or None,
             prevent_thread_lock=True,
-            show_error=True,
+            # A shared app shows visitors our own one-sentence errors (gr.Error) only; any
+            # other exception (Gradio's own, on malformed input) reads "Error", never Python.
+            show_error=config.is_private(),
             quiet=quiet,
             css=getattr(studio.ui, "css", None),
             # Per file, Gradio refuses far larger uploads outright (disk safety); below

@@ -23,7 +23,7 @@ def catalog(config: AppConfig, backend=None) -> list[dict]:
 
     The bundled GGUF, ``.gguf`` files under ``--models-dir`` (default
     ``<data dir>/models``), causal LMs in the Hugging Face cache, and the
-    models a remote engine lists.
+    models a remote engine lists. Ids never hold a server path.
     """
     entries = []
     try:
@@ -50,9 +50,11 @@ def catalog(config: AppConfig, backend=None) -> list[dict]:
 
 
 def _gguf(path: Path, where: str) -> dict:
+    """A GGUF entry; its id and label name it relative to the models folder (or 'bundled'):
+    the server's own paths are never shown to visitors."""
     size = path.stat().st_size / 2**20
     return {
-        "id": f"gguf:{path}",
+        "id": f"gguf:{where}",
         "label": f"{path.name} ({where}, {size:,.0f} MB)",
         "kind": "gguf",
         "source": str(path),
@@ -129,10 +131,12 @@ class ModelSwitcher:
                 os.environ.get("CHAT_STUDIO_OPENAI_API_KEY"),
             )
         except ChatStudioError as exc:
-            raise ModelLoadError(f"{exc} Still serving {old_name}.") from None
+            text = _unpathed(exc, entries[entry_id])
+            raise ModelLoadError(f"{text} Still serving {old_name}.") from None
         except Exception as exc:  # out of memory and the like: the old model stays
             raise ModelLoadError(
-                f"Could not load it ({type(exc).__name__}: {exc}). Still serving {old_name}."
+                f"Could not load it ({type(exc).__name__}: {_unpathed(exc, entries[entry_id])}). "
+                f"Still serving {old_name}."
             ) from None
         free(self.engine.swap(new))
         info = new.info
@@ -143,6 +147,16 @@ class ModelSwitcher:
             "n_ctx": info.n_ctx,
             "load_s": round(time.perf_counter() - t0, 2),
         }
+
+
+def _unpathed(exc: Exception, entry: dict) -> str:
+    """The error's text with the entry's server path (and folder) put as the list names it."""
+    text = str(exc)
+    if entry["kind"] == "gguf":
+        path = Path(entry["source"])
+        name = entry["id"].removeprefix("gguf:")
+        text = text.replace(str(path), name).replace(str(path.parent), "the models folder")
+    return text
 
 
 def free(backend) -> None:

@@ -21,6 +21,7 @@ from personas import PersonaStore
 from personas.cards import Persona
 from studio.access import Caller
 from studio.limits import Limits
+from studio.requests import describe, whole_number
 
 
 class InspectOptions(BaseModel):
@@ -49,8 +50,7 @@ def inspect_options(**values) -> InspectOptions:
     try:
         return InspectOptions(**{k: v for k, v in values.items() if v is not None})
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise SettingsError(f"{err['loc'][0]}: {err['msg']}") from None
+        raise SettingsError(describe(exc, InspectOptions)) from None
 
 
 class ChatService:
@@ -119,6 +119,8 @@ class ChatService:
         """
         started = time.perf_counter()
         inspect = inspect or InspectOptions()
+        # Before any model work: llama.cpp aborts the process on a token id it lacks.
+        self.info.check_token_ids(inspect.reply_prefix_ids, "reply_prefix_ids")
         decoding = parse_settings(settings, base=self.base_settings(persona))
         self.limits.check_chat(message, history, decoding.max_new_tokens)
         passages = None
@@ -211,6 +213,7 @@ class ChatService:
         as built so far), exactly as a chat turn would see it.
         """
         decoding = parse_settings(settings)
+        top_k = whole_number(top_k, "top_k", 1, 50)
         if template:
             from chat.prompting import validate_history
 
@@ -225,12 +228,20 @@ class ChatService:
             out = self.inspector.next_token(text, top_k, decoding, special=False, cancel=cancel)
         return out
 
+    def piece(self, token_id) -> str:
+        """How one token of the loaded model reads (an unknown id is refused)."""
+        token_id = self.info.check_token_ids(token_id)[0]
+        return self.engine.backend.piece(token_id)
+
     def perplexity(self, text: str, cancel=None) -> dict:
         """Perplexity, per-token surprisal and the AI-text gauge of ``text``."""
         return self.inspector.perplexity(text, cancel)
 
     def attention(self, text: str, layer: int = -1, head: int | None = None, cancel=None) -> dict:
         """One layer's attention (a head, or the average over heads) over ``text``."""
+        self.capabilities.require("attention")  # its reason first, whatever the numbers
+        layer = whole_number(layer, "layer", -4096, 4095)
+        head = None if head in (None, "") else whole_number(head, "head", 0, 4095)
         return self.inspector.attention(text, layer, head, cancel)
 
     def anatomy(self, prompt_messages: list[dict], parts: dict, prompt: str) -> dict:

@@ -100,6 +100,18 @@ def test_attention_endpoint_on_transformers(tf_client):
         tf_client.predict(text="The cat sat.", layer=99, api_name="/attention")
 
 
+@pytest.mark.parametrize(
+    "values",
+    [{"layer": "abc"}, {"layer": 99999}, {"layer": 0, "head": "x"}, {"layer": 0, "head": 99}],
+)
+def test_attention_with_bad_numbers_gets_one_sentence(tf_client, values):
+    field = "head" if "head" in values else "layer"
+    with pytest.raises(AppError) as err:
+        tf_client.predict(text="The cat sat.", api_name="/attention", **values)
+    message = str(err.value)
+    assert f"{field}:" in message and "not supported" not in message, message
+
+
 def test_beam_comparison_on_transformers(tf_client):
     rows = tf_client.predict(
         message="Say hi.",

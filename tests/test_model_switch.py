@@ -39,14 +39,14 @@ def test_loading_a_model_and_a_failed_load(models_dir):
     app = start_app(models_dir.parent)  # private: the person at the machine may switch
     try:
         client = Client(app.url, verbose=False)
-        second = f"gguf:{models_dir / 'second-copy.gguf'}"
+        second = "gguf:second-copy.gguf"
         out = load(app, second)
         assert out["success"], out
         assert "Loaded **second-copy.gguf**" in out["output"]["data"][0]
         assert client.predict(api_name="/model")["model"] == "second-copy.gguf"
         reply = client.predict(message="Hi", settings={"max_new_tokens": 4}, api_name="/chat")
         assert reply["stats"]["model"] == "second-copy.gguf"
-        bad = load(app, f"gguf:{models_dir / 'broken.gguf'}")
+        bad = load(app, "gguf:broken.gguf")
         assert not bad["success"] and "Still serving second-copy.gguf" in str(bad["output"])
         assert client.predict(api_name="/model")["model"] == "second-copy.gguf"
     finally:
@@ -54,7 +54,7 @@ def test_loading_a_model_and_a_failed_load(models_dir):
 
 
 def test_visitors_of_a_shared_app_may_not_switch_unless_allowed(models_dir):
-    second = f"gguf:{models_dir / 'second-copy.gguf'}"
+    second = "gguf:second-copy.gguf"
     app = start_app(models_dir.parent, "--host", "0.0.0.0")
     try:
         out = load(app, second)

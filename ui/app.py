@@ -21,6 +21,7 @@ from personas.cards import Persona
 from personas.store import parse_card
 from studio import datasets
 from studio.access import Access
+from studio.requests import ChatRequest, parse_request
 from studio.service import ChatService, inspect_options
 from ui.chat_tab import DEFAULT_USER, GENERATE, ChatTab
 from ui.documents_panel import DocumentsPanel
@@ -147,27 +148,38 @@ class ChatUI:
         caller = self.caller(request)
         cancel = threading.Event()
         try:
+            r = parse_request(
+                ChatRequest,
+                message=message,
+                history=history,
+                persona=persona,
+                settings=settings,
+                use_rag=use_rag,
+                retrieval=retrieval,
+                persona_card=persona_card,
+                user_name=user_name or DEFAULT_USER,
+            )
             inspect = inspect_options(
                 top_logprobs=top_logprobs,
                 confidence_threshold=confidence_threshold,
                 reply_prefix_ids=reply_prefix_ids,
             )
             card = (
-                parse_card(persona_card, "persona_card")
-                if persona_card
-                else self.service.personas.get(persona)
+                parse_card(r.persona_card, "persona_card")
+                if r.persona_card
+                else self.service.personas.get(r.persona)
             )
-            user = (user_name or DEFAULT_USER).strip()[:60] or DEFAULT_USER
+            user = r.user_name.strip()[:60] or DEFAULT_USER
             with self.watch(caller.session, cancel):
                 for result in self.service.run(
                     caller,
-                    message,
-                    history,
+                    r.message,
+                    r.history,
                     card,
-                    settings,
-                    use_rag,
+                    r.settings,
+                    r.use_rag,
                     cancel,
-                    retrieval,
+                    r.retrieval,
                     inspect,
                     user,
                 ):

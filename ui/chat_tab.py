@@ -159,7 +159,7 @@ class ChatTab:
         settings = SettingsPanel.values_to_dict(values[:n])
         try:
             inspect = inspect_options(
-                top_logprobs=int(values[n]), confidence_threshold=values[n + 1]
+                top_logprobs=values[n], confidence_threshold=values[n + 1]
             )
         except ChatStudioError as exc:
             raise user_error(exc) from None
@@ -347,6 +347,9 @@ class ChatTab:
             return gr.update(), conversation
         last = dict(conversation[-1])
         meta = dict(last["meta"])
+        n = len(meta["candidates"])
+        if not str(choice).isdigit() or not 1 <= int(choice) <= n:
+            raise user_error(f"Pick a candidate from 1 to {n}.")
         meta["chosen"] = int(choice) - 1
         last.update(content=meta["candidates"][meta["chosen"]], meta=meta)
         conversation = conversation[:-1] + [last]

@@ -18,8 +18,10 @@ from chat.errors import ChatStudioError
 from retrieval.service import passage_dict
 from retrieval.settings import RetrievalSettings
 from retrieval.types import SUPPORTED_SUFFIXES
+from studio import requests as req
 from studio.access import Access
 from studio.documents import DocumentAccess
+from studio.uploads import remove_upload
 from ui.errors import user_error
 from ui.settings_panel import slider_for
 
@@ -105,11 +107,11 @@ class DocumentsPanel:
     def read_retrieval(values) -> dict:
         """The retrieval settings dict from ``retrieval_inputs`` values."""
         top_k, min_score, mmr, mmr_lambda, prompt_format = values
-        return {
-            "top_k": int(top_k),
-            "min_score": float(min_score),
+        return {  # checked by parse_retrieval, so a script's text gets one sentence back
+            "top_k": top_k,
+            "min_score": min_score,
             "mmr": bool(mmr),
-            "mmr_lambda": float(mmr_lambda),
+            "mmr_lambda": mmr_lambda,
             "prompt_format": prompt_format,
         }
 
@@ -136,8 +138,10 @@ class DocumentsPanel:
             raise user_error("Choose one or more files to upload first.")
         pairs = [(_path(f), _original_name(f)) for f in files]
         try:
-            chunk = ChunkSettings(chunk_size=int(chunk_size), chunk_overlap=int(chunk_overlap))
-        except ValueError as exc:
+            chunk = req.parse_request(
+                ChunkSettings, chunk_size=chunk_size, chunk_overlap=chunk_overlap
+            )
+        except ChatStudioError as exc:
             raise user_error(f"Invalid chunk settings: {exc}") from None
         progress(0, desc="Loading the embedder")
 
@@ -183,7 +187,10 @@ class DocumentsPanel:
 
     def clear(self, request: gr.Request):
         """Remove every document this session uploaded."""
-        self.documents.clear(self._caller(request))
+        try:
+            self.documents.clear(self._caller(request))
+        except ChatStudioError as exc:
+            raise user_error(exc) from None
         return self.listing(request)
 
     # ----- API ---------------------------------------------------------------------
@@ -192,7 +199,13 @@ class DocumentsPanel:
         caller = self._caller(request)
         pairs = [(_path(f), _original_name(f)) for f in files or []]
         try:
-            summaries = self.documents.ingest(caller, pairs, shared=bool(shared))
+            shared = req.parse_request(req.IngestRequest, shared=shared).shared
+        except ChatStudioError as exc:
+            for path, _ in pairs:  # uploads are never kept
+                remove_upload(path)
+            raise user_error(exc) from None
+        try:
+            summaries = self.documents.ingest(caller, pairs, shared=shared)
         except ChatStudioError as exc:
             raise user_error(exc) from None
         return [
@@ -212,9 +225,10 @@ class DocumentsPanel:
         """Passages for ``query`` from the shared base and your uploads."""
         caller = self._caller(request)
         try:
-            settings = RetrievalSettings(top_k=k, min_score=0.0)
-            passages = self.documents.retrieve(caller, query, settings)
-        except (ChatStudioError, ValueError) as exc:
+            r = req.parse_request(req.RetrieveRequest, query=query, k=k)
+            settings = RetrievalSettings(top_k=r.k, min_score=0.0)
+            passages = self.documents.retrieve(caller, r.query, settings)
+        except ChatStudioError as exc:
             raise user_error(exc) from None
         return [
             passage_dict(p) | {"collection": "mine" if p.collection != "shared" else "shared"}
@@ -235,7 +249,8 @@ class DocumentsPanel:
         """Delete one of your documents (``shared=True``: a shared one, admins only)."""
         caller = self._caller(request)
         try:
-            return self.documents.delete(caller, doc_hash, shared=bool(shared))
+            r = req.parse_request(req.DeleteDocumentRequest, doc_hash=doc_hash, shared=shared)
+            return self.documents.delete(caller, r.doc_hash, shared=r.shared)
         except ChatStudioError as exc:
             raise user_error(exc) from None
 

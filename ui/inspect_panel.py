@@ -17,7 +17,7 @@ from studio import conversations as conv
 from studio.access import Access
 from studio.service import ChatService, inspect_options
 from ui import inspect_render as draw
-from ui.errors import user_error
+from ui.errors import typed_token_id, user_error
 
 MODES = ["model probability", "after the sampler"]
 
@@ -272,14 +272,14 @@ class InspectPanel:
         user_at = max(i for i in range(index) if conversation[i]["role"] == "user")
         history = [{"role": m["role"], "content": m["content"]} for m in conversation[:user_at]]
         tokens = _tokens(meta)
-        forced = [t["id"] for t in tokens[:position]] + [int(alt_id)]
+        forced = [t["id"] for t in tokens[:position]] + [typed_token_id(alt_id)]
         settings = {**meta["settings"], "num_return_sequences": 1}
         if settings["strategy"] == "beam":
             settings.update(strategy="greedy", num_beams=1)
-        options = inspect_options(
-            top_logprobs=max(1, len(tokens[0]["top"])), reply_prefix_ids=forced
-        )
-        try:
+        try:  # the service checks every id against the model before it runs
+            options = inspect_options(
+                top_logprobs=max(1, len(tokens[0]["top"])), reply_prefix_ids=forced
+            )
             persona = self.service.personas.get(persona_id, own)
             *_, result = self.service.run(
                 caller,

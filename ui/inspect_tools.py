@@ -14,7 +14,8 @@ import gradio as gr
 from chat.errors import Cancelled, ChatStudioError
 from studio.service import ChatService
 from ui import inspect_render as draw
-from ui.errors import user_error
+from studio import requests as req
+from ui.errors import typed_token_id, user_error
 from ui.inspect_panel import InspectPanel
 from ui.settings_panel import FIELDS, SettingsPanel
 
@@ -42,7 +43,7 @@ class InspectTools:
             persona = self.service.personas.get(persona_id, own)
             history = _history(conversation) if template else None
             out = self.service.next_token(
-                text, int(k), settings, bool(template), persona, history, reply or ""
+                text, k, settings, bool(template), persona, history, reply or ""
             )
         except ChatStudioError as exc:
             _fail(exc)
@@ -84,15 +85,18 @@ class InspectTools:
         elif how == "sampled":
             token_id = result["sampled"]["id"]
         else:
-            token_id = picked
+            token_id = typed_token_id(picked)
         piece = by_id[token_id]["text"] if token_id in by_id else self._piece(token_id)
         steps = list(steps) + [(text, reply)]
         if template:
             return text, (reply or "") + piece, steps
         return text + piece, reply, steps
 
-    def _piece(self, token_id) -> str:
-        return self.service.engine.backend.piece(int(token_id))
+    def _piece(self, token_id: int) -> str:
+        try:
+            return self.service.piece(token_id)
+        except ChatStudioError as exc:
+            _fail(exc)
 
     @staticmethod
     def undo(text, reply, steps):
@@ -126,9 +130,8 @@ class InspectTools:
 
     def attention(self, text, layer, head):
         """The heatmap of one layer (a head, or the average over heads)."""
-        head = None if head in (None, "") else int(head)
         try:
-            out = self.service.attention(text, int(layer if layer is not None else -1), head)
+            out = self.service.attention(text, -1 if layer is None else layer, head)
         except ChatStudioError as exc:
             _fail(exc)
         which = "average over heads" if head is None else f"head {head}"
@@ -172,9 +175,19 @@ class InspectTools:
     ) -> dict:
         """Next-token distribution after ``text``: its tokens, and candidates (raw and sampled)."""
         try:
-            card = self.service.personas.get(persona)
+            r = req.parse_request(
+                req.NextTokenRequest,
+                text=text,
+                top_k=top_k,
+                settings=settings,
+                template=template,
+                persona=persona,
+                reply_so_far=reply_so_far,
+                history=history,
+            )
+            card = self.service.personas.get(r.persona)
             return self.service.next_token(
-                text, top_k, settings, template, card, history, reply_so_far
+                r.text, r.top_k, r.settings, r.template, card, r.history, r.reply_so_far
             )
         except ChatStudioError as exc:
             _fail(exc)
@@ -182,14 +195,16 @@ class InspectTools:
     def api_perplexity(self, text: str) -> dict:
         """Perplexity, per-token log-probabilities, burstiness, entropy and the AI-text gauge."""
         try:
-            return self.service.perplexity(text)
+            return self.service.perplexity(req.parse_request(req.TextRequest, text=text).text)
         except ChatStudioError as exc:
             _fail(exc)
 
     def api_attention(self, text: str, layer: int = -1, head: int | None = None) -> dict:
         """Attention weights of a layer over ``text`` (averaged over heads when head is None)."""
         try:
-            return self.service.attention(text, layer, head)
+            self.service.capabilities.require("attention")  # its reason first
+            r = req.parse_request(req.AttentionRequest, text=text, layer=layer, head=head)
+            return self.service.attention(r.text, r.layer, r.head)
         except ChatStudioError as exc:
             _fail(exc)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import gradio as gr
 
 from chat.errors import ChatStudioError
+from chat.text import load_json
 from studio import conversations as conv
 from studio import datasets
 from studio.uploads import remove_upload
@@ -144,7 +145,7 @@ class SavedChats:
             if os.path.getsize(path) > MAX_IMPORT_BYTES:
                 raise ChatStudioError(f"Chat files are limited to {MAX_IMPORT_BYTES // 2**20} MB.")
             try:
-                raw = json.loads(path.read_text(encoding="utf-8"))
+                raw = load_json(path.read_text(encoding="utf-8"), path.name)
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise ChatStudioError(f"{path.name} is not a JSON chat file: {exc}") from None
             items = raw if isinstance(raw, list) else [raw]

@@ -6,6 +6,7 @@ import gradio as gr
 
 from chat.backends.base import Capabilities
 from chat.settings import MAX_CANDIDATES, STRATEGIES, DecodingSettings, field_bounds
+from ui.errors import user_error
 
 SLIDERS = {  # field -> step
     "temperature": 0.05,
@@ -155,11 +156,19 @@ class SettingsPanel:
         """Turn control values back into a settings dict for ``parse_settings``."""
         data = dict(zip(FIELDS, values, strict=True))
         for name in ("top_k", "max_new_tokens", "num_return_sequences", "num_beams"):
-            data[name] = int(data[name])
-        seed = data["seed"]
-        data["seed"] = None if seed in (None, "") or int(seed) < 0 else int(seed)
+            data[name] = _whole(data[name], name)
+        seed = None if data["seed"] in (None, "") else _whole(data["seed"], "seed")
+        data["seed"] = None if seed is None or seed < 0 else seed
         # One per line; a literal \\n stands for a newline (e.g. "\\nUser:").
         data["stop"] = [s.replace("\\n", "\n") for s in (data["stop"] or "").split("\n") if s]
         if data["strategy"] != "beam":
             data["num_beams"] = 1
         return data
+
+
+def _whole(value, name: str) -> int:
+    """A control's number as an int; a script's text there gets one sentence back."""
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise user_error(f"{name}: send a whole number.") from None

@@ -16,12 +16,13 @@ The methods behind them are in ``Inspectable``.
 
 from __future__ import annotations
 
+import operator
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from chat.errors import UnsupportedSettingError
+from chat.errors import InputError, UnsupportedSettingError
 from chat.probs import TokenInfo
 from chat.settings import DecodingSettings
 
@@ -94,6 +95,35 @@ class ModelInfo:
     device: str
     n_ctx: int
     chat_template: bool
+    n_vocab: int = 0  # token ids run 0..n_vocab-1 (0: the backend shares no token ids)
+
+    def check_token_ids(self, ids: object, field: str = "token id") -> list[int]:
+        """``ids`` as a list of ints, each a token of this model; else one clear sentence.
+
+        Native code (llama.cpp above all) aborts the whole process on an id
+        outside the vocabulary, so every id from a caller passes here first.
+        """
+        if not isinstance(ids, (list, tuple)):
+            ids = [ids]
+        out = []
+        for i in ids:
+            try:
+                if isinstance(i, bool):
+                    raise TypeError
+                i = operator.index(i)  # ints, numpy's too; never floats or text
+            except TypeError:
+                raise InputError(
+                    f"{field}: send whole-number token ids, not {str(i)[:40]!r}."
+                ) from None
+            if self.n_vocab <= 0:
+                raise InputError(f"{field}: the {self.backend} backend takes no token ids.")
+            if not 0 <= i < self.n_vocab:
+                raise InputError(
+                    f"{field}: {i} is not a token of this model; its token ids run from 0 "
+                    f"to {self.n_vocab - 1}."
+                )
+            out.append(i)
+        return out
 
 
 @dataclass

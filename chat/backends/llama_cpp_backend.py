@@ -127,6 +127,7 @@ class LlamaCppBackend:
             # Never budget past what the model was trained on, whatever the KV cache holds.
             n_ctx=min(self.llm.n_ctx(), self.llm._model.n_ctx_train() or self.llm.n_ctx()),
             chat_template=self._formatter is not None,
+            n_vocab=self.llm.n_vocab(),
         )
         self._add_bos = True
 
@@ -182,6 +183,7 @@ class LlamaCppBackend:
             seen = list(prompt_tokens)
             tokens = prompt_tokens
             if request.forced:
+                self.info.check_token_ids(request.forced, "reply_prefix_ids")
                 yield from self._force(request, index, prompt_tokens, decoder, seen)
                 count = len(request.forced)
                 tokens = prompt_tokens + list(request.forced)
@@ -269,6 +271,7 @@ class LlamaCppBackend:
 
     def piece(self, token_id: int) -> str:
         """How one token reads; a partial UTF-8 character shows its bytes."""
+        self.info.check_token_ids(token_id)  # llama.cpp aborts on an unknown id
         data = self.llm.detokenize([token_id], special=True)
         try:
             return data.decode("utf-8")
@@ -277,6 +280,7 @@ class LlamaCppBackend:
 
     def next_logits(self, ids: list[int]):
         """Raw logits for the position after ``ids``."""
+        self.info.check_token_ids(ids, "ids")
         self.llm.reset()
         self.llm.eval(list(ids))
         row = self._last_logits()

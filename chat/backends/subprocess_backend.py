@@ -19,6 +19,7 @@ import itertools
 import os
 import queue
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -69,7 +70,8 @@ class SubprocessBackend:
         try:
             self.conn = _accept(listener, self.proc)
         finally:
-            listener.close()
+            listener.close()  # removes the socket; the folder goes too
+            shutil.rmtree(folder, ignore_errors=True)
         self.conn.send(self.options)
         ready = self.conn.recv()
         if ready[0] == "failed":

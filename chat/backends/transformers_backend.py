@@ -92,6 +92,8 @@ class TransformersBackend:
             device=self._device.type,
             n_ctx=_window(self.model.config, n_ctx, model),
             chat_template=self._has_template,
+            # Ids both the tokenizer and the embedding table know (a padded table is larger).
+            n_vocab=min(len(tok), getattr(self.model.config, "vocab_size", None) or len(tok)),
         )
         self.capabilities = Capabilities(
             strategies=frozenset({"greedy", "sample", "beam"}),
