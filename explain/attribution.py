@@ -42,12 +42,11 @@ class Target:
     reply_ids: list[int]
     index: int | None = None
 
-    def check(self, vocab: int) -> None:
-        """Token ids within the vocabulary and an index within the reply."""
+    def check(self, info) -> None:
+        """Token ids of the model (``info``: its ``ModelInfo``) and an index within the reply."""
         if not self.reply_ids:
             raise InputError("The reply is empty: there is no token to explain.")
-        if any(not 0 <= int(i) < vocab for i in self.reply_ids):
-            raise InputError(f"reply token ids must be between 0 and {vocab - 1}")
+        self.reply_ids = info.check_token_ids(self.reply_ids, "reply_ids")
         if self.index is not None and not 0 <= self.index < len(self.reply_ids):
             raise InputError(
                 f"token: the reply has {len(self.reply_ids)} tokens; choose 0 to "
@@ -113,7 +112,7 @@ def attribute_parts(
         raise InputError(
             f"method: over parts or sentences choose one of: {', '.join(PART_METHODS)}"
         )
-    target.check(backend.vocab_size())
+    target.check(backend.info)
     n_samples = max(8, min(int(n_samples), 400))
     started = time.perf_counter()
     free = [i for i, s in enumerate(segments) if not s.fixed]
@@ -162,7 +161,7 @@ def _report(segments, free, values, method, full, empty) -> dict:
 
 def passage_reliance(backend, segments, target: Target, cancel=None) -> dict:
     """How much the passages mattered: the target with and without all of them at once."""
-    target.check(backend.vocab_size())
+    target.check(backend.info)
     passages = [i for i, s in enumerate(segments) if s.kind == "passage"]
     if not passages:
         raise InputError("This reply had no passages in its prompt: turn on Use documents.")

@@ -12,27 +12,17 @@ import threading
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from chat.errors import InputError, SettingsError
+from chat.errors import InputError
 from chat.settings import DecodingSettings
 from chat.text import clean_text
 from explain import attribution, calibration, neurons, segments
 from explain.logit_lens import MAX_LENS_TOKENS, lens
+from studio.requests import parse_request
 
 MAX_TEXT_CHARS = 8_000
 MAX_REPLY_TOKENS = 256
-
-
-def _validated(model: type[BaseModel], values: dict) -> BaseModel:
-    """The request, or one sentence naming the field and what to send instead."""
-    try:
-        return model(**{k: v for k, v in values.items() if v is not None})
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "request"
-        message = err["msg"].removeprefix("Value error, ")
-        raise SettingsError(f"{where}: {message}") from None
 
 
 class AttributeRequest(BaseModel):
@@ -73,6 +63,32 @@ class AttributeRequest(BaseModel):
         return self
 
 
+class TextRequest(BaseModel):
+    """``/logit_lens`` and ``/neurons``: a text."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(max_length=MAX_TEXT_CHARS, description="The text to read.")
+
+
+class NeuronRequest(BaseModel):
+    """``/neuron``: the model checks layer and index against its own shape."""
+
+    model_config = ConfigDict(extra="forbid")
+    layer: int = Field(ge=0, le=4095, description="A layer, 0 for the first.")
+    index: int = Field(ge=0, le=1_000_000, description="A neuron of that layer's MLP.")
+    text: str | None = Field(None, max_length=MAX_TEXT_CHARS, description="Also show it here.")
+    explain: bool = Field(False, description="Ask the cascade engine to explain it.")
+
+
+class CalibrationRequest(BaseModel):
+    """``/calibration``."""
+
+    model_config = ConfigDict(extra="forbid")
+    question_set: Literal["all", "capitals", "arithmetic"] = "all"
+    scoring: Literal["cloze", "letter"] = "cloze"
+    limit: int = Field(0, ge=0, le=1000, description="Questions to score (0: the whole set).")
+
+
 class Explainer:
     """Attribution, logit lens, neurons and calibration on the service's current model."""
 
@@ -95,7 +111,7 @@ class Explainer:
 
     def attribute(self, values: dict, progress=None, cancel=None) -> dict:
         """Signed attribution of the input's parts, sentences or tokens to the target."""
-        req = _validated(AttributeRequest, values)
+        req = parse_request(AttributeRequest, **{k: v for k, v in values.items() if v is not None})
         if req.level == "tokens" and req.method in attribution.PART_METHODS:
             raise InputError(
                 "level tokens needs a gradient method: input_x_gradient or integrated_gradients"
@@ -135,7 +151,6 @@ class Explainer:
         raise InputError("Give the text, or a reply's messages, to explain.")
 
     def _target(self, b, req: AttributeRequest, segs) -> attribution.Target:
-        vocab = b.vocab_size()
         if req.reply_ids:
             ids = [int(i) for i in req.reply_ids]
         elif req.reply:
@@ -145,7 +160,7 @@ class Explainer:
             logits = b.next_logits(prompt)
             ids = [int(logits.argmax())]
         target = attribution.Target(ids, req.token if (req.reply_ids or req.reply) else 0)
-        target.check(vocab)
+        target.check(b.info)
         return target
 
     def _tokens(self, b, req, segs, target, cancel) -> dict:

@@ -14,7 +14,8 @@ from contextlib import contextmanager
 import gradio as gr
 
 from chat.errors import Cancelled, ChatStudioError
-from studio.explain import Explainer
+from studio.explain import CalibrationRequest, Explainer, NeuronRequest, TextRequest
+from studio.requests import parse_request
 from ui import explain_render as draw
 from ui.errors import user_error
 from ui.grounded import safe_text
@@ -221,28 +222,36 @@ class ExplainPanel:
     def api_logit_lens(self, text: str, request: gr.Request = None) -> dict:
         """Per layer and position, the top next token and its probability."""
         with self._job(request) as cancel:
-            return self.explainer.logit_lens(text, cancel)
+            req = parse_request(TextRequest, text=text)
+            return self.explainer.logit_lens(req.text, cancel)
 
     def api_neurons(self, text: str, request: gr.Request = None) -> dict:
         """The most active MLP neurons per layer, and each token's strongest ones."""
         with self._job(request) as cancel:
-            return self.explainer.neurons(text, cancel)
+            req = parse_request(TextRequest, text=text)
+            return self.explainer.neurons(req.text, cancel)
 
     def api_neuron(self, layer: int, index: int, text: str | None = None, explain: bool = False,
                    request: gr.Request = None) -> dict:  # fmt: skip
         """A neuron's top activations over the reference corpus (and ``text``); with
         ``explain``, a remote engine's explanation and its simulation score."""
         with self._job(request) as cancel:
-            out = self.explainer.neuron(layer, index, text, None, cancel)
-            if explain:
-                out["explanation"] = self.explainer.explain_neuron(layer, index, cancel)
+            req = parse_request(NeuronRequest, layer=layer, index=index, text=text, explain=explain)
+            out = self.explainer.neuron(req.layer, req.index, req.text, None, cancel)
+            if req.explain:
+                out["explanation"] = self.explainer.explain_neuron(req.layer, req.index, cancel)
             return out
 
     def api_calibration(self, question_set: str = "all", scoring: str = "cloze", limit: int = 0,
                         request: gr.Request = None) -> dict:  # fmt: skip
         """Accuracy, ECE and reliability bins of the loaded model on shipped questions."""
         with self._job(request) as cancel:
-            return self.explainer.calibration(question_set, scoring, limit, None, cancel)
+            req = parse_request(
+                CalibrationRequest, question_set=question_set, scoring=scoring, limit=limit
+            )
+            return self.explainer.calibration(
+                req.question_set, req.scoring, req.limit, None, cancel
+            )
 
     # -- wiring --------------------------------------------------------------------------
 

@@ -12,9 +12,9 @@ import math
 import gradio as gr
 
 from chat.errors import Cancelled, ChatStudioError
+from studio import requests as req
 from studio.service import ChatService
 from ui import inspect_render as draw
-from studio import requests as req
 from ui.errors import typed_token_id, user_error
 from ui.inspect_panel import InspectPanel
 from ui.settings_panel import FIELDS, SettingsPanel

@@ -198,8 +198,5 @@ class Inspectable(Protocol):
     def attention(self, ids: list[int], layer: int):
         """Attention weights of ``layer``: an array of heads x positions x positions."""
 
-    def vocab_size(self) -> int:
-        """Number of token ids the model knows (valid ids are 0 to this minus one)."""
-
     def internals(self):
         """``(torch model, torch module, device)`` for hooks and gradients (``internals``)."""

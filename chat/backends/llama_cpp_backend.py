@@ -265,10 +265,6 @@ class LlamaCppBackend:
             return self._tokens(text)
         return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)
 
-    def vocab_size(self) -> int:
-        """Number of token ids in the model's vocabulary."""
-        return int(self.llm.n_vocab())
-
     def piece(self, token_id: int) -> str:
         """How one token reads; a partial UTF-8 character shows its bytes."""
         self.info.check_token_ids(token_id)  # llama.cpp aborts on an unknown id

@@ -182,10 +182,6 @@ class SubprocessBackend:
         """How one token reads."""
         return self._call("piece", token_id)
 
-    def vocab_size(self) -> int:
-        """Number of token ids the model knows (asked of the child)."""
-        return self._call("vocab_size")
-
     def next_logits(self, ids: list[int]):
         """Raw logits after ``ids``."""
         return self._call("next_logits", ids)

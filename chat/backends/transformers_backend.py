@@ -162,10 +162,6 @@ class TransformersBackend:
         """Attention weights (heads x n x n) of ``layer``, and the number of layers."""
         return hf_inspect.attention(self.model, self._torch, ids, layer, self._device)
 
-    def vocab_size(self) -> int:
-        """Rows of the output head: every id the model can read or write."""
-        return int(self.model.get_output_embeddings().weight.shape[0])
-
     def internals(self):
         """``(model, torch, device)``: the explain views hook into the model itself."""
         return self.model, self._torch, self._device

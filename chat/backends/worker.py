@@ -17,7 +17,6 @@ import time
 import traceback
 
 ALLOWED = {
-    "vocab_size",
     "render",
     "stop_strings",
     "count_tokens",
