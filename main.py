@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             config.n_threads,
             config.runtime,
             os.environ.get("CHAT_STUDIO_OPENAI_API_KEY"),
+            config.slots(),
         )
         if getattr(backend, "startup_error", None):
             print(f"warning: {backend.startup_error}", flush=True)

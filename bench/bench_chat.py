@@ -1,6 +1,7 @@
 """Benchmark: each runtime raw, against the app on it. Prints figures; asserts nothing.
 
     python bench/bench_chat.py [--runs 5] [--max-new-tokens 128] [--skip transformers,remote]
+    python bench/bench_chat.py --neighbour      (under load: see bench/bench_load.py)
 
 Same prompt, greedy, same model (the bundled GGUF) everywhere:
 
@@ -15,6 +16,11 @@ Decode speed is tokens after the first over the time after the first token;
 time to first token (TTFT) is from the request. Targets: app/raw >= 0.95 for
 llama.cpp, >= 0.9 for transformers and the remote engine; TTFT added over
 HTTP <= 20 ms. Also: start-up time and resident memory of ``python main.py``.
+
+``--neighbour`` measures under load instead (``bench/bench_load.py``): app
+``/chat`` against the best raw llama-cpp-python thread count, quiet, beside a
+busy process the bench starts, and while the app ingests a document; then
+1, 2 and 4 simultaneous visitors and the memory of a decoding slot.
 """
 
 from __future__ import annotations
@@ -102,10 +108,7 @@ def llama_app(max_new: int, runs: int, runtime: str) -> dict:
     engine = ChatEngine(backend)
     engine_once(engine, 8)
     result = median_of(runs, lambda: engine_once(engine, max_new))
-    if hasattr(backend, "close"):
-        backend.close()
-    else:
-        backend.llm.close()
+    backend.close()
     return result
 
 
@@ -301,10 +304,26 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--port", type=int, default=7899)
     parser.add_argument("--skip", default="", help="comma list: transformers, remote, http")
+    parser.add_argument(
+        "--neighbour",
+        action="store_true",
+        help="under load: quiet, beside a busy process, during ingest; 1/2/4 visitors",
+    )
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.case and args.case.startswith("raw:"):
+        from bench.bench_load import raw_case
+
+        print(json.dumps(raw_case(int(args.case[4:]), args.max_new_tokens, args.runs)))
+        return
     if args.case:
         print(json.dumps(CASES[args.case](args)))
+        return
+    if args.neighbour:
+        from bench.bench_load import run
+
+        args.subprocess = "subprocess" not in args.skip
+        run(args)
         return
     skip = set(filter(None, args.skip.split(",")))
     names = [n for n in CASES if not any(n.startswith(k) or k in n for k in skip)]

@@ -3,6 +3,7 @@
     python bench/eval_rag.py                    # report split, the default prompt format
     python bench/eval_rag.py --format all       # every format on the tune split: a table
     python bench/eval_rag.py --format reference-blocks --split report
+    python bench/eval_rag.py --support          # "supported" on the labelled pairs, no LLM
 
 The fictional corpus (tests/data/rag_corpus) is ingested once into a temp
 Chroma store; each question of tests/data/rag_questions.json goes through
@@ -15,6 +16,13 @@ SmolLM2-135M, greedy, repetition penalty 1.1). Per format it reports:
 - supported rate: answers whose sentences are at least half attributed to a
   passage (retrieval/attribution.py), and the share of all sentences attributed;
 - seconds per answer (retrieval, generation and attribution).
+
+``--support`` scores the "supported" mark itself, without running the model:
+tests/data/support_labels.jsonl holds sentence/evidence pairs from the app's
+own answers to these questions, labelled by reading them, plus hard negatives
+built from them (wrong number, entity, relation). It prints the precision and
+recall of "supported" per split (tune: where the checks were tuned; report:
+held out), and how many of each kind of wrong pair were marked supported.
 """
 
 from __future__ import annotations
@@ -99,6 +107,52 @@ def evaluate(
     }
 
 
+def load_labels(split: str = "all") -> list[dict]:
+    """The labelled sentence/evidence pairs of one split ("tune", "report" or "all")."""
+    lines = (DATA / "support_labels.jsonl").read_text(encoding="utf-8").splitlines()
+    rows = [json.loads(line) for line in lines if line.strip()]
+    return [r for r in rows if split == "all" or r["split"] == split]
+
+
+def support_figures(embedder, rows: list[dict]) -> dict:
+    """Precision and recall of "supported" over labelled ``rows``, and the misses by kind."""
+    from retrieval.attribution import judge_pairs
+
+    verdicts = judge_pairs(embedder, rows)
+    said = [v["status"] == "supported" for v in verdicts]
+    truth = [r["label"] == "supported" for r in rows]
+    hits = sum(s and t for s, t in zip(said, truth, strict=True))
+    wrong: dict[str, int] = {}
+    for r, s, t in zip(rows, said, truth, strict=True):
+        if s and not t:
+            wrong[r["kind"]] = wrong.get(r["kind"], 0) + 1
+    return {
+        "pairs": len(rows),
+        "positives": sum(truth),
+        "precision": hits / max(1, sum(said)),
+        "recall": hits / max(1, sum(truth)),
+        "partly": sum(v["status"] == "partly" for v in verdicts),
+        "false_supported": wrong,
+        "verdicts": verdicts,
+    }
+
+
+def support_table(embedder) -> str:
+    """A markdown table of "supported" precision and recall per split of the labels."""
+    lines = [
+        "| split | pairs | supported (label) | precision | recall | partly | wrongly supported |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for split in ("tune", "report", "all"):
+        f = support_figures(embedder, load_labels(split))
+        wrong = ", ".join(f"{k} {n}" for k, n in sorted(f["false_supported"].items())) or "none"
+        lines.append(
+            f"| {split} | {f['pairs']} | {f['positives']} | {f['precision']:.2f} "
+            f"| {f['recall']:.2f} | {f['partly']} | {wrong} |"
+        )
+    return "\n".join(lines)
+
+
 def table(results: list[dict], k: int) -> str:
     """A markdown table of the figures, one row per format."""
     lines = [
@@ -128,7 +182,14 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--repetition-penalty", type=float, default=1.1)
     parser.add_argument("--show", action="store_true", help="print every answer")
+    parser.add_argument("--support", action="store_true",
+                        help="only score 'supported' on the labelled pairs")  # fmt: skip
     args = parser.parse_args()
+    if args.support:
+        from retrieval.embedder import Embedder
+
+        print(support_table(Embedder()))
+        return
     split = args.split or ("tune" if args.format == "all" else "report")
     formats = list(FORMATS) if args.format == "all" else [args.format]
 

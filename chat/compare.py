@@ -8,8 +8,14 @@ sampling at different temperatures pick differently.
 
 from __future__ import annotations
 
-from chat.errors import UnsupportedSettingError
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from chat.errors import Cancelled, SettingsError, UnsupportedSettingError
 from chat.settings import DecodingSettings, parse_settings
+
+MAX_STRATEGIES = 4  # what the page offers; each one is a whole generation
 
 STANDARD = [
     ("greedy", {"strategy": "greedy", "repetition_penalty": 1.0}),
@@ -26,33 +32,96 @@ CLASSIC = [
 ]
 
 
+class Strategy(BaseModel):
+    """One column of a comparison: a label and the decoding settings it runs with."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: str = Field("", max_length=120, description="What the row is called.")
+    settings: dict = Field(
+        default_factory=dict, description="Decoding settings (field: value) over the defaults."
+    )
+
+
+class CompareOptions(BaseModel):
+    """What a comparison runs: up to ``MAX_STRATEGIES`` strategies, each this many tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    strategies: list[Strategy] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_STRATEGIES,
+        description=f"a list of 1 to {MAX_STRATEGIES} {{label, settings}} objects, or null "
+        "for the standard four",
+    )
+    max_new_tokens: int = Field(
+        48, ge=1, le=32768, description="a whole number of tokens per reply, such as 48"
+    )
+
+
+def compare_options(**values) -> CompareOptions:
+    """Validated options; the error names the field and says what to send."""
+    try:
+        return CompareOptions(**values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = err["loc"] or ("options",)
+        where = str(loc[0]) + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:])
+        field = CompareOptions.model_fields.get(str(loc[0]))
+        what = f"; send {field.description}" if field else ""
+        msg = re.sub(r" or instance of \w+", "", err["msg"].removeprefix("Value error, "))
+        raise SettingsError(f"{where}: {msg}{what}.") from None
+
+
+def plan(options: CompareOptions, seed: int = 42) -> list[tuple[str, DecodingSettings]]:
+    """The strategies to run, each with its validated settings (before any model work)."""
+    if options.strategies is None:
+        pairs = STANDARD
+    else:
+        pairs = [(s.label or str(s.settings), s.settings) for s in options.strategies]
+    out = []
+    for label, overrides in pairs:
+        raw = {"max_new_tokens": options.max_new_tokens, "seed": seed, **overrides}
+        out.append((label, parse_settings(raw, DecodingSettings())))
+    return out
+
+
 def compare(
     engine,
     message: str,
     history: list[dict],
     prefix: list[dict],
-    strategies: list[tuple[str, dict]] | None = None,
-    max_new_tokens: int = 48,
-    seed: int = 42,
+    strategies: list[tuple[str, DecodingSettings]],
     cancel=None,
+    max_seconds: float | None = None,
 ) -> list[dict]:
     """One row per strategy: label, settings, text, logprob, mean_logprob, tokens, tokens_per_s.
 
     A strategy the backend cannot run gives ``{label, unavailable: reason}``.
+    ``max_seconds`` stops each generation that runs longer; a set ``cancel``
+    stops the comparison (``Cancelled``).
     """
     rows = []
     logprobs = engine.backend.capabilities.logprobs
-    for label, overrides in strategies or STANDARD:
-        settings = parse_settings(
-            {"max_new_tokens": max_new_tokens, "seed": seed, **overrides}, DecodingSettings()
-        )
+    for label, settings in strategies:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("The comparison was cancelled.")
         try:
             *_, last = engine.stream_turn(
-                message, history, prefix, settings, cancel, top_logprobs=1 if logprobs else 0
+                message,
+                history,
+                prefix,
+                settings,
+                cancel,
+                max_seconds=max_seconds,
+                top_logprobs=1 if logprobs else 0,
             )
         except UnsupportedSettingError as exc:
             rows.append({"label": label, "unavailable": str(exc)})
             continue
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("The comparison was cancelled.")
         tokens = (last.tokens or [[]])[0]
         total = sum(t["logprob"] for t in tokens) if tokens else None
         rows.append(
@@ -66,6 +135,7 @@ def compare(
                 "mean_logprob": round(total / len(tokens), 4) if tokens else None,
                 "tokens": last.stats["completion_tokens"],
                 "tokens_per_s": last.stats["tokens_per_s"],
+                "finish_reason": last.stats.get("finish_reason"),
             }
         )
     return rows

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 from chat.backends.base import Backend, Delta, GenerationRequest
-from chat.errors import Cancelled, InputError
+from chat.errors import BusyError, Cancelled, InputError
 from chat.inspection import DEFAULT_CONFIDENCE, confidence
 from chat.probs import TokenInfo
 from chat.prompting import fit_prompt, validate_history
@@ -279,6 +279,12 @@ class ChatEngine:
                     if isinstance(item, BaseException):
                         raise item
                     if item is _NO_SLOT:
+                        if timed_out and not (cancel is not None and cancel.is_set()):
+                            raise BusyError(
+                                f"The model was busy with other requests for all of the "
+                                f"{max_seconds:g} s this app allows one request "
+                                "(--max-request-seconds); try again in a moment."
+                            )
                         raise Cancelled("The request was cancelled while waiting for the model.")
                     if turn.add(item, cancelled):
                         halt.set()  # every candidate met a stop string

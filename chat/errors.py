@@ -35,3 +35,7 @@ class DocumentError(ChatStudioError):
 
 class Cancelled(ChatStudioError):
     """The caller stopped the request (Stop, a closed tab, or nobody listening)."""
+
+
+class BusyError(ChatStudioError):
+    """The model stayed busy with other requests for the whole time a request may take."""

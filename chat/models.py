@@ -119,6 +119,7 @@ def load_backend(
     n_threads: int | None = None,
     runtime: str = "auto",
     api_key: str | None = None,
+    parallel: int = 1,
 ):
     """Load the model named by ``spec``; raises ``ModelLoadError`` with a fix on failure."""
     if device not in DEVICES:
@@ -134,6 +135,7 @@ def load_backend(
             device=device,
             n_gpu_layers=n_gpu_layers,
             n_threads=n_threads,
+            parallel=parallel,
         )
         if choose_runtime(runtime, device) == "subprocess":
             from chat.backends.subprocess_backend import SubprocessBackend

@@ -10,6 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 MACROS = ("user", "char", "date")
 _MACRO = re.compile(r"\{\{(.*?)\}\}")
+# A small picture inlined as a data URL: only these image types, only base64 characters.
+_AVATAR = re.compile(r"data:image/(png|jpeg|webp);base64,[A-Za-z0-9+/]+={0,2}")
+MAX_AVATAR_CHARS = 24_000
 
 
 def check_macros(text: str) -> str:
@@ -59,6 +62,18 @@ class Persona(BaseModel):
     character_card: dict[str, Any] | None = Field(
         None, description="The imported character card V2, kept whole for a lossless export."
     )
+    avatar: str = Field(
+        "",
+        max_length=MAX_AVATAR_CHARS,
+        description="A small picture (a data:image/png|jpeg|webp;base64 URL), from a PNG card.",
+    )
+
+    @field_validator("avatar")
+    @classmethod
+    def _avatar(cls, value: str) -> str:
+        if value and not _AVATAR.fullmatch(value):
+            raise ValueError("avatar: expected a data:image/png, jpeg or webp base64 URL")
+        return value
 
     _macros = field_validator(
         "name", "description", "system_prompt", "greeting", "post_history_instructions"

@@ -16,7 +16,7 @@ import zlib
 
 from chat.errors import PersonaError
 from chat.text import load_json
-from personas.cards import MACROS, Example, Persona
+from personas.cards import MACROS, MAX_AVATAR_CHARS, Example, Persona
 
 V2_FIELDS = (
     "name",
@@ -192,6 +192,8 @@ def import_card(blob: bytes, filename: str) -> Persona:
         raise PersonaError(f"{filename}: card files are limited to {MAX_CARD_BYTES // 2**20} MB.")
     if blob.startswith(PNG_SIGNATURE):
         raw = read_png_chara(blob)
+        card = card_from_v2(raw)
+        return card.model_copy(update={"avatar": avatar_of(blob)})
     else:
         try:
             raw = load_json(blob.decode("utf-8"), filename)
@@ -200,3 +202,27 @@ def import_card(blob: bytes, filename: str) -> Persona:
                 f"{filename}: not a character card: expected V2 JSON or a PNG with a chara chunk."
             ) from None
     return card_from_v2(raw)
+
+
+AVATAR_PX = 96  # the thumbnail's longest side
+MAX_AVATAR_PIXELS = 16_000_000  # larger pictures are not decoded (a decompression bomb)
+
+
+def avatar_of(png: bytes) -> str:
+    """A small JPEG thumbnail of a PNG card's picture as a data URL ('' if it cannot be read)."""
+    import io
+
+    try:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(png)) as image:
+            width, height = image.size
+            if width * height > MAX_AVATAR_PIXELS:
+                return ""
+            image.thumbnail((AVATAR_PX, AVATAR_PX))
+            out = io.BytesIO()
+            image.convert("RGB").save(out, format="JPEG", quality=80)
+    except Exception:  # a picture we cannot read is no reason to refuse the card
+        return ""
+    url = "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")
+    return url if len(url) <= MAX_AVATAR_CHARS else ""

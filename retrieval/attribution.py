@@ -2,12 +2,15 @@
 
 Every sentence of the reply is compared (cosine of all-MiniLM-L6-v2
 embeddings) with every sentence of the passages that were in the prompt. A
-close paraphrase is not enough: the sentence's numbers must appear in the
-evidence (so "27 days" is not supported by "72 days"; "three" and "3" are the
-same number) and its names in the evidence's passage, else its support is cut.
-A sentence is attributed to the passage of its best evidence when the support
-reaches ``SUPPORTED``. One batched embedding call covers the question, the
-reply and the passages; nothing is cached between calls.
+close paraphrase is not enough: the closest evidence sentences are checked in
+turn (retrieval/support.py) for the sentence's numbers, with what they are
+attached to, its names, colours and the like, negation and content words. A
+sentence is "supported" by (attributed to the passage of) the first close
+evidence (cosine at least ``SUPPORTED``) that passes the checks; "partly"
+supported when close evidence fails one, with the reason ("the passage gives
+1873 for “the festival began in 1873”"); else "not found". One batched
+embedding call covers the question, the reply and the passages; nothing is
+cached between calls.
 
 Everything returned is plain data: lists and dicts of strings and numbers.
 """
@@ -16,14 +19,18 @@ from __future__ import annotations
 
 import re
 
-from retrieval.numerals import numbers_in
+from retrieval.support import Check, check, context_of, topic_words
 
-# Support at or above this attributes a sentence. On MiniLM, a sentence copied or
-# lightly reworded from a passage scores 0.8-1.0, a loose paraphrase 0.6-0.8 and an
-# unrelated sentence on the same topic 0.2-0.5 (tests/test_attribution.py).
+# Cosine at or above this (and the lexical checks) attributes a sentence. On MiniLM, a
+# sentence copied or lightly reworded from a passage scores 0.8-1.0, a loose paraphrase
+# 0.6-0.8 and an unrelated sentence on the same topic 0.2-0.5 (tests/test_attribution.py).
 SUPPORTED = 0.55
-# Each name missing from the evidence's passage halves the support.
-NAME_PENALTY = 0.5
+# How many of the closest evidence sentences are checked for each reply sentence.
+CANDIDATES = 5
+# "partly": close evidence holding at least this share of the sentence's content words.
+MIN_PARTLY_COVERAGE = 0.3
+# The support shown for close evidence that fails a check (a wrong number gives 0).
+PARTLY_FACTOR = 0.5
 # Extractive answers come from sentences of at least this many words (not headings).
 MIN_QUOTE_WORDS = 4
 
@@ -37,17 +44,6 @@ _BULLET_RE = re.compile(r"^\s*(?:[-*•>]+|\d+[.)]|#+)\s+")
 ABBREVIATIONS = {
     "e.g", "i.e", "mr", "mrs", "ms", "dr", "st", "mt", "vs", "etc", "no", "fig", "approx",
     "ca", "cf", "jr", "sr", "prof",
-}  # fmt: skip
-_NAME_RE = re.compile(r"\b[A-Z][\w'’-]*[a-z][\w'’-]*\b")
-# Capitalised words that are not names: sentence openers a reply uses on its own.
-NOT_NAMES = {
-    "The", "A", "An", "It", "Its", "This", "That", "These", "Those", "There", "They", "He",
-    "She", "We", "You", "I", "In", "On", "At", "For", "And", "But", "Or", "If", "When", "Yes",
-    "No", "According", "Answer", "Question", "Because", "So", "As", "After", "Before", "Each",
-    "Every", "Some", "Many", "Most", "What", "Which", "Who", "How", "Why", "Where", "Based",
-    "Reference", "Sure", "However", "Also", "Then", "To", "From", "By", "With", "Of", "Here",
-    "Their", "His", "Her", "Our", "Your", "My", "One", "Two", "Three", "Both", "All", "Not",
-    "Only", "Since", "While", "During", "Today", "Instead", "Yet", "Thus", "Therefore",
 }  # fmt: skip
 
 
@@ -101,45 +97,69 @@ def strip_citations(sentence: str) -> tuple[str, list[int]]:
     return text, list(dict.fromkeys(cited))
 
 
-def _names(text: str) -> set[str]:
-    """Capitalised words that look like names, lower-cased."""
-    return {w.lower() for w in _NAME_RE.findall(text) if w not in NOT_NAMES}
-
-
-def _words(text: str) -> set[str]:
-    return set(re.findall(r"[\w'’-]+", text.lower()))
-
-
 class _Evidence:
     """The passages split into sentences, with what the support checks need."""
 
-    def __init__(self, passages: list[str]):
-        self.texts, self.source, self.spans, self.numbers = [], [], [], []
-        self.passage_words = [_words(p) for p in passages]
+    def __init__(self, passages: list[str], labels: list[str] | None = None):
+        self.texts, self.source, self.spans, self.context, self.topic = [], [], [], [], []
         for n, passage in enumerate(passages, 1):
             spans = sentence_spans(passage)
+            label = labels[n - 1] if labels else ""
+            self.topic.append(topic_words([passage[a:b] for a, b in spans]))
             for i, (a, b) in enumerate(spans):
-                lo, hi = spans[max(0, i - 1)][0], spans[min(len(spans) - 1, i + 1)][1]
                 self.texts.append(passage[a:b])
                 self.source.append(n)
                 self.spans.append((a, b))
-                self.numbers.append(numbers_in(passage[lo:hi]))  # the sentence and its neighbours
-
-    def factor(self, numbers: set[str], names: set[str], j: int) -> float:
-        """How much of a sentence's support survives against evidence sentence ``j``."""
-        if numbers - self.numbers[j]:
-            return 0.0
-        missing = len(names - self.passage_words[self.source[j] - 1])
-        return NAME_PENALTY**missing
+                self.context.append(context_of(passage, spans, i, label))
 
 
-def ground(embedder, question: str, reply: str, passages: list[str]) -> dict:
+def verdict(similarity: float, found: Check) -> tuple[str, float]:
+    """``(status, support)`` of a sentence from its evidence's cosine and lexical check.
+
+    "supported": close evidence (``SUPPORTED``) that states the sentence's key terms;
+    "partly": close evidence where a check failed (its reason says which);
+    "not found": nothing close. A wrong number gives a support of 0.
+    """
+    if similarity >= SUPPORTED and found.ok:
+        return "supported", similarity
+    support = 0.0 if found.hard else similarity * PARTLY_FACTOR
+    if similarity >= SUPPORTED and found.coverage >= MIN_PARTLY_COVERAGE:
+        return "partly", support
+    return "not found", support
+
+
+def judge(sentence: str, evidence: _Evidence, sims, question: str = "") -> dict:
+    """The best verdict for one sentence over the evidence sentences (``sims``: cosines).
+
+    The closest ``CANDIDATES`` evidence sentences are checked in turn: the first
+    that supports the sentence wins, else the closest one that partly does.
+    """
+    order = sorted(range(len(sims)), key=lambda j: -float(sims[j]))[:CANDIDATES]
+    best = None
+    for j in order:
+        topic = evidence.topic[evidence.source[j] - 1]
+        found = check(sentence, evidence.texts[j], evidence.context[j], topic, question)
+        status, support = verdict(float(sims[j]), found)
+        if status == "supported":
+            return {"status": status, "support": support, "j": j, "reason": ""}
+        if best is None or (status == "partly" and best["status"] != "partly"):
+            best = {"status": status, "support": support, "j": j, "reason": found.reason}
+    if best["status"] != "partly":
+        best["reason"] = ""
+    return best
+
+
+def ground(
+    embedder, question: str, reply: str, passages: list[str], labels: list[str] | None = None
+) -> dict:
     """``{"attribution": [...], "extractive": {...} | None}`` in one embedding call.
 
     ``passages`` are the texts of the passages in the prompt, numbered from 1
-    as the prompt cites them. See ``attribute`` and ``extractive``.
+    as the prompt cites them; ``labels`` their file and section ("island.md,
+    Island > Towns"), what a passage's sentences may refer to without naming
+    it. See ``attribute`` and ``extractive``.
     """
-    evidence = _Evidence(passages)
+    evidence = _Evidence(passages, labels)
     sentences = [strip_citations(s) for s in split_sentences(reply)]
     sentences = [(s, cited) for s, cited in sentences if s]
     if not evidence.texts:
@@ -152,23 +172,29 @@ def ground(embedder, question: str, reply: str, passages: list[str]) -> dict:
     attribution = []
     sims = r @ e.T if len(sentences) else None
     for i, (text, cited) in enumerate(sentences):
-        numbers, names = numbers_in(text), _names(text)
-        scores = [float(sims[i, j]) * evidence.factor(numbers, names, j) for j in range(len(e))]
-        # ties (every score zeroed by a wrong number) go to the closest sentence as evidence
-        best = max(range(len(scores)), key=lambda j: (scores[j], float(sims[i, j])))
-        support = max(0.0, scores[best])
-        source = evidence.source[best] if support >= SUPPORTED else None
-        attribution.append(_entry(text, cited, source, support, evidence.texts[best]))
+        found = judge(text, evidence, sims[i], question)
+        j = found["j"]
+        source = evidence.source[j] if found["status"] == "supported" else None
+        attribution.append(_entry(
+            text, cited, source, found["support"], evidence.texts[j], found["status"],
+            found["reason"], evidence.source[j],
+        ))  # fmt: skip
     return {"attribution": attribution, "extractive": _extractive(q, e, evidence, passages)}
 
 
-def _entry(sentence: str, cited: list[int], source, support: float, evidence: str) -> dict:
+def _entry(
+    sentence: str, cited: list[int], source, support: float, evidence: str,
+    status: str = "not found", reason: str = "", near: int | None = None,
+) -> dict:  # fmt: skip
     return {
         "sentence": sentence,
         "source": source,
-        "support": round(support, 4),
+        "support": round(max(0.0, support), 4),
         "evidence": evidence,
         "cited": cited,
+        "status": status,
+        "reason": reason,
+        "evidence_source": near,
     }
 
 
@@ -211,3 +237,29 @@ def extractive(embedder, question: str, passages: list[str]) -> dict | None:
     ``passage[start:end] == sentence``. None without passages.
     """
     return ground(embedder, question, "", passages)["extractive"]
+
+
+def judge_pairs(embedder, rows: list[dict]) -> list[dict]:
+    """``{status, support, reason}`` for rows ``{question, sentence, evidence, passage, where}``.
+
+    The verdict ``ground`` gives ``sentence`` when its evidence is that sentence
+    of ``passage`` (``where``: the passage's label): how the labelled pairs of
+    tests/data/support_labels.jsonl are scored.
+    """
+    texts = list(dict.fromkeys(t for r in rows for t in (r["sentence"], r["evidence"])))
+    if not texts:
+        return []
+    vectors = embedder.encode(texts)  # float32: the same figures on every CPU
+    at = {t: i for i, t in enumerate(texts)}
+    out = []
+    for r in rows:
+        similarity = float(vectors[at[r["sentence"]]] @ vectors[at[r["evidence"]]])
+        passage, spans = r["passage"], sentence_spans(r["passage"])
+        i = next((k for k, (a, b) in enumerate(spans) if passage[a:b] == r["evidence"]), None)
+        context = context_of(passage, spans, i, r["where"]) if i is not None else (r["where"], "")
+        topic = topic_words([passage[a:b] for a, b in spans])
+        found = check(r["sentence"], r["evidence"], context, topic, r["question"])
+        status, support = verdict(similarity, found)
+        reason = found.reason if status == "partly" else ""
+        out.append({"status": status, "support": round(support, 4), "reason": reason})
+    return out

@@ -99,3 +99,21 @@ def _enforce_size(text: str, size: int, length: Callable[[str], int]) -> list[st
         middle = len(words) // 2
         halves = [" ".join(words[:middle]), " ".join(words[middle:])]
     return [piece for half in halves for piece in _enforce_size(half, size, length)]
+
+
+def merge_chunks(chunks: list[Chunk], size: int, count_tokens: Callable[[str], int]) -> list[Chunk]:
+    """Join neighbouring chunks while the result stays within ``size`` tokens; renumbered.
+
+    For text that came in many tiny pieces (pages or sections of a few words):
+    a merged chunk keeps the page and section of its first piece.
+    """
+    merged: list[Chunk] = []
+    for chunk in chunks:
+        last = merged[-1] if merged else None
+        if last is not None:
+            joined = last.text + "\n\n" + chunk.text
+            if count_tokens(joined) <= size:
+                merged[-1] = Chunk(joined, last.chunk_index, last.page, last.section)
+                continue
+        merged.append(Chunk(chunk.text, len(merged), chunk.page, chunk.section))
+    return merged

@@ -15,10 +15,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from chat.errors import DocumentError
-from retrieval.chunking import ChunkSettings, chunk_sections
+from retrieval.chunking import ChunkSettings, chunk_sections, merge_chunks
+from retrieval.turns import encode_in_turns
 from retrieval.types import Chunk, FileSummary, Section
 
-EMBED_BATCH = 1024  # chunks per encode call: big calls run at the raw model speed
+EMBED_BATCH = 1024  # chunks gathered before embedding: big calls run at the raw model speed
+# Text bytes a document's chunks must carry on average. Dense text (JSON or CSV of
+# numbers, cut at the smallest chunk size) would otherwise make a chunk, and an
+# embedding, of every few bytes: a 98 KB file became 10,000 chunks.
+MIN_CHUNK_BYTES = 128
+MIN_CHUNKS = 16  # what any document may make, however little text it has
 
 
 class IngestMixin:
@@ -32,6 +38,7 @@ class IngestMixin:
         max_bytes: int,
         progress: Callable[[int, int, str], None] | None = None,
         max_chunks: int | None = None,
+        budget: Callable[[int], None] | None = None,
     ) -> list[FileSummary]:
         """Ingest ``(path, original filename)`` pairs; one FileSummary per file, in order.
 
@@ -39,7 +46,10 @@ class IngestMixin:
         together in large batches (one big encode runs at the raw model's
         speed, per-document calls do not) and written several documents per
         add call. One bad file never stops the others. Once the files so far
-        made ``max_chunks`` chunks, the rest are refused with a clear error.
+        made ``max_chunks`` chunks, the rest are refused with a clear error;
+        ``budget(n)`` is asked before a document of ``n`` chunks is embedded
+        and refuses it by raising (the session's allowance). Embedding takes
+        turns with other ingests running at the same time.
         If a write fails, each file's summary says what was really stored.
         """
         summaries: list[FileSummary | None] = [None] * len(files)
@@ -53,10 +63,15 @@ class IngestMixin:
                     sum(len(p.chunks) for p in preps),
                     sum(len(c.text) for p in preps for c in p.chunks),
                 )
-                vectors = self.embedder.encode([c.text for prep in preps for c in prep.chunks])
+                texts = [c.text for prep in preps for c in prep.chunks]
+                vectors = encode_in_turns(self.embedder, texts, self._turns)
                 results = self._write(preps, vectors)
             except Exception as exc:  # the model or the store failed: say what got stored
+                if self.reserve is not None and not isinstance(exc, DocumentError):
+                    self.reserve.release()  # so the store can apply what it logged
                 results = [self._after_failure(prep, exc) for prep in preps]
+                if self.reserve is not None:
+                    self.reserve.ensure(partial=True)
             for (i, _), summary in zip(batch, results, strict=True):
                 summaries[i] = summary
 
@@ -77,6 +92,15 @@ class IngestMixin:
                 )
                 total_chunks -= len(prepared.chunks)
                 continue
+            if budget is not None:
+                try:
+                    budget(len(prepared.chunks))
+                except Exception as exc:  # the message says which allowance, and what is left
+                    summaries[i] = FileSummary(
+                        file=filename, status="error", error=f"{prepared.source}: {exc}"
+                    )
+                    total_chunks -= len(prepared.chunks)
+                    continue
             batch.append((i, prepared))
             if sum(len(prep.chunks) for _, prep in batch) >= EMBED_BATCH:
                 flush()
@@ -123,7 +147,33 @@ class IngestMixin:
         chunks = chunk_sections(sections, suffix, chunk, self.embedder.count_tokens)
         if not chunks:
             raise DocumentError(f"{source} has no text to index (is it empty or a scanned image?).")
+        chunks = self._bounded(sections, suffix, chunk, chunks, source, extra)
         return _Prepared(filename, source, col, doc_hash, chunks, extra)
+
+    def _bounded(self, sections, suffix, chunk: ChunkSettings, chunks: list, source, extra: dict):
+        """``chunks``, or the text cut at the model's whole window if they carry too little each.
+
+        A document may make one chunk per ``MIN_CHUNK_BYTES`` bytes of its text
+        (and a small one a few chunks whatever its size); denser text is cut
+        into the largest chunks the model reads, without overlap, and refused
+        if even those are too many.
+        """
+        text_bytes = sum(len(s.text.encode("utf-8", "surrogatepass")) for s in sections)
+        limit = max(MIN_CHUNKS, -(-text_bytes // MIN_CHUNK_BYTES))
+        if len(chunks) <= limit:
+            return chunks
+        wide = ChunkSettings(chunk_size=min(self.embedder.max_tokens, 512), chunk_overlap=0)
+        # Cut as plain text (not at Markdown headers), then join pieces of tiny pages.
+        chunks = chunk_sections(sections, "", wide, self.embedder.count_tokens)
+        chunks = merge_chunks(chunks, wide.chunk_size, self.embedder.count_tokens)
+        extra["chunk_size_raised_to"] = wide.chunk_size
+        if len(chunks) > limit:
+            raise DocumentError(
+                f"{source}: its {text_bytes:,} bytes of text make {len(chunks):,} chunks even at "
+                f"the largest chunk size, more than one per {MIN_CHUNK_BYTES} bytes; "
+                "upload it as plain prose, or split it."
+            )
+        return chunks
 
     def _after_failure(self, prep: _Prepared, exc: Exception) -> FileSummary:
         """After a failed write: "added" if the document is in fact stored whole, else the error."""

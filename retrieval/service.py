@@ -6,6 +6,7 @@ page at once; ``main.py`` passes one ``RetrievalService`` to the UI and chat.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from retrieval.settings import RetrievalSettings
 from retrieval.types import SUPPORTED_SUFFIXES, FileSummary, Passage
 
 SHARED = "shared"
+log = logging.getLogger("chat_studio")
 
 
 class RetrievalService:
@@ -77,7 +79,10 @@ class RetrievalService:
             store = DocumentStore(embedder, path=self.path, min_free_bytes=self.min_free_bytes)
             # The data folder's lock says no other app uses it: every session
             # collection left over belongs to no live session.
-            store.drop_sessions()
+            try:
+                store.drop_sessions()
+            except Exception as exc:  # a full disk: reading must still work; next start
+                log.warning("could not drop old session collections: %s", exc)
         return store
 
     def warm_up(self) -> None:
@@ -94,6 +99,7 @@ class RetrievalService:
         chunk=None,
         progress=None,
         max_chunks: int | None = None,
+        budget=None,
     ):
         """Ingest ``(path, original name)`` files; one ``FileSummary`` per file."""
         from retrieval.chunking import ChunkSettings
@@ -105,6 +111,7 @@ class RetrievalService:
             self.max_bytes,
             progress=progress,
             max_chunks=max_chunks,
+            budget=budget,
         )
 
     def ingest_folder(self, folder: str | Path, collection: str = SHARED) -> list[FileSummary]:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from chat.errors import DocumentError
 from retrieval.ingest import IngestMixin, _complete
+from retrieval.reserve import DiskReserve
+from retrieval.turns import Turns
 from retrieval.types import Passage
 
 SHARED = "shared"
@@ -52,6 +54,7 @@ class DocumentStore(IngestMixin):
 
         self.embedder = embedder
         settings = Settings(anonymized_telemetry=False)
+        self.reserve: DiskReserve | None = None
         if host:
             try:
                 self.client = chromadb.HttpClient(host=host, port=port or 8000, settings=settings)
@@ -62,9 +65,10 @@ class DocumentStore(IngestMixin):
                     + _SERVER_FIX
                 ) from None
         elif path is not None:
+            self.reserve = DiskReserve(Path(path).with_name(Path(path).name + ".reserve"))
             try:
                 Path(path).mkdir(parents=True, exist_ok=True)
-                self.client = chromadb.PersistentClient(path=str(path), settings=settings)
+                self.client = self._with_room(lambda: _open_local(str(path), settings))
             except Exception as exc:
                 raise DocumentError(
                     f"Cannot open the document store at {path} ({exc}). Chat without "
@@ -76,8 +80,28 @@ class DocumentStore(IngestMixin):
             raise DocumentError("DocumentStore needs a path or a Chroma server host.")
         self._max_batch = int(self.client.get_max_batch_size())
         self._write_lock = threading.Lock()
+        self._turns = Turns()  # ingests running at once embed slice by slice, in turns
         self.path = Path(path) if path is not None and not host else None
         self.min_free_bytes = min_free_bytes
+        if self.reserve is not None:
+            self.reserve.ensure(partial=True)
+
+    def _with_room(self, call):
+        """``call()``; if it fails and the disk reserve can be given back, once more.
+
+        A full disk stops Chroma from applying its log, which every read does
+        first: freeing the reserve lets old documents be read again.
+        """
+        try:
+            return call()
+        except DocumentError:
+            raise
+        except Exception:
+            if self.reserve is None or not self.reserve.release():
+                raise
+            result = call()
+            self.reserve.ensure(partial=True)  # what is left, for the next time
+            return result
 
     # -- collections ---------------------------------------------------------
 
@@ -117,6 +141,9 @@ class DocumentStore(IngestMixin):
 
     def documents(self, collection: str) -> list[dict]:
         """``{source, doc_hash, chunks, ingested_at}`` per complete document, sorted by source."""
+        return self._with_room(lambda: self._documents(collection))
+
+    def _documents(self, collection: str) -> list[dict]:
         col = self._collection(collection)
         if col is None:
             return []
@@ -138,6 +165,9 @@ class DocumentStore(IngestMixin):
 
     def delete_document(self, collection: str, doc_hash: str) -> int:
         """Remove every chunk of one document; returns how many were removed."""
+        return self._with_room(lambda: self._delete_document(collection, doc_hash))
+
+    def _delete_document(self, collection: str, doc_hash: str) -> int:
         col = self._collection(collection)
         ids = self._metadatas(col, where={"doc_hash": doc_hash})[0] if col is not None else []
         if not ids:
@@ -151,10 +181,14 @@ class DocumentStore(IngestMixin):
 
     def clear(self, collection: str) -> None:
         """Remove every document of ``collection`` (the collection itself stays)."""
-        col = self._collection(collection)
-        if col is not None:
-            # Ids are fetched before deleting, so paging offsets never shift under us.
-            self._delete_ids(col, self._metadatas(col)[0])
+
+        def clear() -> None:
+            col = self._collection(collection)
+            if col is not None:
+                # Ids are fetched before deleting, so paging offsets never shift under us.
+                self._delete_ids(col, self._metadatas(col)[0])
+
+        self._with_room(clear)
 
     def names(self) -> list[str]:
         """Every collection's name."""
@@ -185,12 +219,15 @@ class DocumentStore(IngestMixin):
         if self.path is None:
             return  # a Chroma server looks after its own disk
         need = 2 * (n_chunks * (self.embedder.dim * 4 * 3 + 1024) + text_chars * 3)
+        # No write without the reserve that keeps reads working should the disk fill.
+        held = self.reserve is not None and self.reserve.ensure(need + self.min_free_bytes)
         free = shutil.disk_usage(self.path).free
-        if free - need < self.min_free_bytes:
+        if free - need < self.min_free_bytes or not held:
             raise DocumentError(
                 f"Not enough free disk space for the document store at {self.path}: "
                 f"{free / 2**20:,.0f} MB free, this needs about {need / 2**20:,.1f} MB and "
-                f"{self.min_free_bytes / 2**20:,.0f} MB is kept in reserve (--min-free-mb). "
+                f"{self.min_free_bytes / 2**20:,.0f} MB is kept in reserve (--min-free-mb), "
+                "besides the few MB the store holds to stay readable on a full disk. "
                 "Free some space or delete documents, then ingest again."
             )
 
@@ -219,6 +256,11 @@ class DocumentStore(IngestMixin):
         """The best ``k`` passages for ``query`` across ``collections`` (MMR if asked)."""
         if not query.strip() or k < 1:
             return []
+        return self._with_room(
+            lambda: self._retrieve(query, collections, k, min_score, mmr, mmr_lambda, fetch_k)
+        )
+
+    def _retrieve(self, query, collections, k, min_score, mmr, mmr_lambda, fetch_k):
         cols = [c for c in (self._collection(name) for name in dict.fromkeys(collections)) if c]
         cols = [c for c in cols if c.count() > 0]
         if not cols:
@@ -253,6 +295,28 @@ class DocumentStore(IngestMixin):
             return True  # written by one add call: present means complete
         ids = col.get(where={"doc_hash": meta.get("doc_hash", "")}, include=[])["ids"]
         return len(ids) >= total
+
+
+def _open_local(path: str, settings):
+    """A Chroma client on ``path``; after a failure, Chroma's cached client of it is dropped.
+
+    Chroma keeps one client per folder for the whole process, and a failed
+    open leaves a broken one that every later try would get: a disk that
+    was full at start would then need a restart even once space is freed.
+    """
+    import chromadb
+
+    try:
+        return chromadb.PersistentClient(path=path, settings=settings)
+    except Exception:
+        try:
+            from chromadb.api.shared_system_client import SharedSystemClient
+
+            SharedSystemClient._identifier_to_system.pop(path, None)
+            SharedSystemClient._identifier_to_refcount.pop(path, None)
+        except Exception:  # another Chroma version: nothing cached there, or nothing we know
+            pass
+        raise
 
 
 def mmr_select(query: list[float], vectors: list, k: int, lam: float) -> list[int]:

@@ -132,6 +132,11 @@ def _json_scalar(value: object) -> str:
     return json.dumps(value)
 
 
+def _all_scalars(values: list) -> bool:
+    """Whether a JSON list holds only plain values (no objects, no lists)."""
+    return not any(isinstance(v, dict | list) for v in values)
+
+
 def _extract_json(text: str, name: str, max_chars: int | None = None) -> list[Section]:
     if _too_deep(text):
         raise _error(
@@ -154,10 +159,15 @@ def _extract_json(text: str, name: str, max_chars: int | None = None) -> list[Se
         key, value = stack.pop()
         if isinstance(value, dict) and value:
             items = [(f"{key}.{k}" if key else str(k), v) for k, v in value.items()]
-        elif isinstance(value, list) and value:
+        elif isinstance(value, list) and value and not _all_scalars(value):
             items = [(f"{key}[{i}]", v) for i, v in enumerate(value)]
         else:
-            line = f"{key}: {_json_scalar(value)}" if key else _json_scalar(value)
+            if isinstance(value, list) and value:
+                # A list of plain values is one line: its key path once, not once per value.
+                text = ", ".join(_json_scalar(v) for v in value)
+            else:
+                text = _json_scalar(value)
+            line = f"{key}: {text}" if key else text
             total += len(line) + 1
             if max_chars is not None and total > max_chars:
                 raise too_much_text(name, max_chars)

@@ -41,8 +41,16 @@ class Caller:
 class _Session:
     user: str | None
     last_seen: float
-    uploaded: int = 0
     data: dict = field(default_factory=dict)
+
+
+@dataclass
+class _Browser:
+    """A browser that holds a key this app signed: its tabs' sessions share its documents."""
+
+    user: str | None
+    sessions: set = field(default_factory=set)
+    idle_since: float | None = None
 
 
 class Access:
@@ -66,6 +74,11 @@ class Access:
         self.connected: Callable[[str], bool] = lambda session: False
         self._sessions: dict[str, _Session] = {}
         self._on_end: list[Callable[[str], None]] = []
+        self._on_owner_end: list[Callable[[str], None]] = []
+        self._browsers: dict[str, _Browser] = {}  # browser key -> its tabs
+        self._owner: dict[str, str] = {}  # session -> browser key
+        self._uploaded: dict[str, int] = {}  # owner -> bytes uploaded
+        self._chunks: dict[str, int] = {}  # owner -> chunks embedded
         self._lock = threading.Lock()
 
     # -- callers ------------------------------------------------------------------
@@ -110,6 +123,42 @@ class Access:
             who = "users named in --admins (who log in with --auth)"
             raise AccessError(f"Only admins may {what}: that is {who}.")
 
+    # -- browsers: what outlives a reload ------------------------------------------
+
+    def _sign(self, nonce: str, user: str | None) -> str:
+        msg = f"browser\0{nonce}\0{user or ''}".encode()
+        return hmac.new(self.secret, msg, hashlib.sha256).hexdigest()[:32]
+
+    def browser_key(self, request, stored: str | None) -> str:
+        """Bind the request's session to the browser holding ``stored`` (a key this app
+        signed for this login) and return the key for the browser to keep. A missing, forged
+        or other login's key is replaced by a fresh one: nobody reaches another's documents."""
+        caller = self.caller(request)
+        key = stored if isinstance(stored, str) and len(stored) < 100 else ""
+        nonce, _, sig = key.partition(".")
+        if not (nonce and hmac.compare_digest(sig, self._sign(nonce, caller.user))):
+            nonce = secrets.token_hex(16)
+            key = f"{nonce}.{self._sign(nonce, caller.user)}"
+        with self._lock:
+            rec = self._browsers.setdefault(key, _Browser(caller.user))
+            previous = self._owner.get(caller.session)
+            if previous and previous != key and previous in self._browsers:
+                self._browsers[previous].sessions.discard(caller.session)
+            rec.sessions.add(caller.session)
+            rec.idle_since = None
+            self._owner[caller.session] = key
+        return key
+
+    def owner(self, session: str) -> str:
+        """Whose documents a session uses: its browser's key, else the session itself."""
+        with self._lock:
+            return self._owner.get(session, session)
+
+    def on_owner_end(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(owner)`` when an owner's documents go: a session without a
+        browser key when it ends; a browser ``ttl_s`` after its last tab closed."""
+        self._on_owner_end.append(callback)
+
     def private_name(self, session: str, prefix: str = "session") -> str:
         """A per-session name nobody can derive without this app's secret."""
         digest = hmac.new(self.secret, session.encode("utf-8"), hashlib.sha256).hexdigest()
@@ -124,15 +173,30 @@ class Access:
     def add_upload(self, caller: Caller, n_bytes: int, limit: int) -> None:
         """Count ``n_bytes`` against the session's upload allowance, or refuse them."""
         with self._lock:
-            rec = self._sessions.setdefault(caller.session, _Session(caller.user, self.clock()))
-            if rec.uploaded + n_bytes > limit:
-                left = max(0, limit - rec.uploaded)
+            owner = self._owner.get(caller.session, caller.session)
+            uploaded = self._uploaded.get(owner, 0)  # a reload does not reset it
+            if uploaded + n_bytes > limit:
+                left = max(0, limit - uploaded)
                 raise AccessError(
                     f"This session may upload {limit / 2**20:.0f} MB in all "
                     f"(--max-session-upload-mb); {left / 2**20:.1f} MB is left. Delete "
                     "documents you no longer need, or start a new session."
                 )
-            rec.uploaded += n_bytes
+            self._uploaded[owner] = uploaded + n_bytes
+
+    def add_chunks(self, caller: Caller, n_chunks: int, limit: int) -> None:
+        """Count ``n_chunks`` against the session's chunk allowance, or refuse them."""
+        with self._lock:
+            owner = self._owner.get(caller.session, caller.session)
+            done = self._chunks.get(owner, 0)  # per owner: a reload does not reset it
+            if done + n_chunks > limit:
+                left = max(0, limit - done)
+                raise AccessError(
+                    f"this document makes {n_chunks:,} chunks; this session may add {limit:,} "
+                    f"in all (--max-session-chunks) and {left:,} are left. Send only the "
+                    "documents you need, or start a new session."
+                )
+            self._chunks[owner] = done + n_chunks
 
     # -- session ends -------------------------------------------------------------
 
@@ -167,8 +231,14 @@ class Access:
             ]
             for s in stale:
                 del self._sessions[s]
+            gone = [k for k, b in self._browsers.items()
+                    if b.idle_since is not None and now - b.idle_since > self.ttl_s]  # fmt: skip
+            for k in gone:
+                del self._browsers[k]
         for s in stale:
             self._run_end(s)
+        for k in gone:
+            self._end_owner(k)
         return stale
 
     def live(self) -> list[str]:
@@ -182,6 +252,25 @@ class Access:
                 callback(session)
             except Exception as exc:  # one failed clean-up must not skip the others
                 log.warning("session clean-up failed: %s", exc)
+        with self._lock:
+            key = self._owner.pop(session, None)
+            browser = self._browsers.get(key) if key else None
+            if browser is not None:
+                browser.sessions.discard(session)
+                if not browser.sessions:
+                    browser.idle_since = self.clock()  # kept ttl_s for a reload
+        if key is None:
+            self._end_owner(session)
+
+    def _end_owner(self, owner: str) -> None:
+        with self._lock:
+            self._uploaded.pop(owner, None)
+            self._chunks.pop(owner, None)
+        for callback in self._on_owner_end:
+            try:
+                callback(owner)
+            except Exception as exc:
+                log.warning("clean-up failed: %s", exc)
 
     def start_sweeper(self, stop: threading.Event) -> threading.Thread:
         """A daemon thread that sweeps idle sessions until ``stop`` is set."""

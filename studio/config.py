@@ -68,8 +68,15 @@ class AppConfig(Limits):
         None,
         ge=1,
         le=512,
-        description="llama.cpp generation threads (default: one per physical core; prompt "
-        "evaluation uses every core).",
+        description="llama.cpp generation threads, fixed (default: chosen while running from "
+        "measured step times, up to one per physical core, fewer when other work takes cores).",
+    )
+    parallel: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="Conversations a llama.cpp model decodes together, each with its own "
+        "context window of --n-ctx tokens (default 4 on a shared app, 1 on a private one).",
     )
     runtime: Literal["auto", "in-process", "subprocess"] = Field(
         "auto",
@@ -121,8 +128,8 @@ class AppConfig(Limits):
         None,
         ge=1,
         le=256,
-        description="Generations run at once (default 1 for a model in this process, "
-        "8 for a remote engine, which batches them).",
+        description="Generations run at once (default --parallel for a llama.cpp model, "
+        "1 for transformers, 8 for a remote engine, which batches them).",
     )
 
     def credentials(self) -> list[tuple[str, str]]:
@@ -137,6 +144,10 @@ class AppConfig(Limits):
         """Reachable from this machine only: loopback, no share link, not a Space."""
         host, _ = self.bind()
         return host in LOOPBACK and not self.share and not os.environ.get("SPACE_ID")
+
+    def slots(self) -> int:
+        """Conversations decoded together (``--parallel``, else by who can reach the app)."""
+        return self.parallel or (1 if self.is_private() else 4)
 
     def limits(self) -> Limits:
         """The per-request and per-session limits."""

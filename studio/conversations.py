@@ -12,10 +12,33 @@ plain data: the page, the saved chats and the dataset export all use them.
 from __future__ import annotations
 
 import copy
+import json
+import math
 import time
 import uuid
 
-HEAVY_META = ("tokens", "prompt", "parts")  # large, and rebuilt on demand: never saved
+HEAVY_META = ("prompt", "parts")  # the rendered prompt and its parts: rebuilt, never saved
+# What the saved chats of one browser may take (its storage holds about 5 MB): past this,
+# the token probabilities of the oldest chats go first, never their messages.
+SAVED_BUDGET_CHARS = 2_500_000
+
+
+def reply_meta(result) -> dict:
+    """What a finished reply keeps: everything needed to reproduce and inspect it."""
+    return {
+        "settings": result.settings,
+        "stats": result.stats,
+        "prompt_messages": result.prompt_messages,
+        "notices": result.notices,
+        "candidates": result.candidates,
+        "chosen": 0,
+        "sources": result.sources,
+        "tokens": result.tokens,
+        "prompt": result.prompt,
+        "parts": result.parts,
+        "attribution": result.attribution,
+        "extractive": result.extractive,
+    }
 
 
 def history(conversation: list[dict]) -> list[dict]:
@@ -99,22 +122,64 @@ def user_before(conversation: list[dict], index: int) -> int | None:
     return max((i for i in range(index) if conversation[i]["role"] == "user"), default=None)
 
 
-def light(conversation: list[dict]) -> list[dict]:
-    """The conversation without the bulky per-token data, for saving in the browser."""
+def _light_meta(meta, tokens: bool = True) -> dict | None:
+    """A reply's meta for saving: no rendered prompt; token probabilities rounded (or gone)."""
+    if not isinstance(meta, dict):
+        return None
+    out = {k: v for k, v in meta.items() if k not in HEAVY_META and k != "branch"}
+    if out.get("tokens") and tokens:
+        out["tokens"] = [[_token(t) for t in cand] for cand in out["tokens"] if cand]
+    elif "tokens" in out:
+        out["tokens"] = None
+    return out or None
+
+
+def _token(t: dict) -> dict:
+    def r(x):
+        if isinstance(x, float):
+            return round(x, 4) if math.isfinite(x) else -99.0  # JSON has no infinity
+        return x
+
+    if not isinstance(t, dict):
+        return t
+    out = {"text": t.get("text"), "id": t.get("id"), "logprob": r(t.get("logprob"))}
+    if t.get("sampler_logprob") is not None:
+        out["sampler_logprob"] = r(t["sampler_logprob"])
+    out["top"] = [{"text": a["text"], "id": a["id"], "logprob": r(a["logprob"])}
+                  for a in t.get("top") or []]  # fmt: skip
+    return out
+
+
+def light(conversation: list[dict], tokens: bool = True) -> list[dict]:
+    """The conversation for saving in the browser: every reply, version and candidate with
+    its stats and (rounded) token probabilities, without the rendered prompt."""
 
     def trim(message: dict) -> dict:
         out = dict(message)
-        if isinstance(out.get("meta"), dict):
-            out["meta"] = {k: v for k, v in out["meta"].items() if k not in HEAVY_META}
+        if "meta" in out:
+            out["meta"] = _light_meta(out["meta"], tokens)
         if out.get("versions"):
             out["versions"] = [
-                {**v, "meta": {k: x for k, x in (v.get("meta") or {}).items()
-                               if k not in HEAVY_META} or None, "tail": light(v["tail"])}
+                {**v, "meta": _light_meta(v.get("meta"), tokens),
+                 "tail": light(v.get("tail") or [], tokens)}
                 for v in out["versions"]
             ]  # fmt: skip
         return out
 
     return [trim(m) for m in conversation]
+
+
+def fit_budget(chats: list[dict], budget: int = SAVED_BUDGET_CHARS) -> list[dict]:
+    """``chats`` (newest first) within ``budget`` characters of JSON: the oldest chats lose
+    their token probabilities first; messages and stats are never dropped."""
+    size = len(json.dumps(chats, ensure_ascii=False))
+    for k in range(len(chats) - 1, -1, -1):
+        if size <= budget:
+            break
+        before = len(json.dumps(chats[k], ensure_ascii=False))
+        chats[k] = dict(chats[k], messages=light(chats[k].get("messages") or [], tokens=False))
+        size -= before - len(json.dumps(chats[k], ensure_ascii=False))
+    return chats
 
 
 # -- saved chats ---------------------------------------------------------------------------
@@ -142,7 +207,9 @@ def title_of(chat: dict) -> str:
     return words + ("…" if len(first.split()) > 8 else "") if words else "New chat"
 
 
-def save_chat(chats: list[dict], chat_id: str, messages: list[dict], persona: str) -> list[dict]:
+def save_chat(
+    chats: list[dict], chat_id: str, messages: list[dict], persona: str, model: str | None = None
+) -> list[dict]:
     """``chats`` with chat ``chat_id`` holding ``messages`` (added, newest first, if new)."""
     chats = [c for c in chats or [] if isinstance(c, dict) and c.get("id")]
     found = next((c for c in chats if c["id"] == chat_id), None)
@@ -151,4 +218,7 @@ def save_chat(chats: list[dict], chat_id: str, messages: list[dict], persona: st
         found["id"] = chat_id
         chats.insert(0, found)
     found.update(messages=light(messages), persona=persona, updated=time.time())
-    return sorted(chats, key=lambda c: c.get("updated", 0), reverse=True)[:MAX_CHATS]
+    if model:
+        found["model"] = model
+    chats = sorted(chats, key=lambda c: c.get("updated", 0), reverse=True)[:MAX_CHATS]
+    return fit_budget(chats)

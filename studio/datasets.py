@@ -13,21 +13,27 @@ This module turns a user's chats into the data the first two steps read:
   not picked.
 
 Exact and near duplicates are dropped (the same normalised text, or a
-similarity ratio of 0.9 or more by ``difflib``), and the result says how many
-went and why.
+similarity ratio of 0.9 or more by ``difflib``, found through a MinHash index:
+``studio.dedup``), and the result says how many went and why.
 """
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import re
+import threading
+import time
 from dataclasses import dataclass, field
 
-from chat.errors import InputError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-NEAR = 0.9  # difflib similarity ratio at which two rows count as the same
+from chat.errors import Cancelled, InputError
+from studio.dedup import NearIndex, signature
+
+MAX_MESSAGES = 20_000  # messages in one export request, all chats together
+MAX_ROW_CHARS = 32_000_000  # characters of the rows built (each reply's row repeats its chat)
+
 _PUNCT = re.compile(r"[^\w\s]", re.UNICODE)
 
 
@@ -51,22 +57,129 @@ class Dataset:
         )
 
 
+class _Turn(BaseModel):
+    """A message as the model was sent it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    role: str
+    content: str
+
+
+class _Version(BaseModel):
+    """An earlier (or the shown) version of a retried reply."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    content: str
+    feedback: str | None = None
+    tail: list[_Message] | None = None  # what followed this version (an earlier branch)
+
+
+class _Meta(BaseModel):
+    """What a reply recorded that the export reads."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    prompt_messages: list[_Turn] | None = None
+    candidates: list[str] | None = None
+    chosen: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _chosen_is_a_candidate(self):
+        if self.candidates and self.chosen >= len(self.candidates):
+            n = len(self.candidates)
+            raise ValueError(
+                f"chosen is {self.chosen} but there are {n} candidates; "
+                f"send an index from 0 to {n - 1}"
+            )
+        return self
+
+
+class _Message(_Turn):
+    """One message of a saved chat (only the fields the export reads are checked)."""
+
+    feedback: str | None = None
+    versions: list[_Version] | None = None
+    current: int | None = Field(None, ge=0)
+    meta: _Meta | None = None
+
+    @model_validator(mode="after")
+    def _current_is_a_version(self):
+        if self.versions and self.current is not None and self.current >= len(self.versions):
+            n = len(self.versions)
+            raise ValueError(
+                f"current is {self.current} but there are {n} versions; "
+                f"send an index from 0 to {n - 1}"
+            )
+        return self
+
+
+_Version.model_rebuild()
+_MESSAGES = TypeAdapter(list[_Message])
+_HINTS = {
+    "versions": "send versions as a list of {content, feedback} objects",
+    "meta": "send meta as an object whose candidates are texts and chosen an index into them",
+    "prompt_messages": "send prompt_messages as a list of {role, content} messages",
+}
+_HINTS["candidates"] = _HINTS["chosen"] = _HINTS["meta"]
+_HINT = "send each chat as a list of {role, content} messages (saved chats or chat exports)"
+
+
 def conversations_from(raw: object) -> list[list[dict]]:
     """Message lists from what the API or the page hands in (chats, exports or lists)."""
     if isinstance(raw, dict):
         raw = [raw]
     if not isinstance(raw, list):
         raise InputError("conversations must be a list of chats (saved chats or chat exports)")
-    out = []
+    out, count = [], 0
     for i, item in enumerate(raw):
         messages = item.get("messages") if isinstance(item, dict) else item
-        if not isinstance(messages, list) or not all(
-            isinstance(m, dict) and isinstance(m.get("content"), str) and m.get("role")
-            for m in messages
-        ):
-            raise InputError(f"conversations[{i}]: expected a list of {{role, content}} messages")
+        try:
+            _MESSAGES.validate_python(messages)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
+            msg = re.sub(r" or instance of \w+", "", err["msg"].removeprefix("Value error, "))
+            if err["type"] != "value_error":  # those say what to send already
+                names = [p for p in err["loc"] if isinstance(p, str) and p in _HINTS]
+                msg += "; " + (_HINTS[names[-1]] if names else _HINT)
+            raise InputError(f"conversations[{i}]{where}: {msg}.") from None
+        count += len(messages)
+        if count > MAX_MESSAGES:
+            raise InputError(
+                f"conversations: more than {MAX_MESSAGES:,} messages in one export; "
+                "export fewer chats at a time."
+            )
         out.append(messages)
     return out
+
+
+class Budget:
+    """What one export may cost: stop when ``cancel`` is set or the time is up."""
+
+    def __init__(self, cancel: threading.Event | None = None, seconds: float | None = None):
+        self.cancel = cancel
+        self.seconds = seconds
+        self.deadline = None if seconds is None else time.monotonic() + seconds
+        self.chars = 0
+
+    def check(self, row: dict | None = None) -> None:
+        """Raise if the export was cancelled, ran out of time or built too much text."""
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled("The export was cancelled.")
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise InputError(
+                f"The export took longer than the {self.seconds:g} s this app allows one "
+                "request (--max-request-seconds); export fewer chats at a time."
+            )
+        if row is not None:
+            self.chars += sum(len(m["content"]) for v in row.values() for m in v)
+            if self.chars > MAX_ROW_CHARS:
+                raise InputError(
+                    f"The rows of this export would hold over {MAX_ROW_CHARS:,} characters "
+                    "(each reply's row repeats its chat so far); export fewer or shorter chats."
+                )
 
 
 def _plain(m: dict) -> dict:
@@ -82,8 +195,9 @@ def _prefix(messages: list[dict], index: int) -> list[dict]:
     return [_plain(m) for m in messages[:index]]
 
 
-def sft(conversations: list[list[dict]]) -> Dataset:
+def sft(conversations: list[list[dict]], budget: Budget | None = None) -> Dataset:
     """Supervised rows in both shapes, for every reply not disliked."""
+    budget = budget or Budget()
     data = Dataset("sft")
     for messages in conversations:
         for i, m in enumerate(messages):
@@ -95,14 +209,35 @@ def sft(conversations: list[list[dict]]) -> Dataset:
             reply = {"role": "assistant", "content": m["content"]}
             data.rows.append({"messages": prompt + [reply]})
             data.rows.append({"prompt": prompt, "completion": [reply]})
-    return _dedupe(data)
+            budget.check(data.rows[-1])
+            budget.check(data.rows[-2])
+    return _dedupe(data, budget)
 
 
-def preference(conversations: list[list[dict]]) -> Dataset:
-    """Chosen/rejected pairs from likes, dislikes, retries and picked candidates."""
+def places(messages: list[dict], start: int = 0):
+    """Every ``(messages, i)`` place of a conversation: the branch shown, then each branch
+    kept behind an earlier version (an edited message or a retried reply) with what followed."""
+    for i in range(start, len(messages)):
+        yield messages, i
+        versions = messages[i].get("versions") or []
+        current = messages[i].get("current", len(versions) - 1)
+        for k, v in enumerate(versions):
+            tail = v.get("tail") if isinstance(v, dict) else None
+            if k == current or not tail or not isinstance(v.get("content"), str):
+                continue
+            alt = {"role": messages[i]["role"], "content": v["content"], "meta": v.get("meta"),
+                   "feedback": v.get("feedback")}  # fmt: skip
+            yield from places(messages[:i] + [alt] + list(tail), i + 1)
+
+
+def preference(conversations: list[list[dict]], budget: Budget | None = None) -> Dataset:
+    """Chosen/rejected pairs from likes, dislikes, retries and picked candidates, on every
+    branch of every conversation (not only the one shown)."""
+    budget = budget or Budget()
     data = Dataset("preference")
-    for messages in conversations:
-        for i, m in enumerate(messages):
+    for conversation in conversations:
+        for messages, i in places(conversation):
+            m = messages[i]
             if m["role"] != "assistant":
                 continue
             prompt = _prefix(messages, i)
@@ -115,7 +250,8 @@ def preference(conversations: list[list[dict]]) -> Dataset:
                             "rejected": [{"role": "assistant", "content": rejected}],
                         }
                     )
-    return _dedupe(data)
+                    budget.check(data.rows[-1])
+    return _dedupe(data, budget)
 
 
 def _pairs(message: dict) -> list[tuple[str, str]]:
@@ -123,7 +259,8 @@ def _pairs(message: dict) -> list[tuple[str, str]]:
     pairs = []
     versions = message.get("versions") or []
     if len(versions) > 1:
-        current = message.get("current", len(versions) - 1)
+        current = message.get("current")
+        current = len(versions) - 1 if current is None else current
         shown = dict(versions[current], content=message["content"],
                      feedback=message.get("feedback"))  # fmt: skip
         everyone = [shown if k == current else v for k, v in enumerate(versions)]
@@ -133,22 +270,27 @@ def _pairs(message: dict) -> list[tuple[str, str]]:
             for v in everyone:
                 if v is not best and v.get("feedback") != "like":
                     pairs.append((best["content"], v["content"]))
-    meta = message.get("meta") or {}
-    candidates = meta.get("candidates") or []
-    if len(candidates) > 1:
-        picked = candidates[meta.get("chosen", 0)]
-        pairs += [(picked, c) for k, c in enumerate(candidates) if k != meta.get("chosen", 0)]
+    metas = [message.get("meta")]  # the picked candidate against the others, in every version
+    current = message.get("current", len(versions) - 1)
+    metas += [v.get("meta") for k, v in enumerate(versions) if k != current]
+    for meta in metas:
+        candidates = (meta or {}).get("candidates") or []
+        if len(candidates) > 1:
+            chosen = meta.get("chosen", 0)
+            pairs += [(candidates[chosen], c) for k, c in enumerate(candidates) if k != chosen]
     return pairs
 
 
-def export(kind: str, conversations: object) -> Dataset:
-    """``sft`` or ``preference`` rows from chats (saved chats, exports, or message lists)."""
+def export(kind: str, conversations: object, budget: Budget | None = None) -> Dataset:
+    """``sft`` or ``preference`` rows from chats (saved chats, exports, or message lists).
+
+    At most ``MAX_MESSAGES`` messages and ``MAX_ROW_CHARS`` characters of rows;
+    ``budget`` stops the work when cancelled or out of time.
+    """
+    if kind not in ("sft", "preference"):
+        raise InputError(f"kind: choose 'sft' or 'preference', got {kind!r}")
     chats = conversations_from(conversations)
-    if kind == "sft":
-        return sft(chats)
-    if kind == "preference":
-        return preference(chats)
-    raise InputError(f"kind: choose 'sft' or 'preference', got {kind!r}")
+    return (sft if kind == "sft" else preference)(chats, budget)
 
 
 # -- duplicates ------------------------------------------------------------------------------
@@ -167,29 +309,27 @@ def _normal(text: str) -> str:
     return " ".join(_PUNCT.sub(" ", text.lower()).split())
 
 
-def _near(a: str, b: str) -> bool:
-    """Similarity ratio >= NEAR (the cheap upper bounds first)."""
-    m = difflib.SequenceMatcher(None, a, b, autojunk=False)
-    return m.real_quick_ratio() >= NEAR and m.quick_ratio() >= NEAR and m.ratio() >= NEAR
-
-
-def _dedupe(data: Dataset) -> Dataset:
-    """Drop exact duplicates (same normalised text) and near ones (similarity >= NEAR)."""
+def _dedupe(data: Dataset, budget: Budget | None = None) -> Dataset:
+    """Drop exact duplicates (same normalised text) and near ones (similarity >= 0.9)."""
+    budget = budget or Budget()
     seen: set[str] = set()
-    kept: list[tuple[str, str]] = []
+    kept: dict[str, NearIndex] = {}  # one index per row shape
     rows = []
     for row in data.rows:
+        budget.check()
         shape = ",".join(sorted(row))
         text = _normal(_text(row))
         digest = hashlib.sha256(f"{shape}\x00{text}".encode()).hexdigest()
         if digest in seen:
             data.dropped["exact"] += 1
             continue
-        if any(s == shape and _near(text, t) for t, s in kept):
+        index = kept.setdefault(shape, NearIndex())
+        sig = signature(text)
+        if index.find(text, sig):
             data.dropped["near"] += 1
             continue
         seen.add(digest)
-        kept.append((text, shape))
+        index.add(text, sig)
         rows.append(row)
     data.rows = rows
     return data

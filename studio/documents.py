@@ -28,7 +28,27 @@ class DocumentAccess:
         self.service = service
         self.access = access
         self.limits = limits
-        access.on_end(self.end_session)
+        access.on_owner_end(self.end_owner)
+
+    @property
+    def kept_forever(self) -> bool:
+        """On a private app without logins (you at your own machine) your uploads are kept
+        like the shared base, until you delete them."""
+        return self.access.private and not self.access.logins
+
+    def kept_note(self) -> str:
+        """How long the caller's own documents are kept, and when they are deleted."""
+        if self.kept_forever:
+            return (
+                "Your documents are kept on this machine (in the app's data folder) until "
+                "you delete them, like the shared knowledge base."
+            )
+        minutes = self.access.ttl_s / 60
+        return (
+            "Your documents are kept for this browser only: a reload or a new tab brings "
+            f"them back. They are deleted {minutes:g} minutes after the last tab of this app "
+            "in this browser closes, or when the app restarts. Nobody else can search them."
+        )
 
     @property
     def embedder(self):
@@ -36,8 +56,12 @@ class DocumentAccess:
         return self.service.store.embedder
 
     def own(self, caller: Caller) -> str:
-        """The caller's private collection (its name is never shown to anyone)."""
-        return self.access.private_name(caller.session)
+        """The caller's private collection (its name is never shown to anyone): their
+        browser's (kept across a reload), or their session's; on a private app, yours."""
+        owner = self.access.owner(caller.session)
+        if self.kept_forever and owner != caller.session:  # the page, not a script
+            return self.access.private_name("local", prefix="mine")
+        return self.access.private_name(owner)
 
     def scope(self, caller: Caller) -> list[str]:
         """What the caller's questions search: the shared base and their own uploads."""
@@ -54,7 +78,8 @@ class DocumentAccess:
         """Ingest uploads into the caller's collection (or, for admins, the shared base).
 
         Every uploaded file is deleted afterwards. Files past the per-request
-        count or the session's byte allowance get an error summary each.
+        count, the session's byte allowance or its chunk allowance get an
+        error summary each.
         """
         try:
             if shared:
@@ -74,12 +99,18 @@ class DocumentAccess:
                     chunk,
                     progress=progress,
                     max_chunks=None if caller.admin else MAX_REQUEST_CHUNKS,
+                    budget=None if caller.admin else self._chunk_budget(caller),
                 )
             )
             return [refused[i] if i in refused else next(done) for i in range(len(files))]
         finally:
             for path, _ in files:
                 remove_upload(path)
+
+    def _chunk_budget(self, caller: Caller):
+        """Counts each document's chunks against the session's allowance (raises past it)."""
+        limit = self.limits.max_session_chunks
+        return lambda n: self.access.add_chunks(caller, n, limit)
 
     def _over_allowance(self, caller, files, shared) -> dict[int, FileSummary]:
         """Error summaries for the files past the session's upload allowance, by position."""
@@ -117,9 +148,10 @@ class DocumentAccess:
         """Delete every document the caller uploaded."""
         self.service.clear(self.own(caller))
 
-    def end_session(self, session: str) -> None:
-        """A session ended: its collection goes."""
-        self.service.drop(self.access.private_name(session))
+    def end_owner(self, owner: str) -> None:
+        """A session without a browser key ended, or a browser's time ran out: its
+        collection goes (on a private app the page's uploads are kept: see ``own``)."""
+        self.service.drop(self.access.private_name(owner))  # never the private app's "mine"
 
 
 def _size(path: str) -> int:

@@ -17,7 +17,7 @@ from studio.auth import LoginThrottle
 from studio.config import AppConfig
 from studio.datadir import InstanceLock, load_secret
 from studio.limits import MB
-from studio.uploads import use_upload_dir
+from studio.uploads import start_upload_sweeper, track_temp_files, use_upload_dir
 from studio.web import Guard
 
 
@@ -69,6 +69,7 @@ def _build(config: AppConfig, backend, lock: InstanceLock) -> Studio:
     from ui.app import ChatUI
 
     fast_sessions.install()  # a REST call need not render the whole page's config first
+    track_temp_files()  # so the guard can delete what an aborted upload wrote
     limits = config.limits()
     logins = config.credentials()
     secret = load_secret(config.data_dir)
@@ -99,9 +100,7 @@ def _build(config: AppConfig, backend, lock: InstanceLock) -> Studio:
         limits.min_free_mb,
     )
     documents = DocumentAccess(retrieval, access, limits)
-    # A remote engine batches requests itself; a model in this machine runs one at a time.
-    remote = backend.info.backend == "openai"
-    engine = ChatEngine(backend, concurrency=config.concurrency or (8 if remote else 1))
+    engine = ChatEngine(backend, concurrency=config.concurrency or default_concurrency(backend))
     service = ChatService(
         engine,
         PersonaStore(config.data_dir / "personas"),
@@ -122,6 +121,13 @@ def _build(config: AppConfig, backend, lock: InstanceLock) -> Studio:
     )
     demo = ui.create_app()
     return Studio(config, engine, access, guard, service, retrieval, ui, demo, lock)
+
+
+def default_concurrency(backend) -> int:
+    """Generations at once: a remote engine batches them, llama.cpp decodes its slots together."""
+    if backend.info.backend == "openai":
+        return 8
+    return max(1, getattr(backend, "parallel", 1))
 
 
 def _cascade(config: AppConfig):
@@ -179,3 +185,5 @@ def serve(studio: Studio, quiet: bool = False) -> None:
             "(or stop the program using it)."
         ) from None
     studio.access.start_sweeper(studio.stop)
+    if studio.guard.upload_dir is not None:
+        start_upload_sweeper(studio.guard.upload_dir, limits.upload_ttl_minutes * 60, studio.stop)

@@ -29,12 +29,26 @@ class Limits(BaseModel):
     max_session_upload_mb: float = Field(
         100, gt=0, le=100_000, description="Most document bytes one session may ingest in all."
     )
+    max_session_chunks: int = Field(
+        50_000,
+        ge=1,
+        le=100_000_000,
+        description="Most chunks one session may have embedded in all (one request: at most "
+        "20,000); each chunk is a slice of embedding work.",
+    )
     max_upload_storage_mb: float = Field(
         1024,
         gt=0,
         le=1_000_000,
         description="Disk that uploads waiting to be ingested may take; more uploads are "
         "refused until those are processed or expire.",
+    )
+    upload_ttl_minutes: float = Field(
+        60,
+        gt=0,
+        le=10_080,
+        description="An upload not ingested within this time is deleted (uploads left by an "
+        "earlier run are deleted at start).",
     )
     max_request_body_mb: float = Field(
         16, gt=0, le=1024, description="Largest request body other than an upload (JSON)."

@@ -129,6 +129,7 @@ class ModelSwitcher:
                 self.config.n_threads,
                 self.config.runtime,
                 os.environ.get("CHAT_STUDIO_OPENAI_API_KEY"),
+                self.config.slots(),
             )
         except ChatStudioError as exc:
             text = _unpathed(exc, entries[entry_id])

@@ -188,7 +188,8 @@ class ChatService:
 
         started = time.perf_counter()
         passages = [s["text"] for s in result.sources]
-        found = ground(self.documents.embedder, question, result.reply, passages)
+        labels = [f"{s['source']}, {s.get('section') or ''}" for s in result.sources]
+        found = ground(self.documents.embedder, question, result.reply, passages, labels)
         result.attribution, result.extractive = found["attribution"], found["extractive"]
         result.stats["attribution_s"] = round(time.perf_counter() - started, 4)
 
@@ -253,20 +254,28 @@ class ChatService:
         message: str,
         history: list[dict] | None,
         persona: Persona,
-        strategies: list[tuple[str, dict]] | None = None,
+        strategies: list | None = None,
         max_new_tokens: int = 48,
         cancel=None,
     ) -> list[dict]:
-        """The same turn under several decoding strategies, side by side."""
-        from chat.compare import compare
+        """The same turn under several decoding strategies, side by side.
 
-        self.limits.check_chat(message, history, max_new_tokens)
+        ``strategies``: ``[{"label", "settings"}]`` (at most ``MAX_STRATEGIES``),
+        or None for the standard ones. Each strategy is held to the reply-token
+        and time limits of a chat turn; a set ``cancel`` stops the comparison.
+        """
+        from chat.compare import compare, compare_options, plan
+
+        options = compare_options(strategies=strategies, max_new_tokens=max_new_tokens)
+        plans = plan(options)
+        for _, settings in plans:
+            self.limits.check_chat(message, history, settings.max_new_tokens)
         return compare(
             self.engine,
             message,
             history or [],
             persona.prefix_messages(),
-            strategies,
-            max_new_tokens,
+            plans,
             cancel=cancel,
+            max_seconds=self.limits.max_request_seconds,
         )

@@ -5,7 +5,8 @@ Gradio leaves some doors open that a shared app must close:
   streams) answer without one: every route but the login page's needs a login;
 - failed logins are throttled per client address and per user name;
 - one upload request may carry only so many bytes and files, and uploads
-  waiting to be ingested may take only so much disk;
+  waiting to be ingested may take only so much disk; what an upload whose
+  client went away mid-way had written is deleted at once;
 - uploaded files are never served back over ``/file=``;
 - pages get a Content-Security-Policy, so untrusted text can never make a
   visitor's browser fetch a remote image, video or frame.
@@ -27,6 +28,7 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 
 from studio.auth import LoginThrottle
+from studio.uploads import partial_uploads
 
 CSP = (
     "img-src 'self' data: blob:; media-src 'self' data: blob:; object-src 'none'; "
@@ -169,8 +171,10 @@ class GuardMiddleware:
             refusal = self._upload_refusal(scope)
             if refusal:
                 return await _reply(send, 413, {"detail": refusal})
-            await self._upload(scope, receive, send)
-            g.note_upload(int(_header(scope, b"content-length")))
+            with partial_uploads() as deleted:
+                await self._upload(scope, receive, send)
+            if not deleted:  # a partial upload was deleted: it takes no space
+                g.note_upload(int(_header(scope, b"content-length")))
             return
         if scope["method"] == "POST":
             length = _header(scope, b"content-length")

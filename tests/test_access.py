@@ -96,3 +96,31 @@ def test_chat_limits():
         limits.check_chat("hi", [{"role": "user", "content": "x"}] * 5, 8)
     with pytest.raises(InputError, match="--max-reply-tokens"):
         limits.check_chat("hi", [], 65)
+
+
+def test_a_browser_key_outlives_a_reload_and_nobody_else_can_use_it():
+    """Issue 17.3: the same browser finds its documents again; a forged key, or a key
+    presented by another login, gets a fresh owner of its own."""
+    now = [0.0]
+    gone = []
+    access = Access(b"s" * 32, logins=True, ttl_s=10, clock=lambda: now[0])
+    access.on_owner_end(gone.append)
+    key = access.browser_key(request("tab1", "ann"), "")
+    assert access.owner("tab1") == key != "tab1"
+    assert access.end(request("tab1", "ann")) and gone == []  # a reload: kept
+    assert access.browser_key(request("tab2", "ann"), key) == key == access.owner("tab2")
+    # Another login, or a forged key, never reaches it.
+    assert access.browser_key(request("tab3", "ben"), key) != key
+    nonce = key.split(".")[0]
+    assert access.browser_key(request("tab4", "ann"), nonce + "." + "0" * 32) != key
+    # The upload allowance follows the browser, not the tab.
+    access.add_upload(access.caller(request("tab2", "ann")), 600, limit=1000)
+    access.end(request("tab2", "ann"))
+    access.browser_key(request("tab5", "ann"), key)
+    with pytest.raises(AccessError, match="--max-session-upload-mb"):
+        access.add_upload(access.caller(request("tab5", "ann")), 600, limit=1000)
+    # ttl_s after its last tab closed, the browser's documents go.
+    access.end(request("tab5", "ann"))
+    now[0] = 11
+    access.sweep()
+    assert key in gone

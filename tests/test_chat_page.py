@@ -135,6 +135,12 @@ def test_6_no_stale_state_after_undo_delete_save_or_when_idle(page, tmp_path):
     set_slider(page, "max_new_tokens", 400)
     send(page, "Write a long story about a lighthouse.")
     page.wait_for_function("!document.querySelector('#stop').disabled", timeout=30000)
+    # Stopped after the first words (stopped before them, the message would go back to the box).
+    page.wait_for_function(
+        f"(() => {{ const r = document.querySelector('{BOT}');"
+        " return r && r.innerText.trim(); })()",
+        timeout=120000,
+    )
     page.locator("#stop").click()
     wait_until_done(page)
     page.wait_for_function("document.querySelector('#stop').disabled", timeout=10000)
@@ -366,6 +372,8 @@ def test_saved_chats_survive_a_reload_and_can_be_renamed_and_deleted(page):
     page.locator("#chat-title input, #chat-title textarea").first.fill("Zebra notes")
     page.locator("#chat-rename").click()
     wait_for_text(page, "#saved-chats", "Zebra notes")
+    page.locator("#chat-delete").click()
+    wait_for_text(page, "#chat-delete", "Click again")  # it asks first
     page.locator("#chat-delete").click()
     page.wait_for_function(
         "!document.querySelector('#saved-chats').innerText.includes('Zebra notes')"

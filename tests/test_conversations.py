@@ -43,7 +43,7 @@ def test_delete_pair_and_feedback():
 
 def test_saved_chats_are_light_and_titled():
     chats = conv.save_chat([], "abc", [U1, A1], "assistant")
-    assert chats[0]["id"] == "abc" and "tokens" not in chats[0]["messages"][1]["meta"]
+    assert chats[0]["id"] == "abc" and chats[0]["messages"][1]["meta"]["tokens"] == [[1]]
     assert conv.title_of(chats[0]) == "Hi"
     chats = conv.save_chat(chats, "abc", [U1, A1, U2, A2], "tutor")
     assert len(chats) == 1 and chats[0]["persona"] == "tutor" and len(chats[0]["messages"]) == 4
@@ -101,3 +101,117 @@ def test_bad_input_is_a_clear_error():
         export("rlhf", [[U1, A1]])
     with pytest.raises(InputError, match="conversations\\[0\\]"):
         export("sft", [[{"role": "user"}]])
+
+
+def _variants(seed: int = 7) -> list[str]:
+    """Replies and their usual near duplicates: retried with a word changed, dropped or added."""
+    import random
+
+    rng = random.Random(seed)
+    words = ("the river runs north past the old mill and the bridge of seven stones where "
+             "people meet on market days to trade wool salt fish and stories").split()  # fmt: skip
+    texts = []
+    for _ in range(120):
+        if texts and rng.random() < 0.4:
+            parts = rng.choice(texts).split()
+            i = rng.randrange(len(parts))
+            how = rng.random()
+            if how < 0.4:
+                parts[i] = rng.choice(words)
+            elif how < 0.7 and len(parts) > 4:
+                del parts[i]
+            else:
+                parts.insert(i, rng.choice(words))
+            texts.append(" ".join(parts))
+        else:
+            texts.append(" ".join(rng.choice(words) for _ in range(rng.randint(3, 30))))
+    return texts
+
+
+def test_the_near_duplicate_index_keeps_what_difflib_keeps():
+    import difflib
+
+    from studio.dedup import NearIndex, is_near
+
+    def near(a, b):  # the old check, run against every kept text
+        m = difflib.SequenceMatcher(None, a, b, autojunk=False)
+        return m.real_quick_ratio() >= 0.9 and m.quick_ratio() >= 0.9 and m.ratio() >= 0.9
+
+    texts = _variants()
+    old, index, new = [], NearIndex(), []
+    for t in texts:
+        if not any(near(t, k) for k in old):
+            old.append(t)
+        if not index.find(t):
+            index.add(t)
+            new.append(t)
+    assert new == old and len(old) < len(texts)  # some near duplicates, the same ones
+    for a, b in zip(texts, texts[1:], strict=False):
+        assert is_near(a, b) == (difflib.SequenceMatcher(None, a, b, autojunk=False).ratio() >= 0.9)
+
+
+def test_a_long_chat_exports_its_near_duplicates_as_before():
+    """Each reply's row repeats the chat so far: rows that grow by little are near duplicates."""
+    chat = [{"role": ("user", "assistant")[i % 2], "content": f"message {i}"} for i in range(200)]
+    data = export("sft", [chat])
+    assert len(data.rows) == 36 and data.dropped == {"exact": 0, "near": 164}  # as difflib
+
+
+@pytest.mark.parametrize(
+    "message, says",
+    [
+        ({"versions": 5}, "versions: Input should be a valid list"),
+        ({"versions": [{"content": "A"}, {"content": "B"}], "current": 7}, "from 0 to 1"),
+        ({"meta": {"candidates": ["A", "B"], "chosen": 9}}, "from 0 to 1"),
+        ({"meta": {"candidates": [1, 2]}}, "candidates[0]"),
+        ({"meta": {"prompt_messages": [3]}}, "prompt_messages[0]"),
+    ],
+)
+def test_crafted_versions_and_candidates_are_one_sentence(message, says):
+    reply = {"role": "assistant", "content": "B", **message}
+    with pytest.raises(InputError, match=r"^conversations\[0\]\[1\]") as err:
+        export("preference", [[U1, reply]])
+    assert says in str(err.value)
+
+
+def test_an_export_is_bounded_and_stops_when_cancelled():
+    import threading
+
+    from chat.errors import Cancelled
+    from studio.datasets import MAX_MESSAGES, Budget
+
+    with pytest.raises(InputError, match="export fewer chats"):
+        export("sft", [[U1, A2]] * (MAX_MESSAGES // 2 + 1))
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(Cancelled):
+        export("sft", [[U1, A2]], Budget(stop))
+
+
+def test_saved_chats_keep_token_probabilities_within_a_budget():
+    token = {"text": "Hi", "id": 7, "logprob": -0.123456789, "sampler_logprob": None,
+             "top": [{"text": "Hi", "id": 7, "logprob": -0.123456789}]}  # fmt: skip
+    reply = {"role": "assistant", "content": "Hi", "meta": {"tokens": [[token] * 50],
+             "prompt": "x" * 1000, "parts": {}, "stats": {"seed": 1}}}  # fmt: skip
+    saved = conv.light([U1, reply])[1]["meta"]
+    assert "prompt" not in saved and saved["tokens"][0][0]["logprob"] == -0.1235
+    chats = [conv.new_chat_record("assistant", [U1, reply]) for _ in range(4)]
+    size = len(json.dumps(chats[0]))
+    fitted = conv.fit_budget(chats, budget=int(size * 2.5))
+    assert [bool(c["messages"][1]["meta"]["tokens"]) for c in fitted] == [True, True, False, False]
+    assert all(c["messages"][1]["content"] == "Hi" for c in fitted)  # messages never go
+
+
+def test_preference_rows_come_from_every_branch():
+    """Issue 17.4: a like on a version behind an edited message still makes its pair."""
+    ask = {"role": "user", "content": "Name one fruit."}
+    chat = [ask, {"role": "assistant", "content": "Apple."}]
+    chat = conv.new_version(chat, 1, {"role": "assistant", "content": "Banana."})
+    chat = conv.set_feedback(chat, 1, "like")
+    chat = conv.new_version(chat, 0, {"role": "user", "content": "Name one red fruit."})
+    chat = chat + [{"role": "assistant", "content": "Cherry."}]
+    _, out = rows("preference", [chat])
+    assert out == [
+        {"prompt": [ask], "chosen": [{"role": "assistant", "content": "Banana."}],
+         "rejected": [{"role": "assistant", "content": "Apple."}]},
+    ]  # fmt: skip

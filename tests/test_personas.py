@@ -193,3 +193,18 @@ def test_error_description_names_file_and_field():
         Persona.model_validate(yaml.safe_load("name: x\nfoo: 1"))
     except ValidationError as exc:
         assert describe_error("x.yaml", exc).startswith("x.yaml: foo: unknown field")
+
+
+def test_a_png_card_brings_its_picture_as_a_small_avatar():
+    """Issue 17.17: an imported card's avatar is kept (a thumbnail, as a checked data URL)."""
+    import io
+
+    from PIL import Image
+
+    picture = io.BytesIO()
+    Image.new("RGB", (400, 300), (200, 30, 30)).save(picture, format="PNG")
+    card = import_card(write_png_chara(V2, picture.getvalue()), "mira.png")
+    assert card.avatar.startswith("data:image/jpeg;base64,") and len(card.avatar) < 24_000
+    assert parse_card(card_to_yaml(card)).avatar == card.avatar
+    with pytest.raises(PersonaError, match="avatar"):
+        parse_card('name: X\navatar: "javascript:alert(1)"\n')

@@ -33,12 +33,17 @@ from ui.saved_chats import SavedChats, new_id
 from ui.settings_panel import CUSTOM, SettingsPanel
 
 OWN_PERSONAS_KEY = "chat-studio-personas"
+BROWSER_KEY = "chat-studio-browser"  # maps this browser to its documents (signed by the app)
+SETTINGS_KEY = "chat-studio-settings"  # the decoding settings last shown, and their persona
 USER_NAME_KEY = "chat-studio-user"
 
 PAGE_CSS = """
 #input-row { align-items: center; }
 #stats-line { font-size: 0.85em; opacity: 0.8; min-height: 1.2em; }
 .candidate { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 6px; }
+#chatbot .selected-message .message { outline: 2px solid var(--color-accent); outline-offset: 1px; }
+#message-actions { flex-wrap: wrap; align-items: center; gap: 4px; }
+#message-actions > * { flex: 0 1 auto !important; min-width: 0 !important; }
 @media (max-width: 640px) {
   #model-banner { font-size: 0.75em; }
   #input-row { flex-wrap: wrap !important; gap: 6px; }
@@ -50,6 +55,17 @@ PAGE_CSS = """
   #examples .gallery-item div { white-space: nowrap !important; }
 }
 """
+
+# The clicked message is highlighted while its actions (under the chat) apply to it.
+MARK_SELECTED = """() => {
+  document.addEventListener('click', (e) => {
+    const row = e.target.closest('#chatbot .message-row');
+    if (!row || e.target.closest('button, textarea')) return;
+    document.querySelectorAll('#chatbot .selected-message')
+      .forEach((r) => r.classList.remove('selected-message'));
+    row.classList.add('selected-message');
+  }, true);
+}"""
 
 # A phone shows the chat first: the sidebar starts folded there (its button opens it).
 FOLD_SIDEBAR_ON_PHONES = """() => {
@@ -104,12 +120,47 @@ class ChatUI:
         except ChatStudioError as exc:
             raise user_error(exc) from None
 
+    def _browser_key(self, stored: str, request: gr.Request) -> str:
+        """This tab joins its browser (the key it kept, checked here, or a fresh one)."""
+        try:
+            return self.access.browser_key(request, stored)
+        except ChatStudioError as exc:
+            raise user_error(exc) from None
+
     def _end_session(self, request: gr.Request):
         """A tab closed: end its session, if the request really comes from its owner."""
         self.access.end(request)
 
-    def persona_settings(self, persona_id: str, own: dict | None, panel: SettingsPanel):
-        """The preset box and controls for a persona: its preset, its own settings, or ours."""
+    @staticmethod
+    def stored_settings(stored, persona_id) -> list | None:
+        """The preset and control values kept in the browser for ``persona_id``, if valid."""
+        from chat.settings import parse_settings
+        from ui.settings_panel import FIELDS
+
+        if not isinstance(stored, dict) or stored.get("persona") != persona_id:
+            return None
+        values = stored.get("values")
+        if not isinstance(values, list) or len(values) != len(FIELDS):
+            return None
+        try:
+            parse_settings(SettingsPanel.values_to_dict(values))
+        except (ChatStudioError, TypeError, ValueError):
+            return None
+        return [stored.get("preset") or CUSTOM, *values]
+
+    def restore_settings(self, stored, persona_id):
+        """On page load: the decoding settings this browser last used with this persona."""
+        from ui.settings_panel import FIELDS
+
+        return self.stored_settings(stored, persona_id) or [gr.update()] * (len(FIELDS) + 1)
+
+    def persona_settings(self, persona_id: str, own: dict | None, panel: SettingsPanel,
+                         stored=None):  # fmt: skip
+        """The preset box and controls for a persona: what this browser last used with it,
+        else its preset, its own settings, or ours."""
+        kept = self.stored_settings(stored, persona_id)
+        if kept:
+            return kept
         persona = self.persona(persona_id, own)
         if isinstance(persona.settings, str):
             return panel.for_persona(self.service.preset(persona.settings), persona.settings)
@@ -193,16 +244,23 @@ class ChatUI:
         """The shipped and shared personas: ``{id, name, description, source, error}`` each."""
         return self.service.personas.list()
 
-    def api_export_dataset(self, kind: str = "sft", conversations: list | None = None) -> str:
+    def api_export_dataset(
+        self, kind: str = "sft", conversations: list | None = None, request: gr.Request = None
+    ) -> str:
         """Training data from chats, as JSONL text.
 
         ``kind``: ``"sft"`` (``{"messages"}`` and ``{"prompt", "completion"}`` rows)
         or ``"preference"`` (``{"prompt", "chosen", "rejected"}`` rows).
         ``conversations``: saved chats, chat exports or plain message lists.
-        Exact and near duplicates are dropped.
+        Exact and near duplicates are dropped. The work is bounded (messages,
+        characters, --max-request-seconds) and stops once nobody waits for it.
         """
+        caller = self.caller(request)
+        cancel = threading.Event()
+        budget = datasets.Budget(cancel, self.service.limits.max_request_seconds)
         try:
-            return datasets.export(kind, conversations or []).jsonl()
+            with self.watch(caller.session, cancel):
+                return datasets.export(kind, conversations or [], budget).jsonl()
         except ChatStudioError as exc:
             raise user_error(exc) from None
 
@@ -223,6 +281,7 @@ class ChatUI:
         with gr.Blocks(title="GPT Chat Studio", delete_cache=(300, 1800)) as demo:
             own = gr.BrowserState({}, storage_key=OWN_PERSONAS_KEY, secret=self.browser_secret)
             stored_name = gr.BrowserState(DEFAULT_USER, storage_key=USER_NAME_KEY)
+            kept_settings = gr.BrowserState(None, storage_key=SETTINGS_KEY)
             with gr.Sidebar(open=True, width=340, elem_id="sidebar"):
                 gr.Markdown("### GPT Chat Studio")
                 user = gr.Textbox(
@@ -240,10 +299,10 @@ class ChatUI:
             banner = gr.Markdown(model_banner(svc.info), elem_id="model-banner")
             conversation = gr.State(self.chat.greeting(personas[0][1], {}, DEFAULT_USER))
             download = Download()
-            with gr.Tabs():
-                with gr.Tab("Chat", elem_id="tab-chat"):
+            with gr.Tabs(elem_id="tabs") as tabs:
+                with gr.Tab("Chat", id="chat", elem_id="tab-chat"):
                     c = self.chat.build(personas, conversation, own, user, panel, None)
-                with gr.Tab("Inspect", elem_id="tab-inspect"):
+                with gr.Tab("Inspect", id="inspect", elem_id="tab-inspect"):
                     inspect = InspectPanel(svc, self.access)
                     explain = ExplainPanel(Explainer(svc, self.explain_cache), self)
                 if svc.documents is not None:
@@ -262,13 +321,18 @@ class ChatUI:
             if c.docs:
                 c.docs.wire(demo)
                 docs_tab.select(c.docs.listing, None, c.docs.listing_out, **hidden)
+                # A reload of the same browser finds its documents again.
+                key = gr.BrowserState("", storage_key=BROWSER_KEY, secret=self.browser_secret)
+                demo.load(self._browser_key, key, key, **hidden)
             self.chat.wire(demo, c, inspect, download)
-            InspectTools(svc, inspect).wire(c)
+            InspectTools(svc, inspect, self).wire(c)
             explain.wire(c, inspect)
+            self._wire_inspect_action(c, inspect, tabs)
             saved.wire(c)
-            self._wire_personas(demo, c, editor, panel, saved)
+            self._wire_personas(demo, c, editor, panel, saved, kept_settings)
             saved.restore_on_load(demo, c)
             demo.load(None, None, None, js=FOLD_SIDEBAR_ON_PHONES)
+            demo.load(None, None, None, js=MARK_SELECTED)
             demo.load(lambda n: n or DEFAULT_USER, stored_name, user, **hidden)
             user.change(lambda n: n, user, stored_name, **hidden)
             # Controls that depend on the loaded model, as of this page load or a new model.
@@ -279,7 +343,14 @@ class ChatUI:
                     model_banner(svc.info), *panel.refresh(), *inspect.refresh(), *explain.refresh()
                 ]
 
-            demo.load(refit, None, fitted, **hidden)
+            shown = [panel.preset, *panel.components]
+            demo.load(refit, None, fitted, **hidden).then(
+                self.restore_settings, [kept_settings, c.persona], shown, **hidden
+            )
+            for control in shown:  # whatever the settings become, this browser keeps them
+                control.change(lambda p, *v: {"persona": p, "preset": v[0], "values": list(v[1:])},
+                               [c.persona, *shown], kept_settings, queue=False,
+                               **hidden)  # fmt: skip
             if self.switcher is not None:
                 listing = [models.pick, models.capabilities]
                 demo.load(models.choices, None, listing, **hidden)
@@ -296,12 +367,35 @@ class ChatUI:
         demo.queue(max_size=self.queue_size, default_concurrency_limit=1)
         return demo
 
-    def _wire_personas(self, demo, c, editor: PersonaEditor, panel: SettingsPanel, saved):
+    @staticmethod
+    def _wire_inspect_action(c, inspect, tabs) -> None:
+        """The selected message's Inspect action: the Inspect tab, on that reply."""
+        show = [inspect.confidence, inspect.tokens, inspect.alternatives, inspect.anatomy]
+        show += [inspect.prompt_tokens, inspect.selected]
+
+        def open_on(conversation, index):
+            if index is None or not 0 <= index < len(conversation):
+                raise user_error("Select a reply first (click it).")
+            if conversation[index]["role"] == "user" and index + 1 < len(conversation):
+                index += 1  # a question: inspect its answer
+            key = str(index)
+            if key not in [k for _, k in inspect.reply_choices(conversation)]:
+                raise user_error(
+                    "That reply recorded no token probabilities (alternatives recorded per "
+                    "token was 0, or the backend cannot give them)."
+                )
+            return gr.Tabs(selected="inspect"), *inspect.refresh_replies(conversation, key)
+
+        c.inspect.click(open_on, [c.conversation, c.selected], [tabs, inspect.reply_pick, *show],
+                        api_visibility="private")  # fmt: skip
+
+    def _wire_personas(self, demo, c, editor: PersonaEditor, panel: SettingsPanel, saved,
+                       kept_settings):  # fmt: skip
         """The persona picker drives the settings; a saved card restarts the chat with it."""
         hidden = {"api_visibility": "private"}
         c.persona.change(
-            lambda p, o: self.persona_settings(p, o, panel),
-            [c.persona, c.own],
+            lambda p, o, k: self.persona_settings(p, o, panel, k),
+            [c.persona, c.own, kept_settings],
             [panel.preset, *panel.components],
             **hidden,
         )
@@ -317,3 +411,4 @@ class ChatUI:
             event.then(restart, [editor.just_saved, c.own, c.user], fresh, **hidden)
         # Cards saved in this browser join the picker on every page load.
         demo.load(editor.refresh, c.own, [c.persona, editor.broken], **hidden)
+        demo.load(editor.refresh_pick, c.own, editor.pick, **hidden)

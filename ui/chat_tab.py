@@ -33,6 +33,7 @@ class ChatTab:
         self.ui = ui
         self.service = service
         self._cancel: dict[str, threading.Event] = {}
+        self._busy: set[str] = set()  # sessions with a turn under way
         self._lock = threading.Lock()
 
     # ----- layout --------------------------------------------------------------------------
@@ -63,6 +64,33 @@ class ChatTab:
             feedback_options=("Like", "Dislike"),
             placeholder="Ask anything, or try one of the examples below.",
         )
+        # What belongs to the selected message and to the last reply sits right under the
+        # chat, above the input: visible without scrolling, on a phone too.
+        with gr.Row(visible=False, elem_id="message-actions") as c.actions:
+            c.action_label = gr.Markdown(elem_id="action-label")
+            c.prev = gr.Button("‹ version", size="sm", elem_id="version-prev")
+            c.next = gr.Button("version ›", size="sm", elem_id="version-next")
+            c.retry = gr.Button("Retry", size="sm", elem_id="retry-message")
+            c.delete = gr.Button("Delete pair", size="sm", elem_id="delete-pair")
+            c.inspect = gr.Button("Inspect", size="sm", elem_id="inspect-message")
+        with gr.Column(visible=False, elem_id="candidates") as c.candidates_row:
+            with gr.Row():
+                c.boxes = [
+                    gr.Markdown(label=f"Candidate {i + 1}", elem_classes="candidate", visible=False)
+                    for i in range(MAX_CANDIDATES)
+                ]
+            c.choice = gr.Radio([], label="Continue with candidate", elem_id="choice")
+        c.sources = gr.Dataframe(
+            headers=SOURCE_HEADERS,
+            label="Sources used in the last answer",
+            visible=False,
+            interactive=False,
+            wrap=True,
+            column_widths=["7%", "22%", "20%", "9%", "42%"],
+            elem_id="sources",
+        )
+        # With documents: what a plain search would answer, and each sentence's evidence.
+        c.grounding = gr.Markdown(visible=False, elem_id="grounding")
         c.examples = gr.Dataset(
             components=[gr.Textbox(visible=False)],
             samples=self._examples(personas[0][1], {}),
@@ -84,36 +112,13 @@ class ChatTab:
                 "Stop", variant="stop", scale=1, min_width=70, elem_id="stop", interactive=False
             )
         c.stats = gr.Markdown(elem_id="stats-line", elem_classes="stats-line")
-        with gr.Row(visible=False, elem_id="message-actions") as c.actions:
-            c.action_label = gr.Markdown(elem_id="action-label")
-            c.prev = gr.Button("‹ version", size="sm", elem_id="version-prev")
-            c.next = gr.Button("version ›", size="sm", elem_id="version-next")
-            c.retry = gr.Button("Retry", size="sm", elem_id="retry-message")
-            c.delete = gr.Button("Delete pair", size="sm", elem_id="delete-pair")
-        with gr.Column(visible=False, elem_id="candidates") as c.candidates_row:
-            with gr.Row():
-                c.boxes = [
-                    gr.Markdown(label=f"Candidate {i + 1}", elem_classes="candidate", visible=False)
-                    for i in range(MAX_CANDIDATES)
-                ]
-            c.choice = gr.Radio([], label="Continue with candidate", elem_id="choice")
         with gr.Row():
             c.regen = gr.Button("Regenerate", size="sm", elem_id="regenerate")
             c.undo = gr.Button("Undo / edit last", size="sm", elem_id="undo")
             c.clear = gr.Button("New chat", size="sm", elem_id="clear")
             c.export = gr.Button("Export JSON", size="sm", elem_id="export")
-        c.sources = gr.Dataframe(
-            headers=SOURCE_HEADERS,
-            label="Sources used in the last answer",
-            visible=False,
-            interactive=False,
-            wrap=True,
-            column_widths=["7%", "22%", "20%", "9%", "42%"],
-            elem_id="sources",
-        )
-        # With documents: what a plain search would answer, and each sentence's evidence.
-        c.grounding = gr.Markdown(visible=False, elem_id="grounding")
         c.redraw = self.redraw
+        c.on_open = []  # (fn, inputs, outputs) to run when a saved chat is opened or restored
         return c
 
     # ----- helpers ------------------------------------------------------------------------
@@ -131,6 +136,27 @@ class ChatTab:
         """A session ended."""
         with self._lock:
             self._cancel.pop(session, None)
+            self._busy.discard(session)
+
+    def accept(self, message, request: gr.Request):
+        """Take the typed message out of the box, unless a reply is still being written:
+        then it stays in the box with a notice (nothing typed is lost)."""
+        session = self.ui.caller(request).session
+        with self._lock:
+            if session in self._busy:
+                raise user_error(
+                    "A reply is still being written: your message stays in the box. "
+                    "Send it when the reply ends, or press Stop first."
+                )
+            if message and message.strip():
+                self._busy.add(session)
+        return message
+
+    def idle(self, request: gr.Request):
+        """A turn is over (or never began): Stop greys out, the next message may go."""
+        with self._lock:
+            self._busy.discard(self.ui.caller(request).session)
+        return gr.update(interactive=False)
 
     @staticmethod
     def redraw(conversation):
@@ -154,6 +180,8 @@ class ChatTab:
         to when the turn fails or is stopped before it began, so nothing typed is lost.
         """
         caller = self.ui.caller(request)
+        with self._lock:
+            self._busy.add(caller.session)  # until ``idle``, after the turn
         persona = self.ui.persona(persona_id, own)
         n = len(FIELDS)
         settings = SettingsPanel.values_to_dict(values[:n])
@@ -188,10 +216,16 @@ class ChatTab:
                     inspect,
                     user or DEFAULT_USER,
                 ):
+                    if result.done and _stopped_before_start(result):
+                        break  # as if never sent: the chat as it was, the message in the box
                     reply = {"role": "assistant", "content": result.reply}
                     if result.done:
                         reply["meta"] = _meta(result)
                     yield self._outputs(assemble(reply), result, not result.done)
+            if result is not None and result.done and _stopped_before_start(result):
+                yield self._outputs(undo[0], None, False, box=undo[1])
+                gr.Info("Stopped before the model began: your message is back in the box.")
+                return
         except Cancelled:
             if result is None:  # stopped before the model began: as if never sent
                 yield self._outputs(undo[0], None, False, box=undo[1])
@@ -408,16 +442,21 @@ class ChatTab:
         who = [c.persona, c.own, c.user]
         turns = []
         for trigger in (c.message.submit, c.send.click):
-            # The box empties at once; the message travels on in ``sent``.
-            event = trigger(lambda m: ("", m), c.message, [c.message, c.sent], queue=False,
-                            **hidden)  # fmt: skip
-            turns.append(event.then(self.send, [c.sent, c.conversation, *who, *values], **run))
+            # The message travels on in ``sent`` and the box empties. While a reply is being
+            # written, ``accept`` refuses with a notice and the message stays in the box (it
+            # is queued, so the notice reaches the page, but never waits for a slot; it sets
+            # only the State, so the box shows no error badge over the text).
+            event = trigger(self.accept, c.message, c.sent, concurrency_limit=None,
+                            trigger_mode="multiple", **hidden)  # fmt: skip
+            emptied = event.success(lambda: "", None, c.message, queue=False, **hidden)
+            turns.append(emptied.then(self.send, [c.sent, c.conversation, *who, *values],
+                                      **run))  # fmt: skip
         turns.append(c.regen.click(self.regenerate, [c.conversation, *who, *values], **run))
         turns.append(c.retry.click(self.retry, [c.selected, c.conversation, *who, *values], **run))
         turns.append(c.chatbot.retry(self.regenerate, [c.conversation, *who, *values], **run))
         turns.append(c.chatbot.edit(self.edited, [c.conversation, *who, *values], **run))
         for t in turns:
-            t.then(lambda: gr.update(interactive=False), None, c.stop, **hidden)
+            t.then(self.idle, None, c.stop, **hidden)
         c.turn_done = lambda fn, inputs, outs: [t.then(fn, inputs, outs, **hidden) for t in turns]
         c.examples.click(lambda s: s[0], c.examples, c.message, **hidden)
         c.stop.click(self.stop, None, None, queue=False, **hidden)
@@ -452,22 +491,18 @@ class ChatTab:
         download.wire(c.export.click, self.export, [c.conversation, c.persona], **hidden)
 
 
-def _meta(result) -> dict:
-    """What a finished reply keeps: everything needed to reproduce and inspect it."""
-    return {
-        "settings": result.settings,
-        "stats": result.stats,
-        "prompt_messages": result.prompt_messages,
-        "notices": result.notices,
-        "candidates": result.candidates,
-        "chosen": 0,
-        "sources": result.sources,
-        "tokens": result.tokens,
-        "prompt": result.prompt,
-        "parts": result.parts,
-        "attribution": result.attribution,
-        "extractive": result.extractive,
-    }
+_meta = conv.reply_meta  # what a finished reply keeps
+
+
+def _stopped_before_start(result) -> bool:
+    """Stopped before the model wrote a single token (nothing to show, nothing to keep)."""
+    reason = result.stats.get("finish_reason")
+    reasons = reason if isinstance(reason, list) else [reason]
+    return (
+        "cancelled" in reasons
+        and not result.stats.get("completion_tokens")
+        and not any((c or "").strip() for c in result.candidates or [result.reply])
+    )
 
 
 def _index(index) -> int | None:
@@ -482,4 +517,5 @@ def _action_label(conversation, index) -> str:
     message = conversation[index]
     current, count = conv.versions_of(message)
     who = "your message" if message["role"] == "user" else "reply"
-    return f"Selected: {who} #{index + 1} · version **{current}/{count}**"
+    nth = sum(1 for m in conversation[: index + 1] if m["role"] == message["role"])
+    return f"Selected: {who} #{nth} · version **{current}/{count}**"

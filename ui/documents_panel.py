@@ -29,6 +29,9 @@ CHUNK_FIELDS = ["chunk_size", "chunk_overlap"]
 SUMMARY_HEADERS = ["file", "status", "new chunks", "skipped (duplicate)", "error"]
 DOC_HEADERS = ["where", "file", "chunks", "ingested at"]
 SOURCE_HEADERS = ["#", "file", "page / section", "score", "passage"]
+# Ingests run at once (their embedding takes turns, slice by slice), so one large
+# upload never holds the others back for minutes; beyond these, the queue says where.
+INGEST_SLOTS = 4
 
 
 def sources_rows(sources: list[dict]) -> list[list]:
@@ -84,6 +87,7 @@ class DocumentsPanel:
                         elem_id="prompt-format",
                     ),
                 ]
+            self.kept = gr.Markdown(documents.kept_note(), elem_id="doc-kept")
             self.status = gr.Markdown(elem_id="doc-status")
             self.table = gr.Dataframe(
                 headers=DOC_HEADERS,
@@ -262,7 +266,7 @@ class DocumentsPanel:
             self.ingest_uploads,
             [self.files, *self.chunk],
             [self.summary, *listing_out, self.files],
-            concurrency_limit=1,
+            concurrency_limit=INGEST_SLOTS,
             concurrency_id="ingest",
             **hidden,
         )
@@ -282,7 +286,7 @@ class DocumentsPanel:
             api_out,
             api_name="ingest",
             api_visibility="public",
-            concurrency_limit=1,
+            concurrency_limit=INGEST_SLOTS,
             concurrency_id="ingest",
         )
         gr.api(self.api_retrieve, api_name="retrieve")

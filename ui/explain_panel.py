@@ -19,6 +19,7 @@ from studio.requests import parse_request
 from ui import explain_render as draw
 from ui.errors import user_error
 from ui.grounded import safe_text
+from ui.inspect_panel import reply_at, reply_tokens
 
 TARGETS = ["the selected token", "the whole reply"]
 LEVELS = ["parts", "sentences", "tokens"]
@@ -293,25 +294,20 @@ class ExplainPanel:
             button.click(self.stop, None, None, **hidden)
 
 
-def _reply_request(conversation, index, selected, one_token: bool) -> dict:
-    """The attribution request for the reply picked in the Inspect tab."""
-    if not isinstance(index, int) or not 0 <= index < len(conversation or []):
-        raise user_error(
-            "Pick a reply in Reply tokens above first (send a message on the Chat tab)."
-        )
-    meta = conversation[index].get("meta") or {}
+def _reply_request(conversation, key, selected, one_token: bool) -> dict:
+    """The attribution request for the reply (candidate, version) picked in the Inspect tab."""
+    _, text, meta = reply_at(conversation or [], key)
     messages = meta.get("prompt_messages")
     if not messages:
         raise user_error("This reply has no recorded prompt: send a new message and try again.")
-    chosen = meta.get("chosen", 0)
-    tokens = (meta.get("tokens") or [None])[chosen if chosen < len(meta.get("tokens") or []) else 0]
     values = {"messages": messages, "roles": _roles(messages, meta.get("parts") or {})}
+    tokens = reply_tokens(conversation, key)
     if tokens:
         values["reply_ids"] = [t["id"] for t in tokens][:256]
     else:
-        values["reply"] = conversation[index]["content"]
+        values["reply"] = text
     if one_token:
-        if not selected or selected[0] != index:
+        if not selected or selected[0] != key:
             raise user_error(
                 "Select a token of this reply in Reply tokens above, or explain the whole reply."
             )

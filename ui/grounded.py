@@ -12,6 +12,7 @@ import html
 import re
 
 NOT_FOUND = "(not found in your documents)"
+PARTLY = "partly supported"
 # "![alt](url)" loads url when rendered; "!" + escaped "[" no longer forms an image.
 _IMAGE_RE = re.compile(r"!\s*\[")
 
@@ -41,17 +42,31 @@ def attributed_markdown(reply_text: str, attribution: list[dict]) -> str:
             evidence = safe_text(" ".join(str(entry.get("evidence", "")).split()))
             marker = f"[{int(entry['source'])}]"
             parts.append(f'{sentence} <span class="cite" title="{evidence}">{marker}</span>')
+        elif entry.get("status") == "partly":
+            parts.append(f"{sentence} *({safe_text(partly_note(entry))})*")
         else:
             parts.append(f"{sentence} *{NOT_FOUND}*")
     return " ".join(parts)
 
 
+def partly_note(entry: dict) -> str:
+    """ "partly supported [n]: <why>" for a sentence whose close evidence fails a check."""
+    near = entry.get("evidence_source")
+    where = f" [{int(near)}]" if near is not None else ""
+    return f"{PARTLY}{where}: {entry.get('reason') or 'the passage does not state all of it'}"
+
+
 def evidence_rows(attribution: list[dict]) -> list[list]:
-    """Rows ``[sentence, "[n]" or "", support, evidence]`` for a table of the evidence."""
+    """Rows ``[sentence, source, support, evidence]`` for a table of the evidence.
+
+    ``source`` is "[n]", "partly supported [n]: why", or "" (not found).
+    """
     return [
         [
             entry["sentence"],
-            f"[{int(entry['source'])}]" if entry.get("source") is not None else "",
+            f"[{int(entry['source'])}]"
+            if entry.get("source") is not None
+            else partly_note(entry) if entry.get("status") == "partly" else "",
             round(float(entry.get("support", 0.0)), 2),
             entry.get("evidence", ""),
         ]

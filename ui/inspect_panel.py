@@ -206,20 +206,35 @@ class InspectPanel:
     # -- reply tokens -------------------------------------------------------------------
 
     @staticmethod
-    def reply_choices(conversation: list[dict]) -> list[tuple[str, int]]:
-        """``(label, index)`` for each reply that recorded its tokens."""
+    def reply_choices(conversation: list[dict]) -> list[tuple[str, str]]:
+        """``(label, key)`` for each reply, candidate and version that recorded its tokens
+        (keys: ``"3"`` the reply shown at 3, ``"3:c1"`` its candidate 2, ``"3:v0"`` version 1)."""
         out = []
+        n = 0
         for i, m in enumerate(conversation):
+            if m["role"] != "assistant":
+                continue
+            n += 1
             meta = m.get("meta") or {}
-            if m["role"] == "assistant" and meta.get("tokens"):
-                words = " ".join(m["content"].split()[:8])
-                out.append((f"#{i}: {words}…", i))
+            if _all_tokens(meta):
+                out.append((f"Reply {n}: {_words(m['content'])}", str(i)))
+            cands = meta.get("candidates") or []
+            for k, text in enumerate(cands if len(cands) > 1 else []):
+                if k != meta.get("chosen", 0) and len(_all_tokens(meta)) > k:
+                    out.append((f"Reply {n}, candidate {k + 1}: {_words(text)}", f"{i}:c{k}"))
+            versions = m.get("versions") or []
+            for k, v in enumerate(versions):
+                if k != m.get("current", 0) and _all_tokens(v.get("meta")):
+                    label = f"Reply {n}, version {k + 1}/{len(versions)}: {_words(v['content'])}"
+                    out.append((label, f"{i}:v{k}"))
         return out
 
-    def refresh_replies(self, conversation):
-        """The reply picker after a turn: the newest reply selected and shown."""
+    def refresh_replies(self, conversation, key=None):
+        """The reply picker after a turn or an opened chat: ``key`` (else the newest reply
+        shown) selected and shown."""
         choices = self.reply_choices(conversation)
-        value = choices[-1][1] if choices else None
+        keys = [k for _, k in choices]
+        value = key if key in keys else next((k for k in reversed(keys) if ":" not in k), None)
         return (gr.update(choices=choices, value=value), *self.show_reply(conversation, value))
 
     def show_reply(self, conversation, index, mode=MODES[0]):
@@ -267,8 +282,8 @@ class InspectPanel:
         caller = self._caller(request)
         if not selected or alt_id is None:
             raise user_error("Select a token of a reply, then an alternative, first.")
-        index, position = selected
-        meta = _meta(conversation, index)
+        key, position = selected
+        meta, index = _meta(conversation, key), _where(key)[0]
         user_at = max(i for i in range(index) if conversation[i]["role"] == "user")
         history = [{"role": m["role"], "content": m["content"]} for m in conversation[:user_at]]
         tokens = _tokens(meta)
@@ -293,12 +308,9 @@ class InspectPanel:
             return conversation, gr.update(), gr.update()
         except ChatStudioError as exc:
             raise user_error(exc) from None
+        # The branch waits beside the reply, with its own stats, seed and tokens, until kept.
         reply = dict(conversation[index])
-        meta = dict(reply["meta"])
-        meta["candidates"] = list(meta["candidates"]) + [result.reply]
-        meta["tokens"] = list(meta["tokens"]) + [result.tokens[0]]
-        meta["branch"] = len(meta["candidates"]) - 1
-        reply["meta"] = meta
+        reply["meta"] = dict(reply["meta"], branch=conv.reply_meta(result))
         conversation = conversation[:index] + [reply] + conversation[index + 1 :]
         text = f"**Branch** (starts with your chosen token):\n\n{draw.html.escape(result.reply)}"
         return conversation, text, gr.update(visible=True)
@@ -306,14 +318,17 @@ class InspectPanel:
     def keep_branch(self, conversation, index):
         """Make the latest branch the reply, as a new version: the original reply, and what
         followed it, stay one step back (‹ version in the chat)."""
-        meta = _meta(conversation, index)
-        if not meta or meta.get("branch") is None:
+        index = _where(index)[0] if index is not None else None
+        meta = (conversation[index].get("meta") or {}) if index is not None else {}
+        branch = meta.get("branch")
+        if not isinstance(branch, dict):
             raise user_error("Continue with an alternative first.")
-        reply = dict(conversation[index])
-        meta = dict(meta)
-        meta["chosen"] = meta.pop("branch")
-        reply.update(content=meta["candidates"][meta["chosen"]], meta=meta)
-        return conv.new_version(conversation, index, reply), gr.update(visible=False), ""
+        original = dict(conversation[index], meta={k: v for k, v in meta.items() if k != "branch"})
+        before = conversation[:index] + [original] + conversation[index + 1 :]
+        reply = {"role": "assistant", "content": branch["candidates"][0], "meta": branch}
+        kept = conv.new_version(before, index, reply)
+        return kept, gr.update(visible=False), "", gr.update(choices=self.reply_choices(kept),
+                                                             value=str(index))  # fmt: skip
 
     def _caller(self, request):
         try:
@@ -322,11 +337,63 @@ class InspectPanel:
             raise user_error(exc) from None
 
 
-def _meta(conversation, index) -> dict | None:
-    if index is None or not isinstance(index, int) or not 0 <= index < len(conversation):
+def _where(key) -> tuple[int | None, str, int]:
+    """``(message index, kind, k)`` of a reply key: kind ``""``, ``"c"`` or ``"v"``."""
+    if isinstance(key, int):
+        return key, "", 0
+    if not isinstance(key, str) or not key:
+        return None, "", 0
+    head, _, tail = key.partition(":")
+    try:
+        return int(head), tail[:1], int(tail[1:] or 0)
+    except ValueError:
+        return None, "", 0
+
+
+def _meta(conversation, key) -> dict | None:
+    """The meta of the reply, candidate or version ``key`` names (None without tokens)."""
+    index, kind, k = _where(key)
+    if index is None or not 0 <= index < len(conversation):
         return None
-    meta = conversation[index].get("meta") or {}
+    message = conversation[index]
+    meta = message.get("meta") or {}
+    if kind == "v":
+        versions = message.get("versions") or []
+        meta = (versions[k].get("meta") or {}) if k < len(versions) else {}
+    elif kind == "c":
+        meta = dict(meta, chosen=k) if k < len(meta.get("tokens") or []) else {}
     return meta if meta.get("tokens") else None
+
+
+def reply_tokens(conversation, key) -> list[dict] | None:
+    """The recorded tokens of the reply, candidate or version ``key`` names (None if none)."""
+    meta = _meta(conversation, key)
+    return _tokens(meta) if meta else None
+
+
+def reply_at(conversation, key) -> tuple[int, str, dict]:
+    """``(message index, text, meta)`` of the reply, candidate or version ``key`` names."""
+    index, kind, k = _where(key)
+    if index is None or not 0 <= index < len(conversation):
+        raise user_error("Pick a reply first (send a message on the Chat tab).")
+    message = conversation[index]
+    meta = message.get("meta") or {}
+    text = message["content"]
+    if kind == "v" and k < len(message.get("versions") or []):
+        version = message["versions"][k]
+        text, meta = version["content"], version.get("meta") or {}
+    elif kind == "c" and k < len(meta.get("candidates") or []):
+        text = meta["candidates"][k]
+    return index, text, meta
+
+
+def _all_tokens(meta) -> list:
+    return (meta or {}).get("tokens") or []
+
+
+def _words(text: str) -> str:
+    words = text.split()
+    return " ".join(words[:8]) + ("…" if len(words) > 8 else "")
 
 
 def _tokens(meta: dict) -> list[dict]:

@@ -8,6 +8,8 @@ does, and works out its caller first.
 from __future__ import annotations
 
 import math
+import threading
+from contextlib import nullcontext
 
 import gradio as gr
 
@@ -16,7 +18,7 @@ from studio import requests as req
 from studio.service import ChatService
 from ui import inspect_render as draw
 from ui.errors import typed_token_id, user_error
-from ui.inspect_panel import InspectPanel
+from ui.inspect_panel import InspectPanel, reply_at
 from ui.settings_panel import FIELDS, SettingsPanel
 
 
@@ -27,9 +29,16 @@ def _fail(exc):
 class InspectTools:
     """The tools' handlers, bound to the service; ``wire`` connects them to the page."""
 
-    def __init__(self, service: ChatService, panel: InspectPanel):
+    def __init__(self, service: ChatService, panel: InspectPanel, ui=None):
         self.service = service
         self.panel = panel
+        self.ui = ui  # the ChatUI: who calls, and whether anyone still listens
+
+    def _watch(self, request, cancel: threading.Event):
+        """Set ``cancel`` once nobody listens for this caller's result any more."""
+        if self.ui is None:
+            return nullcontext()
+        return self.ui.watch(self.ui.caller(request).session, cancel)
 
     # -- next-token explorer -------------------------------------------------------------
 
@@ -141,7 +150,7 @@ class InspectTools:
         )
         return draw.heatmap(out["tokens"], out["weights"], title)
 
-    def compare(self, conversation, persona_id, own, classic=False):
+    def compare(self, conversation, persona_id, own, classic=False, request=None):
         """The last message under several strategies."""
         from chat.compare import CLASSIC
 
@@ -150,11 +159,14 @@ class InspectTools:
             raise user_error("Send a message on the Chat tab first: it is what gets compared.")
         last = users[-1]
         history = [{"role": m["role"], "content": m["content"]} for m in conversation[:last]]
+        strategies = [{"label": k, "settings": v} for k, v in CLASSIC] if classic else None
+        cancel = threading.Event()
         try:
             persona = self.service.personas.get(persona_id, own)
-            rows = self.service.compare(
-                conversation[last]["content"], history, persona, CLASSIC if classic else None
-            )
+            with self._watch(request, cancel):
+                rows = self.service.compare(
+                    conversation[last]["content"], history, persona, strategies, cancel=cancel
+                )
         except Cancelled:
             return gr.update()
         except ChatStudioError as exc:
@@ -215,18 +227,21 @@ class InspectTools:
         persona: str = "assistant",
         strategies: list[dict] | None = None,
         max_new_tokens: int = 48,
+        request: gr.Request = None,
     ) -> list[dict]:
         """One prompt under several decoding strategies (default: greedy, beam, two temperatures).
 
-        ``strategies``: ``[{"label": ..., "settings": {...}}]``.
+        ``strategies``: ``[{"label": ..., "settings": {...}}]``, at most four. Each
+        strategy is held to the app's reply-token and time limits, and the
+        comparison stops once nobody waits for its result.
         """
-        pairs = None
-        if strategies:
-            pairs = [(s.get("label") or str(s.get("settings")), s.get("settings") or {})
-                     for s in strategies]  # fmt: skip
+        cancel = threading.Event()
         try:
             card = self.service.personas.get(persona)
-            return self.service.compare(message, history, card, pairs, max_new_tokens)
+            with self._watch(request, cancel):
+                return self.service.compare(
+                    message, history, card, strategies or None, max_new_tokens, cancel
+                )
         except ChatStudioError as exc:
             _fail(exc)
 
@@ -271,12 +286,14 @@ class InspectTools:
             [chat.conversation, p.branch_text, p.keep_btn],
             **slot,
         )
-        p.keep_btn.click(
+        kept = p.keep_btn.click(
             p.keep_branch,
             [chat.conversation, p.reply_pick],
-            [chat.conversation, p.keep_btn, p.branch_text],
+            [chat.conversation, p.keep_btn, p.branch_text, p.reply_pick],
             **hidden,
         ).then(chat.redraw, chat.conversation, chat.chatbot, **hidden)
+        chat.changed().append(kept)  # saved like any other change
+        chat.on_open.append((p.refresh_replies, chat.conversation, [p.reply_pick, *show]))
         nt_in = [p.nt_text, p.nt_template, p.nt_reply, p.nt_k, chat.persona, chat.own]
         nt_in += [chat.conversation, *chat.settings]
         nt_out = [p.nt_split, p.nt_bars, p.nt_pick, p.nt_result]
@@ -303,13 +320,15 @@ class InspectTools:
         )
         p.att_go.click(self.attention, [p.att_text, p.att_layer, p.att_head], p.att_view, **slot)
         cmp_in = [chat.conversation, chat.persona, chat.own]
-        p.cmp_go.click(self.compare, cmp_in, p.cmp_table, **slot)
-        p.cmp_classic.click(
-            lambda c, pid, o: self.compare(c, pid, o, classic=True),
-            cmp_in,
-            p.cmp_table,
-            **slot,
-        )
+
+        def standard(conversation, persona_id, own, request: gr.Request):
+            return self.compare(conversation, persona_id, own, False, request)
+
+        def classic(conversation, persona_id, own, request: gr.Request):
+            return self.compare(conversation, persona_id, own, True, request)
+
+        p.cmp_go.click(standard, cmp_in, p.cmp_table, **slot)
+        p.cmp_classic.click(classic, cmp_in, p.cmp_table, **slot)
 
 
 def _history(conversation: list[dict]) -> list[dict]:
@@ -322,16 +341,14 @@ def _history(conversation: list[dict]) -> list[dict]:
 
 
 def _reply_text(conversation: list[dict], index) -> str:
-    """The text of the reply picked in the Inspect tab."""
-    if isinstance(index, int) and 0 <= index < len(conversation):
-        return conversation[index]["content"]
-    raise user_error("Pick a reply first (send a message on the Chat tab).")
+    """The text of the reply (version, candidate) picked in the Inspect tab."""
+    return reply_at(conversation, index)[1]
 
 
 def _source_text(conversation: list[dict], index) -> str:
     """The first retrieved passage the picked reply was given."""
-    reply = _reply_text(conversation, index)
-    sources = (conversation[index].get("meta") or {}).get("sources") or []
+    _, reply, meta = reply_at(conversation, index)
+    sources = meta.get("sources") or []
     if not sources:
         raise user_error(f"That reply used no document passages ({reply[:30]}…).")
     return sources[0]["text"]

@@ -8,6 +8,7 @@ caller's own cards.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 from pathlib import Path
@@ -24,6 +25,32 @@ from ui.downloads import Download
 from ui.errors import user_error
 
 MARKS = {"shipped": "", "shared": " (shared)", "mine": " (mine)"}
+NEW_CARD = (
+    "name: My persona\n"
+    "description: One line for the picker.\n"
+    "system_prompt: You are a helpful assistant.\n"
+    "greeting: Hello {{user}}, how can I help?\n"
+)
+
+
+def where_saved(access: Access, folder) -> str:
+    """What Save really does on this app, in one sentence."""
+    if access.private and not access.logins:
+        return (
+            f"On this private app you are the admin: saving writes the card to the data folder "
+            f"(`{folder}`), marked **(shared)**; it stays there until you delete it, and "
+            "anyone using this app sees it."
+        )
+    if access.logins:
+        return (
+            "Admins' saved cards are written to the app's data folder, marked **(shared)**, "
+            "for every user; anyone else's are kept in their own browser, marked **(mine)**, "
+            "and nobody else sees them."
+        )
+    return (
+        "Saving keeps the card in this browser only, marked **(mine)**: nobody else sees it, "
+        "and clearing the browser's site data deletes it."
+    )
 
 
 def persona_choices(store: PersonaStore, own: dict | None = None) -> list[tuple[str, str]]:
@@ -33,6 +60,17 @@ def persona_choices(store: PersonaStore, own: dict | None = None) -> list[tuple[
         for r in store.list(own)
         if not r["error"]
     ]
+
+
+def avatar_html(card) -> str:
+    """The card's picture (an imported PNG card's), or nothing. The card checked that the
+    avatar is a base64 image data URL, so it cannot carry markup."""
+    if not getattr(card, "avatar", ""):
+        return ""
+    return (
+        f'<img src="{card.avatar}" alt="{html.escape(card.name)}" '
+        'style="width:96px;height:96px;object-fit:cover;border-radius:8px">'
+    )
 
 
 def broken_report(store: PersonaStore, own: dict | None = None) -> str:
@@ -59,9 +97,19 @@ class PersonaEditor:
                 "Edit the card as YAML (`name`, `description`, `system_prompt`, `greeting`, "
                 "`example_dialogue`, `examples` (prompts offered under the chat), "
                 "`post_history_instructions`, `settings`, `tags`; macros `{{user}}`, `{{char}}`, "
-                "`{{date}}`). Saving makes it one of *your* personas, kept in this browser; "
-                "shipped ones stay as they are."
+                "`{{date}}`). Shipped personas stay as they are. "
+                + where_saved(access, store.shared_dir or "personas")
             )
+            with gr.Row():
+                self.pick = gr.Dropdown(
+                    persona_choices(store),
+                    value=picker.value,
+                    label="Persona to edit",
+                    elem_id="persona-edit-pick",
+                    scale=4,
+                )
+                self.new = gr.Button("New persona", elem_id="persona-new", scale=1)
+            self.avatar = gr.HTML(avatar_html(store.get(picker.value)), elem_id="persona-avatar")
             self.text = gr.Code(
                 value=card_to_yaml(store.get(picker.value)),
                 language="yaml",
@@ -70,7 +118,7 @@ class PersonaEditor:
                 interactive=True,
             )
             with gr.Row():
-                self.save = gr.Button("Save as my persona", elem_id="persona-save")
+                self.save = gr.Button("Save persona", elem_id="persona-save")
                 self.delete = gr.Button(
                     "Delete my persona", elem_id="persona-delete", visible=False
                 )
@@ -93,19 +141,33 @@ class PersonaEditor:
     def wire(self) -> None:
         """Connect the buttons (call inside the Blocks)."""
         hidden = {"api_visibility": "private"}
-        shown = [self.text, self.delete]
-        self.picker.change(self.show, [self.picker, self.own], shown, **hidden)
+        shown = [self.text, self.delete, self.avatar]
+        # The editor edits the card picked here; it follows the chat's pick until changed.
+        self.picker.change(lambda p: p, self.picker, self.pick, **hidden)
+        self.pick.change(self.show, [self.pick, self.own], shown, **hidden)
+        self.new.click(lambda: (NEW_CARD, gr.update(visible=False), "", None), None,
+                       [*shown, self.pick], **hidden)  # fmt: skip
         kept = [self.own, self.just_saved]
         events = [
             self.save.click(self.save_card, [self.text, self.own], kept, **hidden),
             self.upload.upload(self.import_file, [self.upload, self.own], kept, **hidden),
-            self.delete.click(self.delete_card, [self.picker, self.own], kept, **hidden),
+            self.delete.click(self.delete_card, [self.pick, self.own], kept, **hidden),
         ]
         refresh = [self.picker, self.broken]
         # The chat starts afresh with a saved or imported card's greeting (see ChatUI).
         self.saved = [event.success(self.refresh, kept, refresh, **hidden) for event in events[:2]]
         events[2].success(self.refresh, kept, refresh, **hidden)
-        self.download.wire(self.export.click, self.export_card, [self.picker, self.own], **hidden)
+        for event in events:
+            event.success(self.refresh_pick, kept, self.pick, **hidden)
+        self.download.wire(self.export.click, self.export_card, [self.pick, self.own], **hidden)
+
+    def refresh_pick(self, own: dict, select: str | None = None):
+        """The editor's picker after a save, import or delete (the card just saved picked)."""
+        choices = persona_choices(self.store, own)
+        ids = [pid for _, pid in choices]
+        if select in ids:
+            return gr.update(choices=choices, value=select)
+        return gr.update(choices=choices)
 
     def show(self, persona_id: str, own: dict):
         """The selected card as YAML, and Delete only for cards the caller may delete."""
@@ -114,8 +176,9 @@ class PersonaEditor:
             source = self.store.source(persona_id, own)
         except ChatStudioError as exc:
             gr.Warning(str(exc))
-            return gr.update(), gr.update(visible=False)
-        return card, gr.update(visible=source != "shipped")
+            return gr.update(), gr.update(visible=False), ""
+        avatar = avatar_html(self.store.get(persona_id, own))
+        return card, gr.update(visible=source != "shipped"), avatar
 
     def refresh(self, own: dict, select: str | None = None):
         """Picker choices and the broken-cards report for this browser's cards."""

@@ -149,7 +149,7 @@ def grounding_markdown(attribution: list[dict], extractive: dict | None) -> str:
     if attribution:
         rows = ["| answer sentence | source | support | evidence |", "|---|---|---|---|"]
         for sentence, source, support, evidence in grounded.evidence_rows(attribution):
-            cells = [_cell(sentence), source or "*not found in your documents*"]
+            cells = [_cell(sentence), _cell(source) or "*not found in your documents*"]
             rows.append(f"| {cells[0]} | {cells[1]} | {support:.2f} | {_cell(evidence)} |")
         parts.append("**Which passage backs each sentence**\n\n" + "\n".join(rows))
     return "\n\n".join(parts)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -33,9 +34,40 @@ def new_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def choices(chats: list[dict]) -> list[tuple[str, str]]:
-    """Radio choices ``(title, id)``, newest first."""
-    return [(conv.title_of(c), c["id"]) for c in chats or [] if isinstance(c, dict) and "id" in c]
+def label(chat: dict) -> str:
+    """``title · 30 Nov 10:02 · persona · model``: seven chats with one question differ."""
+    parts = [conv.title_of(chat)]
+    if isinstance(chat.get("updated"), (int, float)):
+        parts.append(time.strftime("%d %b %H:%M", time.localtime(chat["updated"])))
+    parts += [str(chat[k])[:40] for k in ("persona", "model") if chat.get(k)]
+    return " · ".join(parts)
+
+
+def matches(chat: dict, query: str) -> bool:
+    """Whether the chat's label or any of its messages contains ``query`` (any case)."""
+    q = query.strip().lower()
+    if not q:
+        return True
+    texts = [label(chat)] + [str(m.get("content", "")) for m in chat.get("messages") or []]
+    return any(q in t.lower() for t in texts)
+
+
+def choices(chats: list[dict], query: str = "") -> list[tuple[str, str]]:
+    """Radio choices ``(label, id)``, newest first; only those matching ``query``."""
+    return [
+        (label(c), c["id"])
+        for c in chats or []
+        if isinstance(c, dict) and "id" in c and matches(c, query or "")
+    ]
+
+
+def model_of(conversation: list[dict]) -> str | None:
+    """The model that wrote the newest reply (None before any)."""
+    for m in reversed(conversation or []):
+        stats = (m.get("meta") or {}).get("stats") or {}
+        if stats.get("model"):
+            return stats["model"]
+    return None
 
 
 def worth_saving(messages: list[dict]) -> bool:
@@ -49,7 +81,11 @@ class SavedChats:
     def __init__(self, browser_secret: str | None):
         self.chats = gr.BrowserState([], storage_key=CHATS_KEY, secret=browser_secret)
         self.current = gr.State(new_id)
+        self.armed = gr.State(None)  # the chat whose Delete was clicked once
         with gr.Accordion("Saved chats", open=True, elem_id="saved-chats-box"):
+            self.search = gr.Textbox(
+                placeholder="Search saved chats", show_label=False, elem_id="chat-search"
+            )
             self.pick = gr.Radio([], label="Saved chats", show_label=False, elem_id="saved-chats")
             with gr.Row():
                 self.title = gr.Textbox(
@@ -86,7 +122,7 @@ class SavedChats:
         """Keep the current chat (newest first); returns the list and the picker."""
         if not worth_saving(conversation):
             return chats, gr.update(choices=choices(chats))
-        chats = conv.save_chat(chats, chat_id, conversation, persona_id)
+        chats = conv.save_chat(chats, chat_id, conversation, persona_id, model_of(conversation))
         return chats, gr.update(choices=choices(chats), value=chat_id)
 
     @staticmethod
@@ -124,11 +160,18 @@ class SavedChats:
         return chats, gr.update(choices=choices(chats), value=chat_id), ""
 
     @staticmethod
-    def delete(chat_id, chats, current):
-        """Delete the selected chat; deleting the open one starts a fresh chat id."""
+    def delete(chat_id, chats, current, armed):
+        """Delete the selected chat at the second click (the first asks to confirm);
+        deleting the open one starts a fresh chat id."""
+        if not chat_id:
+            raise user_error("Select a saved chat to delete.")
+        if armed != chat_id:
+            ask = gr.update(value="Click again to delete", variant="stop")
+            return chats, gr.update(), current, chat_id, ask
         kept = [c for c in chats or [] if c.get("id") != chat_id]
         fresh = new_id() if chat_id == current else current
-        return kept, gr.update(choices=choices(kept), value=None), fresh
+        done = gr.update(value="Delete", variant="secondary")
+        return kept, gr.update(choices=choices(kept), value=None), fresh, None, done
 
     @staticmethod
     def export_chats(chats):
@@ -154,15 +197,24 @@ class SavedChats:
             raise user_error(exc) from None
         finally:
             remove_upload(path)
-        chats = list(chats or [])
-        for item, msgs in zip(items, messages, strict=True):
+        records = []
+        now = time.time()
+        for k, (item, msgs) in enumerate(zip(items, messages, strict=True)):
             record = conv.new_chat_record(
                 item.get("persona", "assistant") if isinstance(item, dict) else "assistant", msgs
             )
-            if isinstance(item, dict) and isinstance(item.get("title"), str):
-                record["title"] = item["title"][:120]
-            chats.insert(0, record)
-        chats = chats[: conv.MAX_CHATS]
+            record["updated"] = now - k * 1e-3  # the file's order, first on top
+            if isinstance(item, dict):
+                if isinstance(item.get("title"), str):
+                    record["title"] = item["title"][:120]
+                if isinstance(item.get("updated"), (int, float)):
+                    record["updated"] = float(item["updated"])
+                model = item.get("model")
+                model = model.get("model") if isinstance(model, dict) else model
+                if isinstance(model, str):
+                    record["model"] = model[:200]
+            records.append(record)
+        chats = (records + list(chats or []))[: conv.MAX_CHATS]
         gr.Info(f"Imported {len(messages)} chat(s).")
         return chats, gr.update(choices=choices(chats))
 
@@ -191,16 +243,24 @@ class SavedChats:
                 lambda: gr.update(value=None), None, self.pick, **hidden
             )
         opened = [c.conversation, self.current, c.persona]
-        self.pick.input(self.open, [self.pick, self.chats], opened, **hidden).then(
-            c.redraw, c.conversation, c.chatbot, **hidden
-        ).then(c.after_open, None, c.reset_outputs, **hidden)
+        event = (
+            self.pick.input(self.open, [self.pick, self.chats], opened, **hidden)
+            .then(c.redraw, c.conversation, c.chatbot, **hidden)
+            .then(c.after_open, None, c.reset_outputs, **hidden)
+        )
+        for fn, inputs, outputs in c.on_open:
+            event.then(fn, inputs, outputs, **hidden)
+        self.pick.input(lambda: (None, gr.update(value="Delete", variant="secondary")), None,
+                        [self.armed, self.delete_btn], **hidden)  # fmt: skip
+        self.search.change(lambda q, ch: gr.update(choices=choices(ch, q)),
+                           [self.search, self.chats], self.pick, **hidden)  # fmt: skip
         self.rename_btn.click(
             self.rename, [self.pick, self.title, self.chats], [self.chats, self.pick, self.title],
             **hidden,
         )  # fmt: skip
         self.delete_btn.click(
-            self.delete, [self.pick, self.chats, self.current],
-            [self.chats, self.pick, self.current], **hidden,
+            self.delete, [self.pick, self.chats, self.current, self.armed],
+            [self.chats, self.pick, self.current, self.armed, self.delete_btn], **hidden,
         )  # fmt: skip
         self.download.wire(self.export_all.click, self.export_chats, self.chats, **hidden)
         self.importer.upload(
@@ -218,7 +278,9 @@ class SavedChats:
     def restore_on_load(self, demo, c) -> None:
         """The newest saved chat comes back when the page loads."""
         hidden = {"api_visibility": "private"}
-        demo.load(
+        event = demo.load(
             self.restore, self.chats, [c.conversation, self.current, self.pick, c.persona],
             **hidden,
         ).then(c.redraw, c.conversation, c.chatbot, **hidden)  # fmt: skip
+        for fn, inputs, outputs in c.on_open:
+            event.then(fn, inputs, outputs, **hidden)

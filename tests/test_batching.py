@@ -1,0 +1,164 @@
+"""Continuous batching on the bundled GGUF: concurrent visitors decode together, exactly as alone.
+
+Each test compares greedy replies produced while other conversations share
+the decode steps with the same replies produced alone: they must be equal,
+token for token. The scheduler is held still (an exclusive job) while
+requests queue up, so which requests share which steps does not depend on
+timing.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from chat.backends.base import GenerationRequest
+from chat.engine import ChatEngine
+from chat.settings import DecodingSettings
+
+SYSTEM = [{"role": "system", "content": "You are a helpful assistant."}]
+QUESTIONS = [
+    "What is the capital of France?",
+    "Write a short poem about the sea.",
+    "Name three colours of the rainbow.",
+    "Explain what a computer is in two sentences.",
+]
+LONG = "Write a long story about a cat who goes on an adventure."
+
+
+@pytest.fixture(scope="module")
+def batched():
+    """The bundled model with 4 sequences decoded together."""
+    from chat.backends.llama_cpp_backend import LlamaCppBackend
+    from chat.models import default_model_path
+
+    backend = LlamaCppBackend(default_model_path(), n_ctx=1024, parallel=4)
+    yield backend
+    backend.close()
+
+
+def request(backend, question: str, max_new: int = 40, **options) -> GenerationRequest:
+    settings = DecodingSettings(strategy="greedy", max_new_tokens=max_new, **options)
+    prompt = backend.render(SYSTEM + [{"role": "user", "content": question}])
+    return GenerationRequest(prompt, settings, seed=0, max_new_tokens=max_new)
+
+
+class Reader:
+    """Runs one generation in a thread and keeps what it streamed."""
+
+    def __init__(self, backend, req: GenerationRequest, cancel=None):
+        self.cancel = cancel or threading.Event()
+        self.deltas = []
+        self.first = threading.Event()
+        self.thread = threading.Thread(target=self._read, args=(backend, req), daemon=True)
+        self.thread.start()
+
+    def _read(self, backend, req):
+        for delta in backend.generate(req, self.cancel):
+            self.deltas.append(delta)
+            if delta.tokens:
+                self.first.set()
+
+    def result(self) -> tuple[str, str, int]:
+        self.thread.join(timeout=300)
+        assert not self.thread.is_alive()
+        text = "".join(d.text for d in self.deltas)
+        return text, self.deltas[-1].finish_reason, sum(d.tokens for d in self.deltas)
+
+
+def alone(backend, req) -> tuple[str, str, int]:
+    return Reader(backend, req).result()
+
+
+def together(backend, reqs) -> list[tuple[str, str, int]]:
+    """Start ``reqs`` while the scheduler is held, so they all join the same step."""
+    gate, held = threading.Event(), threading.Event()
+    hold = threading.Thread(
+        target=backend.scheduler.exclusive, args=(lambda: (held.set(), gate.wait(60)),)
+    )
+    hold.start()
+    held.wait(30)
+    readers = [Reader(backend, r) for r in reqs]
+    while backend.scheduler._joining.qsize() < len(reqs):
+        threading.Event().wait(0.01)
+    gate.set()
+    hold.join()
+    return [r.result() for r in readers]
+
+
+def test_four_concurrent_greedy_replies_equal_each_alone(batched):
+    reqs = [request(batched, q) for q in QUESTIONS]
+    solo = [alone(batched, r) for r in reqs]
+    steps_before = batched.scheduler.steps
+    shared = together(batched, reqs)
+    assert shared == solo
+    assert all(text for text, _, _ in shared)
+    # They really shared steps: no more steps than the longest reply has tokens.
+    assert batched.scheduler.steps - steps_before <= max(n for _, _, n in shared)
+
+
+def test_a_cancelled_sequence_frees_its_slot_while_others_continue(batched):
+    long_req = request(batched, LONG, max_new=300)
+    others = [request(batched, q, max_new=60) for q in QUESTIONS[:2]]
+    solo_others = [alone(batched, r) for r in others]
+    cancel = threading.Event()
+    victim = Reader(batched, long_req, cancel)
+    victim.first.wait(60)
+    readers = [Reader(batched, r) for r in others]
+    for r in readers:
+        r.first.wait(60)
+    cancel.set()
+    text, finish, n = victim.result()
+    assert finish == "cancelled" and n < 300
+    # Its slot is free again: a newcomer starts and finishes while the others still run.
+    newcomer = alone(batched, request(batched, QUESTIONS[2], max_new=8))
+    assert newcomer[2] == 8
+    assert [r.result() for r in readers] == solo_others
+    assert sorted(batched.scheduler._free) == [0, 1, 2, 3]
+
+
+def test_a_new_request_joins_mid_stream(batched):
+    first = request(batched, LONG, max_new=80)
+    second = request(batched, QUESTIONS[0], max_new=20)
+    solo = [alone(batched, first), alone(batched, second)]
+    reader = Reader(batched, first)
+    while sum(d.tokens for d in reader.deltas) < 10:
+        threading.Event().wait(0.005)
+    steps = batched.scheduler.steps
+    joined = alone(batched, second)
+    assert reader.thread.is_alive()  # the first was still streaming when the second finished
+    assert [reader.result(), joined] == solo
+    assert batched.scheduler.steps - steps < 80  # shared steps, not one after the other
+
+
+def test_features_work_alongside_another_conversation(batched):
+    """top_logprobs, a forced prefix and a stop string, while a long reply decodes beside."""
+    engine = ChatEngine(batched, concurrency=4)
+    greedy = DecodingSettings(strategy="greedy", max_new_tokens=24)
+
+    def turn(**kwargs):
+        *_, result = engine.stream_turn(QUESTIONS[0], [], SYSTEM, greedy, **kwargs)
+        return result
+
+    solo = turn(top_logprobs=3)
+    forced = [solo.tokens[0][0]["id"], solo.tokens[0][1]["top"][1]["id"]]
+    solo_forced = turn(top_logprobs=3, forced=forced)
+    cancel = threading.Event()
+    beside = Reader(batched, request(batched, LONG, max_new=400), cancel)
+    beside.first.wait(60)
+    try:
+        shared = turn(top_logprobs=3)
+        shared_forced = turn(top_logprobs=3, forced=forced)
+        ids = batched.tokenize("The capital of France is", special=False)
+        explorer = int(batched.next_logits(ids).argmax())
+        scored = batched.score(ids)
+        assert beside.thread.is_alive()
+    finally:
+        cancel.set()
+    assert beside.result()[1] == "cancelled"
+    assert shared.reply == solo.reply and shared.tokens == solo.tokens
+    assert shared_forced.tokens == solo_forced.tokens
+    assert [t["id"] for t in shared_forced.tokens[0][:2]] == forced
+    assert batched.piece(explorer) == " Paris"
+    assert len(scored[0]) == len(ids) - 1
