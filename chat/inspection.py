@@ -54,7 +54,8 @@ class Inspector:
         return self.engine.backend
 
     @contextmanager
-    def _slot(self, feature: str, cancel=None):
+    def slot(self, feature: str, cancel=None):
+        """The backend, held in a generation slot, once ``feature`` is known to be available."""
         self.backend.capabilities.require(feature)
         if not self.engine.acquire(cancel):
             raise Cancelled("Cancelled while waiting for the model.")
@@ -95,7 +96,7 @@ class Inspector:
         k = max(1, min(int(k), 50))
         settings = settings or DecodingSettings()
         ids = self._ids(text, special)
-        with self._slot("next_token", cancel) as b:
+        with self.slot("next_token", cancel) as b:
             logits = b.next_logits(ids)
         lp = log_softmax(logits)
         kept_ids, kept_probs = apply_sampler(
@@ -144,7 +145,7 @@ class Inspector:
         from chat import perplexity
 
         ids = self._ids(text, special=False)
-        with self._slot("scoring", cancel) as b:
+        with self.slot("scoring", cancel) as b:
             return perplexity.report(b, ids)
 
     def attention(self, text: str, layer: int = -1, head: int | None = None, cancel=None) -> dict:
@@ -157,7 +158,7 @@ class Inspector:
                 f"{MAX_ATTENTION_TOKENS}."
             )
             ids = ids[:MAX_ATTENTION_TOKENS]
-        with self._slot("attention", cancel) as b:
+        with self.slot("attention", cancel) as b:
             weights, n_layers = b.attention(ids, layer)
         heads = weights.shape[0]
         if head is None:

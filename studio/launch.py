@@ -120,6 +120,7 @@ def _build(config: AppConfig, backend, lock: InstanceLock) -> Studio:
         queue_size=config.queue_size,
         browser_secret=browser_key,
         switcher=ModelSwitcher(engine, config, access),
+        explain_cache=config.data_dir / "explain",
     )
     demo = ui.create_app()
     access.on_gone(partial(fast_sessions.forget, demo))  # Gradio's per-session state too

@@ -89,6 +89,7 @@ class ChatUI:
         default_preset: str = "Balanced",
         browser_secret: str | None = None,
         switcher=None,
+        explain_cache=None,
     ):
         self.service = service
         self.access = access or Access(secret=b"local-only", private=True)
@@ -97,6 +98,7 @@ class ChatUI:
         self.default_preset = default_preset
         self.browser_secret = browser_secret
         self.switcher = switcher  # a studio.model_switch.ModelSwitcher: the Model tab
+        self.explain_cache = explain_cache  # where the neuron index is kept between runs
         self.chat = ChatTab(self, service)
         self.access.on_end(self.chat.forget)
 
@@ -266,6 +268,8 @@ class ChatUI:
     # ----- layout ----------------------------------------------------------------------
     def create_app(self) -> gr.Blocks:
         """Build the Blocks (not launched)."""
+        from studio.explain import Explainer
+        from ui.explain_panel import ExplainPanel
         from ui.inspect_panel import InspectPanel
         from ui.inspect_render import CSS
         from ui.inspect_tools import InspectTools
@@ -306,6 +310,7 @@ class ChatUI:
                     c = self.chat.build(personas, conversation, own, user, panel, None)
                 with gr.Tab("Inspect", id="inspect", elem_id="tab-inspect"):
                     inspect = InspectPanel(svc, self.access)
+                    explain = ExplainPanel(Explainer(svc, self.explain_cache), self)
                 if svc.documents is not None:
                     with gr.Tab("Documents", elem_id="tab-documents") as docs_tab:
                         c.docs = DocumentsPanel(svc.documents, self.access)
@@ -327,6 +332,7 @@ class ChatUI:
                 demo.load(self._browser_key, key, key, **hidden)
             self.chat.wire(demo, c, inspect, download)
             InspectTools(svc, inspect, self).wire(c)
+            explain.wire(c, inspect)
             self._wire_inspect_action(c, inspect, tabs)
             saved.wire(c)
             self._wire_personas(demo, c, editor, panel, saved, kept_settings)
@@ -336,10 +342,12 @@ class ChatUI:
             demo.load(lambda n: n or DEFAULT_USER, stored_name, user, **hidden)
             user.change(lambda n: n, user, stored_name, **hidden)
             # Controls that depend on the loaded model, as of this page load or a new model.
-            fitted = [banner, *panel.refreshed, *inspect.refreshed]
+            fitted = [banner, *panel.refreshed, *inspect.refreshed, *explain.refreshed]
 
             def refit():
-                return [model_banner(svc.info), *panel.refresh(), *inspect.refresh()]
+                return [
+                    model_banner(svc.info), *panel.refresh(), *inspect.refresh(), *explain.refresh()
+                ]
 
             shown = [panel.preset, *panel.components]
             demo.load(refit, None, fitted, **hidden).then(

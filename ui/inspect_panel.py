@@ -388,6 +388,12 @@ def _meta(conversation, key) -> dict | None:
     return meta if meta.get("tokens") else None
 
 
+def reply_tokens(conversation, key) -> list[dict] | None:
+    """The recorded tokens of the reply, candidate or version ``key`` names (None if none)."""
+    meta = _meta(conversation, key)
+    return _tokens(meta) if meta else None
+
+
 def reply_at(conversation, key) -> tuple[int, str, dict]:
     """``(message index, text, meta)`` of the reply, candidate or version ``key`` names."""
     index, kind, k = _where(key)

@@ -26,7 +26,13 @@ from chat.errors import InputError, UnsupportedSettingError
 from chat.probs import TokenInfo
 from chat.settings import DecodingSettings
 
-FEATURES = ("logprobs", "sampler_probs", "force_prefix", "next_token", "scoring", "attention")
+FEATURES = (
+    "logprobs", "sampler_probs", "force_prefix", "next_token", "scoring", "attention", "internals",
+)  # fmt: skip
+DEFAULT_REASONS = {
+    "internals": "this backend does not expose hidden states or gradients (logit lens, neurons, "
+    "token-level attribution); load the model on the transformers backend in the Model tab",
+}
 
 
 @dataclass(frozen=True)
@@ -41,13 +47,15 @@ class Capabilities:
     next_token: bool = False
     scoring: bool = False
     attention: bool = False
+    internals: bool = False  # hidden states, MLP activations and gradients (``explain``)
     missing: Mapping[str, str] = field(default_factory=dict)  # feature -> why it is missing
 
     def why_not(self, feature: str) -> str | None:
         """None when ``feature`` is available, else the reason it is not."""
         if getattr(self, feature, False):
             return None
-        return self.missing.get(feature, f"{feature} is not available on this backend")
+        default = DEFAULT_REASONS.get(feature, f"{feature} is not available on this backend")
+        return self.missing.get(feature, default)
 
     def require(self, feature: str) -> None:
         """Raise ``UnsupportedSettingError`` (with the reason) unless ``feature`` is available."""
@@ -189,3 +197,6 @@ class Inspectable(Protocol):
 
     def attention(self, ids: list[int], layer: int):
         """Attention weights of ``layer``: an array of heads x positions x positions."""
+
+    def internals(self):
+        """``(torch model, torch module, device)`` for hooks and gradients (``internals``)."""

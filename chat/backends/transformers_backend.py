@@ -108,6 +108,7 @@ class TransformersBackend:
             next_token=True,
             scoring=True,
             attention=True,
+            internals=True,
         )
 
     # -- prompt side -------------------------------------------------------
@@ -164,6 +165,10 @@ class TransformersBackend:
     def attention(self, ids: list[int], layer: int):
         """Attention weights (heads x n x n) of ``layer``, and the number of layers."""
         return hf_inspect.attention(self.model, self._torch, ids, layer, self._device)
+
+    def internals(self):
+        """``(model, torch, device)``: the explain views hook into the model itself."""
+        return self.model, self._torch, self._device
 
     # -- generation --------------------------------------------------------
 
