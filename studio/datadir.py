@@ -100,7 +100,12 @@ def load_browser_key(data_dir: str | Path) -> str:
     secret_path = Path(data_dir) / SECRET_FILE
     old = secret_path.read_bytes() if secret_path.is_file() else b""
     key = old.decode("ascii", "replace")[:32] if len(old) >= 32 else secrets.token_hex(16)
-    _write_private(path, key.encode("ascii", "replace"))
+    try:
+        _write_private(path, key.encode("ascii", "replace"))
+    except OSError as exc:  # a full disk must not stop the app: try again at the next start
+        print(f"warning: could not save the saved-chats key ({exc}); it is kept in memory, "
+              "so chats saved in browsers may not open after a restart", flush=True)  # fmt: skip
+        return key
     if old:
         _write_private(secret_path, secrets.token_hex(32).encode())
     return key
@@ -110,6 +115,10 @@ def _write_private(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` at once, readable only by its owner."""
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise

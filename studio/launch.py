@@ -60,8 +60,14 @@ def build(config: AppConfig, backend) -> Studio:
         raise
 
 
+ANALYTICS_EVENTS = 256
+
+
 def _build(config: AppConfig, backend, lock: InstanceLock) -> Studio:
     upload_dir = use_upload_dir(config.data_dir)  # before Gradio is imported
+    # Gradio keeps a record of every event for its monitoring page, 10,000 by default
+    # (about 10 MB that a soak of REST calls sees as growth); a few hundred are plenty.
+    os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", str(ANALYTICS_EVENTS))
     from chat.engine import ChatEngine
     from personas import PersonaStore
     from retrieval.service import RetrievalService

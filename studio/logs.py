@@ -14,7 +14,8 @@ import sys
 import threading
 
 USER_ERRORS = re.compile(
-    r"^(gradio\.exceptions\.Error: |ValueError: An event handler \(\w+\) didn't receive)"
+    r"^(gradio\.exceptions\.Error: |ValueError: An event handler \(\w+\) didn't receive"
+    r"|gradio\.exceptions\.ComponentProcessingError: Could not preprocess input)"
 )
 
 
@@ -25,6 +26,8 @@ class OneLineRefusals(io.TextIOBase):
         self.stream = stream
         self._held: list[str] = []
         self._partial = ""
+        self._ended = False  # the held traceback's exception line came; a chained one may follow
+        self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
 
     def writable(self) -> bool:
@@ -39,6 +42,12 @@ class OneLineRefusals(io.TextIOBase):
         return len(text)
 
     def _line(self, line: str) -> None:
+        if self._ended:
+            if not line or line.startswith(("The above exception", "During handling")):
+                self._held.append(line)  # a chained traceback: its last line decides
+                self._ended = not line
+                return
+            self._release()
         if not self._held:
             if line.startswith("Traceback (most recent call last):"):
                 self._held.append(line)
@@ -50,12 +59,29 @@ class OneLineRefusals(io.TextIOBase):
             return
         if not line:
             return
-        # The exception line: a user's mistake becomes one line; anything else is kept whole.
+        # The exception line: a user's mistake becomes one line; anything else is kept whole
+        # (once it is clear that no chained traceback follows).
         if USER_ERRORS.match(line):
             self.stream.write("refused: " + line.split(": ", 1)[1] + "\n")
-        else:
+            self._held = []
+            return
+        self._ended = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = threading.Timer(0.5, self._release_later)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _release(self) -> None:
+        """Write the held traceback whole."""
+        if self._held:
             self.stream.write("\n".join(self._held) + "\n")
-        self._held = []
+        self._held, self._ended = [], False
+
+    def _release_later(self) -> None:
+        with self._lock:
+            if self._ended:
+                self._release()
 
     def flush(self) -> None:
         self.stream.flush()

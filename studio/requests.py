@@ -11,16 +11,22 @@ from __future__ import annotations
 
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
 from chat.errors import InputError
+from chat.text import drop_surrogates
 
 M = TypeVar("M", bound=BaseModel)
 MAX_NAME_CHARS = 200
 MAX_TEXT_CHARS = 2_000_000  # the limits refuse long texts with their own sentence
 
-Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
-Name = Annotated[str, Field(max_length=MAX_NAME_CHARS)]
+def _no_lone_surrogates(value):
+    """JSON may carry a lone surrogate escape; it is dropped here, as everywhere else."""
+    return drop_surrogates(value) if isinstance(value, str) else value
+
+
+Text = Annotated[str, BeforeValidator(_no_lone_surrogates), Field(max_length=MAX_TEXT_CHARS)]
+Name = Annotated[str, BeforeValidator(_no_lone_surrogates), Field(max_length=MAX_NAME_CHARS)]
 
 
 class _Request(BaseModel):

@@ -127,3 +127,20 @@ def test_attribution_and_logit_lens_in_the_browser(browser, tf_app):
     )
     assert page.locator("#lens-view tbody tr").count() == 30
     context.close()
+
+
+def test_explain_a_neuron_with_a_remote_engine(smol_transformers, llama_server, tmp_path):
+    """ "Let AI explain AI": the engine explains the neuron; the line is scored by simulation."""
+    from gradio_client import Client
+
+    from tests.conftest import start_studio
+
+    studio = start_studio(smol_transformers, tmp_path, cascade_base_url=llama_server.url)
+    try:
+        client = Client(studio.demo.local_url, verbose=False)
+        out = client.predict(layer=3, index=7, explain=True, api_name="/neuron")
+        found = out["explanation"]
+        assert found["explanation"].strip() and found["scored_tokens"] > 0
+        assert -1.0 <= found["score"] <= 1.0 and found["neuron"] == 7
+    finally:
+        studio.close()

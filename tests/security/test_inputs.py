@@ -60,8 +60,14 @@ def alive(app) -> None:
 
 def worker_pids(app) -> list[int]:
     """The pids of the app's llama.cpp worker processes."""
-    children = psutil.Process(app.proc.pid).children(recursive=True)
-    return [p.pid for p in children if "chat.backends.worker" in " ".join(p.cmdline())]
+    pids = []
+    for p in psutil.Process(app.proc.pid).children(recursive=True):
+        try:
+            if "chat.backends.worker" in " ".join(p.cmdline()):
+                pids.append(p.pid)
+        except (psutil.ZombieProcess, psutil.NoSuchProcess):
+            continue  # a killed worker not reaped yet is not a worker any more
+    return pids
 
 
 # -- row 1: token ids outside the vocabulary ------------------------------------------------

@@ -98,7 +98,7 @@ def test_a_client_that_goes_away_stops_its_generation(public_app):
         ({"settings": {"max_new_tokens": 5000}}, "max_new_tokens"),
         ({"settings": {"temprature": 1}}, "unknown setting"),
         ({"history": [{"role": "wizard", "content": "x"}]}, "history[0].role"),
-        ({"history": "not a list"}, "history must be a list"),
+        ({"history": "not a list"}, "history: input should be a valid list"),
         ({"message": "x" * 20_000}, "--max-message-chars"),
         ({"persona": "../../etc/passwd"}, "Unknown persona"),
     ],
