@@ -105,8 +105,11 @@ def forget(blocks, session: str) -> None:
     queue = getattr(blocks, "_queue", None)
     if queue is None:
         return
-    if not queue.pending_event_ids_session.get(session, True):
-        queue.pending_event_ids_session.pop(session, None)
+    # Never while one of the session's events is still in the queue or running: Gradio
+    # would fail to send its last message (a KeyError, and its reader cut off).
+    if any(e.session_hash == session for e in list(queue.event_ids_to_events.values())):
+        return
+    queue.pending_event_ids_session.pop(session, None)
     messages = queue.pending_messages_per_session.get(session)
     if messages is not None and messages.empty():
         queue.pending_messages_per_session.pop(session, None)

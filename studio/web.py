@@ -86,6 +86,7 @@ class Guard:
         self._last_listened: dict[str, float] = {}  # kept GRACE_S: older says nothing
         # REST calls that are sessions of their own: event id -> [posted, result read].
         self._calls: dict[str, list[float | None]] = {}
+        self._over: dict[str, float] = {}  # REST call -> when it was first seen over
         self._queue = None  # Gradio's queue, to see whether a call's event is still running
         self._storage = (0.0, 0)  # (when measured, bytes)
         # Whether a login may use a session (``Access.may_use``); set by the app.
@@ -162,15 +163,24 @@ class Guard:
         now = time.monotonic()
         running = self._queue.event_ids_to_events if self._queue is not None else {}
         with self._lock:
-            over = [
+            done = {
                 session
                 for session, (posted, read) in self._calls.items()
                 if session not in running
                 and self._listeners.get(session, 0) == 0
                 and now - (read or posted) > (0 if read else GRACE_S)
-            ]
+            }
+            # A call is ended GRACE_S after it was first seen over, so Gradio has long sent
+            # (and the caller read) its last message before its tables are dropped.
+            for session in list(self._over):
+                if session not in done:
+                    del self._over[session]
+            for session in done:
+                self._over.setdefault(session, now)
+            over = [s for s in done if now - self._over[s] > GRACE_S]
             for session in over:
                 del self._calls[session]
+                del self._over[session]
             for session, last in list(self._last_listened.items()):
                 if now - last > GRACE_S and session not in self._listeners:
                     del self._last_listened[session]
