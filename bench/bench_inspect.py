@@ -52,7 +52,11 @@ PASSAGES = (
     "by Ada Wren, who kept it for thirty years. The tower is painted green and white. "
     "Visitors may climb its 114 steps on Saturdays between May and September. The keeper's "
     "cottage now houses a small museum about shipwrecks on the coast. A fog bell, rung by "
-    "hand, still hangs beside the door. In 1931 the lamp was converted to electricity."
+    "hand, still hangs beside the door. In 1931 the lamp was converted to electricity. "
+    "The lighthouse stands on a headland of grey granite, forty metres above the sea. Ships "
+    "passing the northern cliff once steered by its beam and by the bell on foggy nights. "
+    "A storm in 1952 broke the lantern glass, and the village paid for new panes by holding "
+    "a summer fair on the cliff top, which is still held every July."
 )
 
 

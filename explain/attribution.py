@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from chat.errors import Cancelled, InputError
+from chat.probs import log_softmax
 from explain import segments as seg
 
 PART_METHODS = ("ablation", "kernel_shap")
@@ -66,6 +67,8 @@ def target_logprob(backend, prompt_ids: list[int], target: Target) -> float:
     ids = list(prompt_ids) + fed
     if len(ids) < 2:
         return 0.0
+    if scored == 1:  # one token: the logits of one position, not of every position
+        return float(log_softmax(backend.next_logits(ids[:-1]))[ids[-1]])
     first = max(1, len(ids) - scored)
     lps, _ = backend.score(ids, first=first)
     return float(np.sum(lps))
