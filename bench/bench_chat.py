@@ -84,6 +84,12 @@ def llama_raw(max_new: int, runs: int) -> dict:
         verbose=False,
     )
 
+    return raw_chat_speed(llm, max_new, runs)
+
+
+def raw_chat_speed(llm, max_new: int, runs: int) -> dict:
+    """Median speed of ``llm`` streaming the benchmark chat greedily (one warm-up first)."""
+
     def once():
         t0, stamps = time.perf_counter(), []
         for chunk in llm.create_chat_completion(

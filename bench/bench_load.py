@@ -90,26 +90,14 @@ def raw_case(n_threads: int, max_new: int, runs: int) -> dict:
     """Raw llama-cpp-python with ``n_threads`` (its other settings default), streaming a chat."""
     import llama_cpp
 
-    from bench.bench_chat import MESSAGES, median_of, speed
+    from bench.bench_chat import raw_chat_speed
     from chat.models import default_model_path
 
     llm = llama_cpp.Llama(
         model_path=str(default_model_path()), n_ctx=4096, n_threads=n_threads, verbose=False
     )
 
-    def once():
-        t0, stamps = time.perf_counter(), []
-        for chunk in llm.create_chat_completion(
-            MESSAGES, max_tokens=max_new, temperature=0.0, repeat_penalty=1.0, stream=True
-        ):
-            if chunk["choices"][0]["delta"].get("content"):
-                stamps.append(time.perf_counter())
-        return speed(stamps, t0)
-
-    once()
-    result = median_of(runs, once)
-    llm.close()
-    return result
+    return raw_chat_speed(llm, max_new, runs)
 
 
 def raw_best(args) -> dict:

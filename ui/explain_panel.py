@@ -166,14 +166,16 @@ class ExplainPanel:
             out = self.explainer.attribute(values, self._progress(progress), cancel)
         return draw.attribution_summary(out), draw.attribution_html(out)
 
-    def logit_lens(self, text, request: gr.Request):
+    def logit_lens(self, text, request: gr.Request, progress=gr.Progress()):  # noqa: B008
         """Every layer's top next token at every position, and the answer's rise."""
+        progress(0, desc="Reading the prediction after every layer")
         with self._job(request) as cancel:
             out = self.explainer.logit_lens(text, cancel)
         return draw.rise_html(out), draw.lens_html(out)
 
-    def neurons(self, text, request: gr.Request):
+    def neurons(self, text, request: gr.Request, progress=gr.Progress()):  # noqa: B008
         """The most active neurons of the text."""
+        progress(0, desc="Recording every layer's neurons")
         with self._job(request) as cancel:
             return draw.neurons_html(self.explainer.neurons(text, cancel))
 
