@@ -143,6 +143,24 @@ def start_app(port: int, *args: str) -> tuple[subprocess.Popen, float]:
     raise SystemExit("the app did not serve its page within 120 s")
 
 
+def stream_chat(http, base: str, settings: dict) -> dict:
+    """One REST /chat read to its end: request time, first and last token times, tokens."""
+    t0 = time.perf_counter()
+    event = http.post(base, json={"message": PROMPT, "settings": settings})
+    t_first = t_last = None
+    with http.stream("GET", f"{base}/{event.json()['event_id']}") as stream:
+        for line in stream.iter_lines():
+            if not line.startswith("data:") or line == "data: null":
+                continue
+            final = json.loads(line[5:])[0]
+            now = time.perf_counter()
+            if t_first is None and final["reply"]:
+                t_first = now
+            t_last = now
+    tokens = final["stats"]["completion_tokens"]
+    return {"t0": t0, "first": t_first, "last": t_last, "tokens": tokens}
+
+
 def app_http(port: int, max_new: int, runs: int) -> dict:
     """Stream /chat over Gradio's plain HTTP API (POST, then read the event stream)."""
     import httpx
@@ -152,20 +170,8 @@ def app_http(port: int, max_new: int, runs: int) -> dict:
 
     def once():
         with httpx.Client(timeout=120) as http:
-            t0 = time.perf_counter()
-            event = http.post(base, json={"message": PROMPT, "settings": settings})
-            t_first = t_last = None
-            with http.stream("GET", f"{base}/{event.json()['event_id']}") as stream:
-                for line in stream.iter_lines():
-                    if not line.startswith("data:") or line == "data: null":
-                        continue
-                    final = json.loads(line[5:])[0]
-                    now = time.perf_counter()
-                    if t_first is None and final["reply"]:
-                        t_first = now
-                    t_last = now
-        tokens = final["stats"]["completion_tokens"]
-        return (tokens - 1) / (t_last - t_first), t_first - t0
+            t = stream_chat(http, base, settings)
+        return (t["tokens"] - 1) / (t["last"] - t["first"]), t["first"] - t["t0"]
 
     once()
     return median_of(runs, once)

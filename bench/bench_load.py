@@ -137,27 +137,14 @@ class App:
         """One streamed greedy /chat: request time, first and last token times, tokens."""
         import httpx
 
-        from bench.bench_chat import PROMPT
+        from bench.bench_chat import stream_chat
 
         base = f"http://127.0.0.1:{self.port}/gradio_api/call/v2/chat"
         settings = {"strategy": "greedy", "max_new_tokens": max_new, "repetition_penalty": 1.0}
         with httpx.Client(timeout=300) as http:
             if start is not None:
                 start.wait()
-            t0 = time.perf_counter()
-            event = http.post(base, json={"message": PROMPT, "settings": settings})
-            t_first = t_last = None
-            with http.stream("GET", f"{base}/{event.json()['event_id']}") as stream:
-                for line in stream.iter_lines():
-                    if not line.startswith("data:") or line == "data: null":
-                        continue
-                    final = json.loads(line[5:])[0]
-                    now = time.perf_counter()
-                    if t_first is None and final["reply"]:
-                        t_first = now
-                    t_last = now
-        tokens = final["stats"]["completion_tokens"]
-        return {"t0": t0, "first": t_first, "last": t_last, "tokens": tokens}
+            return stream_chat(http, base, settings)
 
     def speed(self, max_new: int, runs: int) -> dict:
         """Median decode tokens/s and time to first token over ``runs`` (after one warm-up)."""
