@@ -11,27 +11,14 @@ from __future__ import annotations
 import numpy as np
 
 from chat.probs import log_softmax
-from explain.model_parts import find_parts
+from explain.model_parts import find_parts, run_capturing
 
 MAX_LENS_TOKENS = 64  # a wider table is unreadable
 
 
 def hidden_states(model, torch, ids: list[int], device) -> list:
     """The residual stream after every decoder block (pre final norm), one tensor per layer."""
-    parts = find_parts(model)
-    captured = []
-
-    def keep(_module, _inputs, output):
-        captured.append(output[0] if isinstance(output, tuple) else output)
-
-    hooks = [layer.register_forward_hook(keep) for layer in parts.layers]
-    try:
-        with torch.inference_mode():
-            model(input_ids=torch.tensor([ids], device=device), use_cache=False)
-    finally:
-        for h in hooks:
-            h.remove()
-    return captured
+    return run_capturing(model, torch, ids, device, find_parts(model).layers, inputs=False)
 
 
 def lens(model, torch, tokenizer_piece, ids: list[int], device, answer: int | None = None) -> dict:

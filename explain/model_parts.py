@@ -44,6 +44,29 @@ def find_parts(model) -> Parts:
     return Parts(list(layers), norm, head, neurons)
 
 
+def run_capturing(model, torch, ids: list[int], device, modules, inputs: bool) -> list:
+    """Run ``ids`` through ``model``; what each of ``modules`` took in (``inputs``) or gave out."""
+    captured = []
+
+    def took(_module, args):
+        captured.append(args[0])
+
+    def gave(_module, _args, output):
+        captured.append(output[0] if isinstance(output, tuple) else output)
+
+    hooks = [
+        m.register_forward_pre_hook(took) if inputs else m.register_forward_hook(gave)
+        for m in modules
+    ]
+    try:
+        with torch.inference_mode():
+            model(input_ids=torch.tensor([ids], device=device), use_cache=False)
+    finally:
+        for h in hooks:
+            h.remove()
+    return captured
+
+
 def neuron_count(parts: Parts) -> int:
     """Neurons per layer: the width of the MLP's hidden layer."""
     proj = parts.neurons[0]

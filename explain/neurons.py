@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from chat.errors import Cancelled, InputError
-from explain.model_parts import find_parts, neuron_count
+from explain.model_parts import find_parts, neuron_count, run_capturing
 
 SKIP_FIRST = 1  # positions left out (the attention sink)
 CORPUS_CHUNK = 128  # tokens per forward pass when indexing a corpus
@@ -26,20 +26,8 @@ CONTEXT = 8  # tokens of context shown on each side of an activation
 
 def activations(model, torch, ids: list[int], device) -> np.ndarray:
     """``layers x positions x neurons`` activations of ``ids`` (float32)."""
-    parts = find_parts(model)
-    captured = []
-
-    def keep(_module, inputs):
-        captured.append(inputs[0][0].float().cpu().numpy())
-
-    hooks = [m.register_forward_pre_hook(keep) for m in parts.neurons]
-    try:
-        with torch.inference_mode():
-            model(input_ids=torch.tensor([ids], device=device), use_cache=False)
-    finally:
-        for h in hooks:
-            h.remove()
-    return np.stack(captured)
+    taken = run_capturing(model, torch, ids, device, find_parts(model).neurons, inputs=True)
+    return np.stack([t[0].float().cpu().numpy() for t in taken])
 
 
 def text_neurons(
