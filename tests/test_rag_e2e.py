@@ -1,7 +1,6 @@
 """Retrieval end to end: ingest, retrieve, list, delete and chat with sources via gradio_client,
 and a browser that uploads a file and sees the sources under the answer."""
 
-import re
 
 import pytest
 from gradio_client import Client, handle_file
@@ -129,11 +128,14 @@ def test_browser_upload_then_sources_under_the_answer(page, tmp_path):
     assert page.locator("#sources script, #chatbot script").count() == 0
     # Grounded answer: the app's own [n] or "not found" after each sentence, the quote a
     # plain search gives, highlighted in its passage, and each sentence's evidence.
+    # A sentence is either cited (the app's [n], its evidence on hover), "partly supported
+    # [n]: why", or "not found": the model's own markers never stand in for a citation.
     reply = page.locator("#chatbot .bot-row").last.inner_text()
-    cited = re.search(r"\[\d+\]", reply)
-    assert cited or "not found in your documents" in reply
-    if cited:  # the supporting passage sentence shows on hover
-        assert page.locator("#chatbot .cite[title]").first.get_attribute("title")
+    cites = page.locator("#chatbot .bot-row").last.locator(".cite[title]")
+    marked = cites.count() or "partly supported" in reply or "not found in your documents" in reply
+    assert marked, reply
+    if cites.count():  # the supporting passage sentence shows on hover
+        assert cites.first.get_attribute("title")
     grounding = page.locator("#grounding")
     grounding.wait_for(state="visible", timeout=10000)
     assert "From your documents" in grounding.inner_text()
