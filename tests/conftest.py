@@ -57,8 +57,8 @@ def smol_transformers():
 
 def start_studio(backend, data_dir, **options):
     """The app as ``main.py`` builds and serves it, on a free loopback port."""
+    from server.launch import build, serve
     from studio.config import AppConfig
-    from studio.launch import build, serve
 
     config = AppConfig(host="127.0.0.1", port=free_port(), data_dir=data_dir, **options)
     studio = build(config, backend)

@@ -3,7 +3,7 @@
 import gradio as gr
 from gradio import state_holder
 
-from studio import fast_sessions
+from server import fast_sessions
 
 
 def eager(blocks, session):

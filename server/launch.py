@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from chat.errors import ChatStudioError
+from server.web import Guard
 from studio.access import Access
 from studio.auth import LoginThrottle
 from studio.config import AppConfig
 from studio.datadir import InstanceLock, load_browser_key, load_secret
 from studio.limits import MB
 from studio.uploads import start_upload_sweeper, track_temp_files, use_upload_dir
-from studio.web import Guard
 
 
 class PortInUse(ChatStudioError):
@@ -71,7 +71,7 @@ def _build(config: AppConfig, backend, lock: InstanceLock) -> Studio:
     from chat.engine import ChatEngine
     from personas import PersonaStore
     from retrieval.service import RetrievalService
-    from studio import fast_sessions
+    from server import fast_sessions
     from studio.documents import DocumentAccess
     from studio.service import ChatService
     from ui.app import ChatUI
@@ -164,7 +164,7 @@ def serve(studio: Studio, quiet: bool = False) -> None:
     """Launch on the configured host and port; raises ``PortInUse`` with the fix."""
     from starlette.middleware import Middleware
 
-    from studio.web import GuardMiddleware
+    from server.web import GuardMiddleware
 
     config = studio.config
     limits = config.limits()

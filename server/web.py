@@ -385,7 +385,7 @@ def client_address(scope) -> str:
     """The client's address as the server resolved it.
 
     Uvicorn replaces the peer with the ``X-Forwarded-For`` client only for a
-    peer listed in ``--forwarded-allow-ips`` (``studio.launch.serve`` sets it),
+    peer listed in ``--forwarded-allow-ips`` (``server.launch.serve`` sets it),
     so a client cannot pick its own address by sending the header.
     """
     return (scope.get("client") or ("unknown", 0))[0]
