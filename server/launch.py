@@ -14,13 +14,15 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from chat.errors import ChatStudioError
+from server import gradio_internals
+from server.uploads import track_temp_files, use_upload_dir
 from server.web import Guard
 from studio.access import Access
 from studio.auth import LoginThrottle
 from studio.config import AppConfig
 from studio.datadir import InstanceLock, load_browser_key, load_secret
 from studio.limits import MB
-from studio.uploads import start_upload_sweeper, track_temp_files, use_upload_dir
+from studio.uploads import start_upload_sweeper
 
 
 class PortInUse(ChatStudioError):
@@ -68,6 +70,7 @@ def _build(config: AppConfig, backend, lock: InstanceLock) -> Studio:
     # Gradio keeps a record of every event for its monitoring page, 10,000 by default
     # (about 10 MB that a soak of REST calls sees as growth); a few hundred are plenty.
     os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", str(ANALYTICS_EVENTS))
+    gradio_internals.check_version()  # a clear start-up error, before anything is patched
     from chat.engine import ChatEngine
     from personas import PersonaStore
     from retrieval.service import RetrievalService
@@ -129,7 +132,8 @@ def _build(config: AppConfig, backend, lock: InstanceLock) -> Studio:
         explain_cache=config.data_dir / "explain",
     )
     demo = ui.create_app()
-    access.on_gone(partial(fast_sessions.forget, demo))  # Gradio's per-session state too
+    gradio_internals.check(demo)  # every internal the server relies on is there
+    access.on_gone(partial(gradio_internals.forget_session, demo))  # Gradio's session state too
     guard.end_session = access.close
     return Studio(config, engine, access, guard, service, retrieval, ui, demo, lock)
 
