@@ -87,3 +87,15 @@ def test_reworded_refusals_are_refused(demo, monkeypatch):
     )
     with pytest.raises(GradioUnsupported, match="refusals of malformed input"):
         gradio_internals.check(demo)
+
+
+def test_the_app_refuses_to_start_on_another_gradio(tmp_path, monkeypatch):
+    from server.launch import build
+    from studio.config import AppConfig
+    from studio.datadir import InstanceLock
+
+    monkeypatch.setattr(gradio_internals.metadata, "version", lambda name: "6.40.2")
+    config = AppConfig(host="127.0.0.1", port=7999, data_dir=tmp_path)
+    with pytest.raises(GradioUnsupported, match=r"6\.40\.2 is installed.*6\.31\.x"):
+        build(config, backend=None)  # refused before the model is even used
+    InstanceLock(tmp_path).acquire().release()  # and the data folder is free again
