@@ -7,6 +7,7 @@ llama.cpp has none, so the capability is not declared.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,6 +130,7 @@ class LlamaCppBackend:
         from chat.backends.llama_batch import BatchScheduler
 
         self.parallel = max(1, parallel)
+        self.capabilities = dataclasses.replace(self.capabilities, parallel=self.parallel)
         self.scheduler = BatchScheduler(self, self.parallel, self.llm.n_ctx(), self.tuner)
 
     def close(self) -> None:
