@@ -55,13 +55,16 @@ def test_loading_a_model_and_a_failed_load(models_dir):
 
 def test_visitors_of_a_shared_app_may_not_switch_unless_allowed(models_dir):
     second = "gguf:second-copy.gguf"
-    app = start_app(models_dir.parent, "--host", "0.0.0.0")
+    # Who may switch does not depend on the model: the app starts on the stand-in.
+    app = start_app(models_dir.parent, "--host", "0.0.0.0", "--backend", "standin")
     try:
         out = load(app, second)
         assert not out["success"] and "--allow-model-switch" in str(out["output"])
     finally:
         app.stop()
-    app = start_app(models_dir.parent, "--host", "0.0.0.0", "--allow-model-switch")
+    app = start_app(
+        models_dir.parent, "--host", "0.0.0.0", "--allow-model-switch", "--backend", "standin"
+    )
     try:
         assert load(app, second)["success"]
     finally:

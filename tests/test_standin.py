@@ -132,3 +132,16 @@ def test_token_ids_are_checked(standin):
         standin.piece(len(VOCAB))
     with pytest.raises(InputError):
         standin.next_logits([0, 999])
+
+
+@pytest.mark.slow  # imports torch and transformers (a tiny model of fixed random weights)
+def test_internals_are_a_tiny_torch_model_over_the_same_vocabulary(standin):
+    from explain.logit_lens import lens
+
+    model, torch, device = standin.internals()
+    assert model.config.vocab_size == standin.info.n_vocab and standin.internals()[0] is model
+    ids = standin.tokenize("User: Hi\nAssistant:")
+    out = lens(model, torch, standin.piece, ids, device)
+    assert len(out["tokens"]) == len(ids)
+    again = lens(StandinBackend().internals()[0], torch, standin.piece, ids, device)
+    assert again["cells"] == out["cells"]  # fixed weights: the same every time
