@@ -30,6 +30,28 @@ def test_the_catalog_offers_what_is_on_this_machine(models_dir):
     assert any(lab.startswith("broken.gguf") for lab in labels)
 
 
+def test_a_remote_engine_adds_its_models_and_a_replaced_model_is_closed(tmp_path):
+    import dataclasses
+
+    from chat.backends.standin import StandinBackend
+    from studio.model_switch import free
+
+    local = StandinBackend()
+    config = AppConfig(data_dir=tmp_path)
+    assert not [e for e in catalog(config, local) if e["kind"] == "remote"]
+    engine = StandinBackend()  # declares ``remote`` and has what chat.backends.base.Remote asks
+    engine.capabilities = dataclasses.replace(engine.capabilities, remote=True)
+    engine.base_url = "http://127.0.0.1:9/v1"
+    engine.models = lambda: ["big", "small"]
+    remote = [e for e in catalog(config, engine) if e["kind"] == "remote"]
+    assert [(e["id"], e["source"], e["model"]) for e in remote] == [
+        ("remote:big", engine.base_url, "big"),
+        ("remote:small", engine.base_url, "small"),
+    ]
+    free(local)
+    assert local.closed
+
+
 def load(app, entry_id, backend="llama-cpp", session="switcher"):
     fn = dependency(app.url, trigger="model-load")
     return queue_call(app.url, fn, [entry_id, backend], session)
