@@ -145,3 +145,16 @@ def test_internals_are_a_tiny_torch_model_over_the_same_vocabulary(standin):
     assert len(out["tokens"]) == len(ids)
     again = lens(StandinBackend().internals()[0], torch, standin.piece, ids, device)
     assert again["cells"] == out["cells"]  # fixed weights: the same every time
+
+
+def test_the_reply_line_names_a_remote_engine_by_its_declared_capability(standin):
+    import dataclasses
+
+    from ui.render import stats_line
+
+    local = final(standin, "Hi").stats
+    assert "answered by" not in stats_line(local)
+    engine = StandinBackend("engine-model")
+    engine.capabilities = dataclasses.replace(engine.capabilities, remote=True)
+    remote = final(engine, "Hi").stats
+    assert stats_line(remote).startswith("answered by engine-model (cpu)")
