@@ -55,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
             os.environ.get("CHAT_STUDIO_OPENAI_API_KEY"),
             config.slots(),
         )
-        if getattr(backend, "startup_error", None):
-            print(f"warning: {backend.startup_error}", flush=True)
+        if backend.capabilities.startup_error:
+            print(f"warning: {backend.capabilities.startup_error}", flush=True)
         info = backend.info
         print(
             f"Model: {info.model} | backend: {info.backend} | device: {info.device} | "

@@ -140,9 +140,8 @@ def _build(config: AppConfig, backend, lock: InstanceLock) -> Studio:
 
 def default_concurrency(backend) -> int:
     """Generations at once: a remote engine batches them, llama.cpp decodes its slots together."""
-    if backend.info.backend == "openai":
-        return 8
-    return max(1, getattr(backend, "parallel", 1))
+    caps = backend.capabilities
+    return 8 if caps.remote else max(1, caps.parallel)
 
 
 def _cascade(config: AppConfig):
@@ -151,17 +150,20 @@ def _cascade(config: AppConfig):
         return None
     import os
 
-    from chat.backends.openai_backend import OpenAIBackend
     from chat.engine import ChatEngine
+    from chat.models import ModelSpec, load_backend
     from studio.cascade import Cascade
 
     key = os.environ.get("CHAT_STUDIO_CASCADE_API_KEY") or os.environ.get(
         "CHAT_STUDIO_OPENAI_API_KEY"
     )
-    remote = OpenAIBackend(config.cascade_base_url, config.cascade_model, key)
-    if remote.startup_error:
-        print(f"warning: cascade: {remote.startup_error}", flush=True)
-    return Cascade(ChatEngine(remote, concurrency=8), config.cascade_threshold)
+    spec = ModelSpec("openai", config.cascade_base_url, model=config.cascade_model)
+    remote = load_backend(spec, api_key=key)
+    if remote.capabilities.startup_error:
+        print(f"warning: cascade: {remote.capabilities.startup_error}", flush=True)
+    return Cascade(
+        ChatEngine(remote, concurrency=default_concurrency(remote)), config.cascade_threshold
+    )
 
 
 def serve(studio: Studio, quiet: bool = False) -> None:
