@@ -120,6 +120,8 @@ def test_three_generations_run_at_once_and_none_is_cut_off(remote, tap):
     assert window.most_at_once() >= 2  # the server saw the second before the first finished
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_an_engine_that_is_down_is_a_clear_error_and_is_used_once_back(tmp_path):
     port = free_port()
     backend = OpenAIBackend(f"http://127.0.0.1:{port}/v1", timeout=10)

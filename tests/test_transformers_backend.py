@@ -94,6 +94,7 @@ def test_smollm2_stop_string_ends_the_reply(smol):
     assert result.stats["completion_tokens"] < 24  # generation itself stopped, not only the text
 
 
+@pytest.mark.slow  # reading the GGUF's metadata imports transformers and maps the file
 def test_chat_template_can_be_read_from_gguf_metadata():
     # The fallback for GGUF tokenizers that come without their template.
     template = _gguf_chat_template(bundled_gguf())

@@ -14,6 +14,9 @@ from tests.conftest import free_port, spawn_main
 from tests.security.conftest import RunningApp, _wait_for_page, start_app
 from tests.test_browser import send, set_slider, wait_until_done
 
+# Every test starts a main.py child, which loads the model.
+pytestmark = [pytest.mark.model, pytest.mark.slow]
+
 
 def config_text(app) -> str:
     return httpx.get(app.url + "config", timeout=60).text

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import signal
 
+import pytest
 from gradio_client import Client, handle_file
 
 from tests.conftest import free_port, spawn_main
 from tests.security.conftest import dependency, queue_call, start_app
 from tests.security.test_scoping import _session_collections
+
+# Every test starts a main.py child, which loads the model.
+pytestmark = [pytest.mark.model, pytest.mark.slow]
 
 
 def test_one_app_per_data_folder_and_a_restart_keeps_what_is_shared(tmp_path):

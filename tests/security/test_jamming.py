@@ -20,6 +20,9 @@ from gradio_client.exceptions import AppError
 from tests.conftest import free_port, spawn_main
 from tests.security.conftest import start_app
 
+# Every test starts a main.py child, which loads the model.
+pytestmark = [pytest.mark.model, pytest.mark.slow]
+
 SHORT = {"strategy": "greedy", "max_new_tokens": 8}
 SHARED_SLOTS = 4  # conversations a shared app decodes together (--parallel default)
 LONG = {"strategy": "sample", "seed": 3, "max_new_tokens": 2000, "temperature": 1.0}
