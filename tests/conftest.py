@@ -9,12 +9,13 @@ inside the test, a soak).
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers.servers import free_port
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -45,13 +46,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.browser)
         if used & SLOW_FIXTURES:
             item.add_marker(pytest.mark.slow)
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def spawn_main(*args: str) -> subprocess.Popen:
@@ -101,7 +95,7 @@ def start_studio(backend, data_dir, **options):
 @pytest.fixture(scope="module")
 def llama_server():
     """A real ``llama_cpp.server`` child serving the bundled model (an OpenAI-compatible engine)."""
-    from tests.servers import LlamaServer
+    from tests.helpers.servers import LlamaServer
 
     server = LlamaServer()
     yield server

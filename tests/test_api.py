@@ -3,7 +3,7 @@
 import pytest
 from gradio_client.exceptions import AppError
 
-from tests.test_settings import HF_PIPELINE_EXAMPLE
+from tests.helpers.examples import HF_PIPELINE_EXAMPLE
 
 GREEDY = {"strategy": "greedy", "max_new_tokens": 24}
 KEYS = {"reply", "candidates", "sources", "prompt_messages", "stats", "settings", "notices"}

@@ -12,45 +12,27 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import start_studio
-from tests.test_browser import (
+from tests.helpers.browser import (
     BOT,
+    USER_ROWS,
+    export,
     ingest_in_page,
     open_settings,
     open_tab,
     send,
     set_slider,
+    turn,
+    wait_for_text,
     wait_until_done,
 )
-from tests.test_personas import V2
+from tests.helpers.examples import V2
 
 pytestmark = pytest.mark.browser
 SHOTS = Path(__file__).resolve().parents[1] / "docs"
-USER_ROWS = "#chatbot .message-row.user-row"
 
 
 def chat_text(page) -> str:
     return page.locator("#chatbot").inner_text()
-
-
-def wait_for_text(page, selector, text, timeout=30000):
-    page.wait_for_function(
-        "([sel, text]) => { const e = document.querySelector(sel);"
-        " return e && e.innerText.includes(text); }",
-        arg=[selector, text],
-        timeout=timeout,
-    )
-
-
-def turn(page, text, tokens=8):
-    set_slider(page, "max_new_tokens", tokens)
-    send(page, text)
-    wait_until_done(page, timeout=60000)
-
-
-def export(page) -> dict:
-    with page.expect_download() as download:
-        page.locator("#export").click()
-    return json.loads(open(download.value.path(), encoding="utf-8").read())
 
 
 def pick_persona(page, name):

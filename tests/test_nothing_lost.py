@@ -13,16 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_browser import (
+from tests.helpers.browser import (
     BOT,
+    USER_ROWS,
+    export,
     ingest_in_page,
     open_settings,
     open_tab,
     send,
     set_slider,
+    wait_for_text,
     wait_until_done,
 )
-from tests.test_chat_page import USER_ROWS, export, wait_for_text
 from ui.saved_chats import CHATS_KEY
 
 pytestmark = pytest.mark.browser
@@ -336,7 +338,7 @@ def test_17_17_the_personas_tab_has_its_own_picker_new_persona_and_says_where_ca
     from PIL import Image
 
     from personas.charcard import write_png_chara
-    from tests.test_personas import V2
+    from tests.helpers.examples import V2
 
     picture = io.BytesIO()
     Image.new("RGB", (200, 200), (30, 120, 200)).save(picture, format="PNG")

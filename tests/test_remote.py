@@ -16,7 +16,7 @@ from gradio_client.exceptions import AppError
 
 from chat.backends.openai_backend import EngineUnavailable, OpenAIBackend
 from tests.conftest import free_port, start_studio
-from tests.servers import LlamaServer, Tap
+from tests.helpers.servers import LlamaServer, Tap
 
 GREEDY = {"strategy": "greedy", "max_new_tokens": 16, "repetition_penalty": 1.0}
 

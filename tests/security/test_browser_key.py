@@ -11,8 +11,8 @@ import pytest
 
 from studio.datadir import load_browser_key, load_secret
 from tests.conftest import free_port, spawn_main
+from tests.helpers.browser import send, set_slider, wait_until_done
 from tests.security.conftest import RunningApp, _wait_for_page, start_app
-from tests.test_browser import send, set_slider, wait_until_done
 
 # Every test starts a main.py child, which loads the model.
 pytestmark = [pytest.mark.model, pytest.mark.slow]

@@ -12,7 +12,7 @@ import threading
 import httpx
 import pytest
 
-from tests.test_browser import send, set_slider, wait_until_done
+from tests.helpers.browser import send, set_slider, wait_until_done
 
 pytestmark = pytest.mark.browser
 
