@@ -1,9 +1,6 @@
 """Helpers shared by test modules and bench scripts: servers to start, pages to drive, waits.
 
-Test modules import from here, never from one another (a test module imported elsewhere runs
-its imports, and its fixtures and names leak). pytest rewrites the asserts in these modules too.
+Test modules import from here, never from one another (importing a test module elsewhere runs
+it again under another name and mixes its names into the importer). pytest rewrites the asserts
+here too (``tests/__init__.py`` registers the package).
 """
-
-import pytest
-
-pytest.register_assert_rewrite(__name__)
