@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from tests.helpers.wait import settled, wait_until
+
 BOT = "#chatbot .message-row.bot-row"
 USER_ROWS = "#chatbot .message-row.user-row"
 
@@ -92,3 +94,21 @@ def export(page) -> dict:
     with page.expect_download() as download:
         page.locator("#export").click()
     return json.loads(open(download.value.path(), encoding="utf-8").read())
+
+
+def wait_for_sidebar(page):
+    """On a phone the page folds its sidebar away as it loads: wait until it has."""
+    if page.viewport_size["width"] < 768:
+        page.wait_for_function("!document.querySelector('#sidebar.open')")
+
+
+def stored(page, key: str):
+    """What the page keeps in its localStorage under ``key`` (None if nothing)."""
+    return page.evaluate("(k) => localStorage.getItem(k)", key)
+
+
+def wait_until_stored(page, key: str, before, timeout: float = 60):
+    """Wait until the page has written ``key`` to its localStorage (the value is no longer
+    ``before``, read before the action) and has stopped writing it; returns the value."""
+    wait_until(lambda: stored(page, key) != before, timeout, f"the browser to store {key}")
+    return settled(lambda: stored(page, key), quiet=0.5, timeout=timeout)

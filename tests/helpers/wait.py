@@ -34,3 +34,18 @@ def stays(value: Callable[[], T], seconds: float, every: float = 0.1) -> T:
         now = value()
         assert now == first, f"changed within {seconds:g} s: {first!r} -> {now!r}"
     return first
+
+
+def settled(value: Callable[[], T], quiet: float, timeout: float = 30, every=0.1) -> T:
+    """Wait until ``value()`` has stayed the same for ``quiet`` seconds; returns it (an
+    ``AssertionError`` if it still changes after ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    last, since = value(), time.monotonic()
+    while time.monotonic() - since < quiet:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still changing after {timeout:g} s: {last!r}")
+        time.sleep(every)
+        now = value()
+        if now != last:
+            last, since = now, time.monotonic()
+    return last

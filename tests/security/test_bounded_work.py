@@ -120,7 +120,7 @@ def test_a_chat_queued_behind_a_comparison_gets_an_answer(quick_app):
         max_new_tokens=2048,
         api_name="/compare",
     )
-    time.sleep(1)
+    time.sleep(1)  # the comparison takes the model first, then the chat queues behind it
     client = Client(quick_app.url, verbose=False)
     try:
         out = client.predict(

@@ -67,7 +67,7 @@ def test_work_nobody_listens_for_stops_within_seconds(public_app):
     """REST calls whose results are never read free the model; the next caller is served."""
     for _ in range(SHARED_SLOTS):  # every decoding slot taken by a call nobody reads
         post_call(public_app, message="Write a very long story about a dragon.", settings=LONG)
-    time.sleep(1)
+    time.sleep(1)  # the abandoned calls take every slot first
     client = Client(public_app.url, verbose=False)
     t0 = time.perf_counter()
     out = client.predict(message="Say hi.", settings=SHORT, api_name="/chat")

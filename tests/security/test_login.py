@@ -52,7 +52,7 @@ def test_heartbeat_without_login_cannot_end_a_session(auth_app, tmp_path):
     assert bob.get(f"/gradio_api/heartbeat/{session}").status_code == 403
     r = bob.get("/gradio_api/queue/data", params={"session_hash": session})
     assert r.status_code == 403
-    time.sleep(1)
+    time.sleep(1)  # a check that nothing happens: had they ended her session, its clean-up ran
     mine = [d for d in alice.predict(api_name="/documents") if d["collection"] == "mine"]
     assert [d["source"] for d in mine] == ["notes.txt"]
 
