@@ -1,6 +1,6 @@
 """Screenshots of the chat page for the README (docs/chat-1400.png and docs/chat-400.png).
 
-    python bench/screenshots.py
+    python bench/screenshots.py [FOLDER]     # FOLDER: docs/ unless given
 
 Starts the app on the bundled model as ``main.py`` does (its own context window), asks one
 question at 1400 px and saves the page, then opens it at phone width (400 px) and saves that.
@@ -19,8 +19,8 @@ sys.path.insert(0, str(ROOT))
 QUESTION = "What is a language model, in one sentence?"
 
 
-def main() -> None:
-    """Drive the page and save both pictures."""
+def main(folder: Path) -> None:
+    """Drive the page and save both pictures in ``folder``."""
     from playwright.sync_api import sync_playwright
 
     from chat.backends.llama_cpp_backend import LlamaCppBackend
@@ -42,12 +42,12 @@ def main() -> None:
                 "() => { window.scrollTo(0, 0);"
                 " document.querySelectorAll('#sidebar *').forEach(e => { e.scrollTop = 0; }); }"
             )
-            save(page, ROOT / "docs" / "chat-1400.png")
+            save(page, folder / "chat-1400.png")
             phone = browser.new_page(viewport={"width": 400, "height": 860})
             phone.goto(studio.demo.local_url)
             phone.wait_for_selector("#message textarea")
             wait_for_sidebar(phone)
-            save(phone, ROOT / "docs" / "chat-400.png")
+            save(phone, folder / "chat-400.png")
             browser.close()
     finally:
         studio.close()
@@ -64,4 +64,4 @@ def save(page, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "docs")
