@@ -32,14 +32,15 @@ def open_tab(page, name):
     page.get_by_role("tab", name=name).click()
 
 
-def ingest_in_page(page, path):
-    """Upload a file in the Documents tab and wait until the summary says it was added."""
+def ingest_in_page(page, path, timeout=180000):
+    """Upload a file in the Documents tab and wait until the summary says it was added (the
+    first ingest loads the embedder: over a minute on a busy 2-core machine)."""
     open_tab(page, "Documents")
     page.locator("#doc-upload input[type=file]").set_input_files(str(path))
     page.locator("#ingest").click()
     # "added" is a status cell: the column headers and the progress text never say it
     page.wait_for_function(
-        "document.querySelector('#ingest-summary').innerText.includes('added')", timeout=60000
+        "document.querySelector('#ingest-summary').innerText.includes('added')", timeout=timeout
     )
 
 
