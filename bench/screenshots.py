@@ -3,7 +3,7 @@
     python bench/screenshots.py [FOLDER]     # FOLDER: docs/ unless given
 
 Starts the app on the bundled model as ``main.py`` does (its own context window), asks one
-question at 1400 px and saves the page, then opens it at phone width (400 px) and saves that.
+question at 1400 px and saves the page, then says hi at phone width (400 px) and saves that.
 Needs Debian's chromium. A script, not a test: a picture asserts nothing.
 """
 
@@ -47,6 +47,7 @@ def main(folder: Path) -> None:
             phone.goto(studio.demo.local_url)
             phone.wait_for_selector("#message textarea")
             wait_for_sidebar(phone)
+            turn(phone, "Hi", tokens=6)  # sending folds the sidebar away again
             save(phone, folder / "chat-400.png")
             browser.close()
     finally:
