@@ -142,6 +142,7 @@ def test_an_engine_that_is_down_is_a_clear_error_and_is_used_once_back(tmp_path)
         studio.close()
 
 
+@pytest.mark.slow  # importing the OpenAI client library takes seconds
 def test_garbage_from_the_engine_is_a_clear_error(tmp_path):
     import http.server
 

@@ -317,6 +317,7 @@ def test_gpt2_n_ctx_beyond_the_model_is_an_error(gpt2_dir):
 # -- errors that say what to do ---------------------------------------------
 
 
+@pytest.mark.slow  # TransformersBackend imports torch and transformers first: seconds
 def test_uncached_hub_id_offline_says_what_to_do(monkeypatch):
     import huggingface_hub.constants
 
@@ -327,6 +328,7 @@ def test_uncached_hub_id_offline_says_what_to_do(monkeypatch):
     assert "gpt2-not-cached-xyz/abc" in str(err.value)
 
 
+@pytest.mark.slow  # TransformersBackend imports torch and transformers first: seconds
 def test_missing_local_folder_names_the_path(tmp_path):
     missing = tmp_path / "no-such-model"
     with pytest.raises(ModelLoadError, match="not found") as err:
@@ -334,12 +336,14 @@ def test_missing_local_folder_names_the_path(tmp_path):
     assert str(missing) in str(err.value)
 
 
+@pytest.mark.slow  # TransformersBackend imports torch and transformers first: seconds
 def test_folder_without_a_model_names_the_path(tmp_path):
     with pytest.raises(ModelLoadError, match="config.json") as err:
         TransformersBackend(str(tmp_path), device="cpu")
     assert str(tmp_path) in str(err.value)
 
 
+@pytest.mark.slow  # TransformersBackend imports torch and transformers first: seconds
 def test_corrupt_model_files_are_a_load_error(tmp_path):
     (tmp_path / "config.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(ModelLoadError) as err:
