@@ -241,7 +241,7 @@ def remote_pair(max_new: int, runs: int) -> tuple[dict, dict]:
 
     from chat.backends.openai_backend import OpenAIBackend
     from chat.engine import ChatEngine
-    from tests.servers import LlamaServer
+    from tests.helpers.servers import LlamaServer
 
     server = LlamaServer(n_ctx=4096)
     try:

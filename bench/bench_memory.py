@@ -31,8 +31,8 @@ def main() -> None:
 
     import psutil
 
+    from tests.helpers.rest import HISTORY, rest_chat
     from tests.security.conftest import start_app
-    from tests.security.test_memory import HISTORY, rest_chat
 
     history_chars = sum(len(m["content"]) for m in HISTORY)
     print(

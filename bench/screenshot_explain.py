@@ -28,7 +28,7 @@ def main() -> None:
     from chat.backends.llama_cpp_backend import LlamaCppBackend
     from chat.models import default_model_path
     from tests.conftest import CHROMIUM, CHROMIUM_ARGS, start_studio
-    from tests.test_browser import ingest_in_page, open_tab, send, wait_until_done
+    from tests.helpers.browser import ingest_in_page, open_tab, send, wait_until_done
 
     studio = start_studio(LlamaCppBackend(default_model_path()), Path(tempfile.mkdtemp()))
     try:

@@ -1,25 +1,51 @@
-"""Shared fixtures: the real bundled GGUF model and a real app server on loopback."""
+"""Shared fixtures: the real bundled GGUF model and a real app server on loopback.
+
+Tests are marked by what they do, so that ``-m "not model and not browser and not slow"``
+is a fast tier (see the README): ``pytest_collection_modifyitems`` marks a test by the fixtures
+it uses (below), and a module marks by hand what its fixtures do not show (a ``main.py`` started
+inside the test, a soak).
+"""
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.servers import free_port
+
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# A test using one of these fixtures (directly or through another fixture) gets the marker.
+MODEL_FIXTURES = {
+    "gguf_backend",  # llama.cpp loads the bundled GGUF
+    "smol_transformers",  # transformers dequantizes and loads the same GGUF
+    "llama_server",  # a llama_cpp.server child loads it
+    "embedder",  # the MiniLM embedder: torch + transformers, a few seconds to load
+    "gpt2_dir",  # a random 2-layer GPT-2 built with torch and run by transformers
+    "public_app",  # tests/security: a ``main.py`` child, which loads the GGUF
+    "auth_app",
+}
+BROWSER_FIXTURES = {"browser"}  # ``page`` and every visitor fixture build on it
+SLOW_FIXTURES = {"public_app", "auth_app", "llama_server"}  # a child process that loads a model
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark each test ``model``, ``browser`` or ``slow`` by the fixtures it uses."""
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & MODEL_FIXTURES:
+            item.add_marker(pytest.mark.model)
+        if used & BROWSER_FIXTURES:
+            item.add_marker(pytest.mark.browser)
+        if used & SLOW_FIXTURES:
+            item.add_marker(pytest.mark.slow)
 
 
 def spawn_main(*args: str) -> subprocess.Popen:
@@ -77,7 +103,7 @@ def start_studio(backend, data_dir, **options):
 @pytest.fixture(scope="module")
 def llama_server():
     """A real ``llama_cpp.server`` child serving the bundled model (an OpenAI-compatible engine)."""
-    from tests.servers import LlamaServer
+    from tests.helpers.servers import LlamaServer
 
     server = LlamaServer()
     yield server

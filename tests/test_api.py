@@ -7,7 +7,7 @@ runs on the same app serving the stand-in model (``standin_client``).
 import pytest
 from gradio_client.exceptions import AppError
 
-from tests.test_settings import HF_PIPELINE_EXAMPLE
+from tests.helpers.examples import HF_PIPELINE_EXAMPLE
 
 GREEDY = {"strategy": "greedy", "max_new_tokens": 24}
 KEYS = {"reply", "candidates", "sources", "prompt_messages", "stats", "settings", "notices"}

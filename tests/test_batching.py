@@ -17,6 +17,9 @@ from chat.backends.base import GenerationRequest
 from chat.engine import ChatEngine
 from chat.settings import DecodingSettings
 
+# The bundled GGUF on llama.cpp, four sequences at once.
+pytestmark = [pytest.mark.model]
+
 SYSTEM = [{"role": "system", "content": "You are a helpful assistant."}]
 QUESTIONS = [
     "What is the capital of France?",

@@ -1,56 +1,40 @@
 """The chat page in Debian's headless Chromium: one test per defect of issue 10, per-message
 actions, saved chats across a reload, the phone layout, and the training-data exports.
 
-Set ``CHAT_STUDIO_SCREENSHOTS=1`` to refresh the README's screenshots (docs/).
+The README's screenshots of this page come from ``python bench/screenshots.py``.
 """
 
 import json
-import os
 import re
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import start_studio
-from tests.test_browser import (
+from tests.helpers.browser import (
     BOT,
+    USER_ROWS,
+    export,
     ingest_in_page,
     open_settings,
     open_tab,
     send,
     set_slider,
+    stored,
+    turn,
+    wait_for_sidebar,
+    wait_for_text,
     wait_until_done,
+    wait_until_stored,
 )
-from tests.test_personas import V2
+from tests.helpers.examples import V2
+from tests.helpers.wait import wait_until
+from ui.saved_chats import CHATS_KEY
 
 pytestmark = pytest.mark.browser
-SHOTS = Path(__file__).resolve().parents[1] / "docs"
-USER_ROWS = "#chatbot .message-row.user-row"
 
 
 def chat_text(page) -> str:
     return page.locator("#chatbot").inner_text()
-
-
-def wait_for_text(page, selector, text, timeout=30000):
-    page.wait_for_function(
-        "([sel, text]) => { const e = document.querySelector(sel);"
-        " return e && e.innerText.includes(text); }",
-        arg=[selector, text],
-        timeout=timeout,
-    )
-
-
-def turn(page, text, tokens=8):
-    set_slider(page, "max_new_tokens", tokens)
-    send(page, text)
-    wait_until_done(page, timeout=60000)
-
-
-def export(page) -> dict:
-    with page.expect_download() as download:
-        page.locator("#export").click()
-    return json.loads(open(download.value.path(), encoding="utf-8").read())
 
 
 def pick_persona(page, name):
@@ -204,7 +188,8 @@ def test_9_a_page_visit_does_not_load_the_embedder(browser, gguf_backend, tmp_pa
         page = browser.new_page()
         page.goto(studio.demo.local_url)
         page.wait_for_selector("#message textarea")
-        page.wait_for_timeout(1500)  # every load event has run
+        # A check that nothing happens: the page's load events get time to (wrongly) open it.
+        page.wait_for_timeout(1500)
         assert studio.retrieval._store is None  # noqa: SLF001 (the lazily opened store)
         page.close()
     finally:
@@ -277,7 +262,7 @@ def test_13_the_page_is_usable_at_phone_width(browser, app):
     page = browser.new_page(viewport={"width": 400, "height": 860})
     page.goto(app[1])
     page.wait_for_selector("#message textarea")
-    page.wait_for_timeout(800)  # the sidebar folds away on load
+    wait_for_sidebar(page)
     box = page.locator("#message textarea").bounding_box()
     send_box = page.locator("#send").bounding_box()
     assert box["width"] >= 300, box
@@ -285,8 +270,6 @@ def test_13_the_page_is_usable_at_phone_width(browser, app):
     assert page.locator("#chatbot").bounding_box()["y"] < box["y"]  # chat first, then input
     turn(page, "Hi", tokens=6)
     assert page.locator(BOT).count() >= 1
-    if os.environ.get("CHAT_STUDIO_SCREENSHOTS"):
-        page.screenshot(path=str(SHOTS / "chat-400.png"))
     page.close()
 
 
@@ -346,11 +329,9 @@ def test_edit_a_user_message_regenerates_from_there_and_keeps_the_old_branch(pag
 def test_like_and_dislike_are_stored_with_the_reply(page):
     turn(page, "Say yes.")
     page.locator("#chatbot button[aria-label='Like']").last.click()
-    page.wait_for_timeout(500)
-    assert export(page)["messages"][-1]["feedback"] == "like"
+    wait_until(lambda: export(page)["messages"][-1].get("feedback") == "like", 30, "the like")
     page.locator("#chatbot button[aria-label='Dislike']").last.click()
-    page.wait_for_timeout(500)
-    assert export(page)["messages"][-1]["feedback"] == "dislike"
+    wait_until(lambda: export(page)["messages"][-1].get("feedback") == "dislike", 30, "dislike")
 
 
 # -- saved chats --------------------------------------------------------------------------------
@@ -410,28 +391,15 @@ def test_training_data_downloads_from_the_page(page):
     page.locator("#chatbot button[aria-label='Like']").last.click()
     page.locator("#regenerate").click()
     wait_until_done(page, timeout=60000)
+    before = stored(page, CHATS_KEY)
     page.locator("#chatbot button[aria-label='Dislike']").last.click()
-    page.wait_for_timeout(800)  # the like is saved with the chat
+    wait_until_stored(page, CHATS_KEY, before)  # the dislike is saved with the chat
     with page.expect_download() as download:
         page.locator("#export-pref").click()
     rows = [json.loads(line) for line in open(download.value.path(), encoding="utf-8")]
     assert rows and set(rows[0]) == {"prompt", "chosen", "rejected"}
     assert rows[0]["prompt"][-1] == {"role": "user", "content": "Say one word."}
     assert "rows" in page.locator("#dataset-summary").inner_text()
-
-
-def test_screenshots_at_1400_px(page):
-    if not os.environ.get("CHAT_STUDIO_SCREENSHOTS"):
-        pytest.skip("set CHAT_STUDIO_SCREENSHOTS=1 to refresh docs/chat-1400.png")
-    page.set_viewport_size({"width": 1400, "height": 1000})
-    turn(page, "What is a language model, in one sentence?", tokens=40)
-    page.get_by_text("Decoding settings").click()  # fold the settings again
-    page.evaluate(
-        "() => { window.scrollTo(0, 0);"
-        " document.querySelectorAll('#sidebar *').forEach(e => { e.scrollTop = 0; }); }"
-    )
-    page.wait_for_timeout(500)
-    page.screenshot(path=str(SHOTS / "chat-1400.png"))
 
 
 def test_export_dataset_endpoint_returns_jsonl(client):

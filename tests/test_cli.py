@@ -92,6 +92,7 @@ def test_corrupt_model_file_is_named(tmp_path):
     assert "broken.gguf" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.slow  # the child imports transformers to look in the hub cache
 def test_uncached_hub_id_offline_gets_one_clear_message():
     out = run_main("--model", "gpt2")
     assert out.returncode == 1
@@ -104,6 +105,8 @@ def test_beam_backend_mismatch_is_explained():
     assert out.returncode == 1 and "--backend transformers" in out.stderr
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_main_serves_the_page_and_prints_the_device():
     port = free_port()
     proc = spawn_main("--port", str(port))
@@ -124,6 +127,8 @@ def test_main_serves_the_page_and_prints_the_device():
         proc.wait(timeout=30)
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_share_without_network_keeps_serving_locally():
     port = free_port()
     proc = spawn_main("--port", str(port), "--share", "--share-without-auth")

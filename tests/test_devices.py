@@ -54,6 +54,7 @@ def fake_torch(cuda: bool):
     )
 
 
+@pytest.mark.slow  # importing torch takes seconds
 def test_transformers_uses_cuda_in_half_precision_when_available():
     import torch
 

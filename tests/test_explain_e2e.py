@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from gradio_client.exceptions import AppError
 
-from tests.test_browser import send, wait_until_done
+from tests.helpers.browser import send, wait_until_done
 
 pytestmark = pytest.mark.model
 GREEDY = {"strategy": "greedy", "max_new_tokens": 12, "repetition_penalty": 1.0}

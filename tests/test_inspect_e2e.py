@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from gradio_client.exceptions import AppError
 
-from tests.test_browser import send, wait_until_done
+from tests.helpers.browser import send, wait_until_done
 
 GREEDY = {"strategy": "greedy", "max_new_tokens": 16, "repetition_penalty": 1.0}
 SHOTS = Path(__file__).resolve().parents[1] / "docs"

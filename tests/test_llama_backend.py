@@ -5,6 +5,7 @@ import time
 
 from chat.engine import ChatEngine
 from chat.settings import DecodingSettings
+from tests.helpers.wait import stays
 
 SYSTEM = [{"role": "system", "content": "You are a helpful assistant."}]
 GREEDY_FRANCE = "The capital of France is Paris."
@@ -128,8 +129,8 @@ def test_a_request_waiting_for_the_model_gives_up_on_cancel(gguf_backend):
 
     worker = threading.Thread(target=turn)
     worker.start()
-    time.sleep(0.5)
-    assert worker.is_alive() and not outcome  # still waiting for the slot
+    # still waiting for the slot, and it stays so until the cancel
+    assert stays(lambda: (worker.is_alive(), len(outcome)), 0.5) == (True, 0)
     cancel.set()
     worker.join(timeout=2)
     engine.release()

@@ -57,6 +57,8 @@ def load(app, entry_id, backend="llama-cpp", session="switcher"):
     return queue_call(app.url, fn, [entry_id, backend], session)
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_loading_a_model_and_a_failed_load(models_dir):
     app = start_app(models_dir.parent)  # private: the person at the machine may switch
     try:
@@ -75,6 +77,8 @@ def test_loading_a_model_and_a_failed_load(models_dir):
         app.stop()
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_visitors_of_a_shared_app_may_not_switch_unless_allowed(models_dir):
     second = "gguf:second-copy.gguf"
     # Who may switch does not depend on the model: the app starts on the stand-in.

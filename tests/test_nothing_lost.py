@@ -13,16 +13,22 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_browser import (
+from tests.helpers.browser import (
     BOT,
+    USER_ROWS,
+    export,
     ingest_in_page,
     open_settings,
     open_tab,
     send,
     set_slider,
+    stored,
+    wait_for_sidebar,
+    wait_for_text,
     wait_until_done,
+    wait_until_stored,
 )
-from tests.test_chat_page import USER_ROWS, export, wait_for_text
+from ui.app import SETTINGS_KEY
 from ui.saved_chats import CHATS_KEY
 
 pytestmark = pytest.mark.browser
@@ -124,13 +130,14 @@ def _branch_and_keep(page):
 
 
 def test_17_2_a_kept_branch_is_a_saved_version_with_its_own_stats(page):
+    before = stored(page, CHATS_KEY)
     _branch_and_keep(page)
     kept = export(page)["messages"][-1]
     original = kept["versions"][0]
     assert kept["content"] == kept["meta"]["candidates"][0]
     assert kept["meta"]["tokens"] and kept["meta"]["stats"] != original["meta"]["stats"]
     assert kept["meta"]["stats"]["completion_tokens"] == len(kept["meta"]["tokens"][0])
-    page.wait_for_timeout(800)  # saved with the chat
+    wait_until_stored(page, CHATS_KEY, before)  # saved with the chat
     page.reload()
     page.wait_for_selector("#message textarea")
     wait_for_text(page, "#chatbot", "version 2/2", timeout=SLOW)
@@ -143,13 +150,13 @@ def test_17_2_a_kept_branch_is_a_saved_version_with_its_own_stats(page):
 
 
 def test_17_12_inspect_follows_saved_chats_versions_and_the_reply_action(page):
+    empty = stored(page, CHATS_KEY)
     turn(page, "Name one colour.", tokens=8)
     page.locator("#chatbot [data-testid=bot]").first.click()
     page.locator("#message-actions").wait_for(state="visible")
     # 13: the first reply is reply #1
     assert "reply #1" in page.locator("#action-label").inner_text()
-    page.wait_for_timeout(2000)  # the first turn is saved
-    before = page.evaluate(f"localStorage.getItem('{CHATS_KEY}')")
+    before = wait_until_stored(page, CHATS_KEY, empty)  # the first turn is saved
     page.locator("#retry-message").click()
     wait_until_done(page, timeout=SLOW)
     wait_for_text(page, "#chatbot", "version 2/2", timeout=SLOW)
@@ -273,10 +280,11 @@ def test_17_3_documents_survive_a_reload_on_a_private_app(page, tmp_path):
 
 
 def test_17_6_decoding_settings_persist_across_a_reload(page):
+    before = stored(page, SETTINGS_KEY)
     set_slider(page, "temperature", 1.3)
     set_slider(page, "max_new_tokens", 77)
     page.wait_for_function("document.querySelector('#preset input').value === 'Custom'")
-    page.wait_for_timeout(800)  # kept in the browser
+    wait_until_stored(page, SETTINGS_KEY, before)  # kept in the browser
     page.reload()
     page.wait_for_selector("#message textarea")
     open_settings(page)
@@ -296,7 +304,7 @@ def test_17_13_message_actions_are_in_view_and_the_message_highlighted(browser, 
     page = browser.new_page(viewport={"width": size[0], "height": size[1]})
     page.goto(app[1])
     page.wait_for_selector("#message textarea")
-    page.wait_for_timeout(800)  # the sidebar folds away on a phone
+    wait_for_sidebar(page)
     for text in ("Name a colour.", "Name a fruit."):
         turn(page, text, tokens=6)
     page.locator("#chatbot [data-testid=bot]").first.click()
@@ -336,7 +344,7 @@ def test_17_17_the_personas_tab_has_its_own_picker_new_persona_and_says_where_ca
     from PIL import Image
 
     from personas.charcard import write_png_chara
-    from tests.test_personas import V2
+    from tests.helpers.examples import V2
 
     picture = io.BytesIO()
     Image.new("RGB", (200, 200), (30, 120, 200)).save(picture, format="PNG")

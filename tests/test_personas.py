@@ -12,28 +12,9 @@ from personas import Persona, PersonaStore
 from personas.cards import describe_error
 from personas.charcard import card_from_v2, card_to_v2, import_card, write_png_chara
 from personas.store import card_to_yaml, parse_card, slugify
+from tests.helpers.examples import V2
 
 SHIPPED = {"assistant", "catgirl", "translator", "tutor", "sentiment", "storyteller"}
-V2 = {
-    "spec": "chara_card_v2",
-    "spec_version": "2.0",
-    "data": {
-        "name": "Captain Mira",
-        "description": "A starship captain who speaks in nautical terms.",
-        "personality": "brave, dry humour",
-        "scenario": "On the bridge of the Endeavour, {{user}} reports for duty.",
-        "first_mes": "Welcome aboard, {{user}}.",
-        "mes_example": "<START>\n{{user}}: Status?\n{{char}}: All hands steady, {{user}}.",
-        "system_prompt": "{{original}} Stay in character as {{char}}.",
-        "post_history_instructions": "Keep replies under 50 words.",
-        "alternate_greetings": ["Ahoy!", "Report, sailor."],
-        "tags": ["sci-fi", "captain"],
-        "creator_notes": "Made for testing.",
-        "creator": "tester",
-        "character_version": "1.1",
-        "extensions": {"depth_prompt": {"prompt": "x", "depth": 4}},
-    },
-}
 
 
 def test_every_shipped_card_loads():

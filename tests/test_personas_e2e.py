@@ -5,8 +5,8 @@ import json
 import pytest
 
 from personas import PersonaStore
-from tests.test_browser import bot_text, open_tab
-from tests.test_personas import V2
+from tests.helpers.browser import bot_text, open_tab
+from tests.helpers.examples import V2
 
 SHIPPED = ["assistant", "catgirl", "translator", "tutor", "sentiment", "storyteller"]
 MESSAGES = {

@@ -111,7 +111,7 @@ def test_callers_cannot_name_a_collection(own_client):
 
 
 def test_browser_upload_then_sources_under_the_answer(page, tmp_path):
-    from tests.test_browser import ingest_in_page, open_tab, send, set_slider, wait_until_done
+    from tests.helpers.browser import ingest_in_page, open_tab, send, set_slider, wait_until_done
 
     doc = write(tmp_path, "glimmerfen.md", FACTS + "\n<script>alert('x')</script>\n")
     ingest_in_page(page, doc)

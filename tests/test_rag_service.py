@@ -3,7 +3,12 @@
 import time
 from pathlib import Path
 
+import pytest
+
 from retrieval.service import SHARED, RetrievalService
+
+# The real embedder ingests.
+pytestmark = [pytest.mark.model]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,6 +27,7 @@ def test_stale_session_collections_are_dropped_at_open(tmp_path):
     assert [d["source"] for d in second.documents([SHARED])] == ["a.txt"]
 
 
+@pytest.mark.slow
 def test_docs_folder_is_ingested_at_start(tmp_path):
     from tests.conftest import free_port, spawn_main
 

@@ -16,7 +16,7 @@ from gradio_client.exceptions import AppError
 
 from chat.backends.openai_backend import EngineUnavailable, OpenAIBackend
 from tests.conftest import free_port, start_studio
-from tests.servers import LlamaServer, Tap
+from tests.helpers.servers import LlamaServer, Tap
 
 GREEDY = {"strategy": "greedy", "max_new_tokens": 16, "repetition_penalty": 1.0}
 
@@ -120,6 +120,8 @@ def test_three_generations_run_at_once_and_none_is_cut_off(remote, tap):
     assert window.most_at_once() >= 2  # the server saw the second before the first finished
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_an_engine_that_is_down_is_a_clear_error_and_is_used_once_back(tmp_path):
     port = free_port()
     backend = OpenAIBackend(f"http://127.0.0.1:{port}/v1", timeout=10)
@@ -143,6 +145,7 @@ def test_an_engine_that_is_down_is_a_clear_error_and_is_used_once_back(tmp_path)
         studio.close()
 
 
+@pytest.mark.slow  # importing the OpenAI client library takes seconds
 def test_garbage_from_the_engine_is_a_clear_error(tmp_path):
     import http.server
 

@@ -50,6 +50,7 @@ def test_the_child_answers_like_the_model_in_process(worker, gguf_backend):
     assert out["candidates"][0]["text"] == " Paris"
 
 
+@pytest.mark.model
 def test_a_dead_child_is_restarted_and_the_request_says_so(worker):
     engine = ChatEngine(worker)
     settings = DecodingSettings(strategy="sample", seed=1, max_new_tokens=1500)
@@ -66,6 +67,8 @@ def test_a_dead_child_is_restarted_and_the_request_says_so(worker):
     assert again.reply and worker.restarts >= 1
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_the_app_serves_chat_and_documents_with_the_model_in_a_child(tmp_path):
     app = start_app(tmp_path / "data", "--runtime", "subprocess")
     try:

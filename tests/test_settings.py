@@ -5,6 +5,7 @@ import pytest
 from chat.backends.base import Capabilities
 from chat.errors import SettingsError, UnsupportedSettingError
 from chat.settings import DecodingSettings, field_bounds, load_presets, parse_settings
+from tests.helpers.examples import HF_PIPELINE_EXAMPLE
 
 
 def test_defaults_are_valid_sampling():
@@ -31,17 +32,6 @@ def test_invalid_values_name_the_field(raw, field):
 def test_unknown_setting_lists_valid_ones():
     with pytest.raises(SettingsError, match="temprature: unknown setting.*temperature"):
         parse_settings({"temprature": 0.5})
-
-
-# Settings as Hugging Face pipeline('text-generation') examples write them.
-HF_PIPELINE_EXAMPLE = {
-    "max_length": 150,
-    "num_return_sequences": 1,
-    "temperature": 0.8,
-    "top_p": 0.9,
-    "repetition_penalty": 1.1,
-    "do_sample": True,
-}
 
 
 def test_hf_pipeline_example_is_expressible():

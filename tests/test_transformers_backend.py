@@ -94,6 +94,7 @@ def test_smollm2_stop_string_ends_the_reply(smol):
     assert result.stats["completion_tokens"] < 24  # generation itself stopped, not only the text
 
 
+@pytest.mark.slow  # reading the GGUF's metadata imports transformers and maps the file
 def test_chat_template_can_be_read_from_gguf_metadata():
     # The fallback for GGUF tokenizers that come without their template.
     template = _gguf_chat_template(bundled_gguf())
@@ -329,6 +330,7 @@ def test_gpt2_n_ctx_beyond_the_model_is_an_error(gpt2_dir):
 # -- errors that say what to do ---------------------------------------------
 
 
+@pytest.mark.slow  # TransformersBackend imports torch and transformers first: seconds
 def test_uncached_hub_id_offline_says_what_to_do(monkeypatch):
     import huggingface_hub.constants
 
@@ -339,6 +341,7 @@ def test_uncached_hub_id_offline_says_what_to_do(monkeypatch):
     assert "gpt2-not-cached-xyz/abc" in str(err.value)
 
 
+@pytest.mark.slow  # TransformersBackend imports torch and transformers first: seconds
 def test_missing_local_folder_names_the_path(tmp_path):
     missing = tmp_path / "no-such-model"
     with pytest.raises(ModelLoadError, match="not found") as err:
@@ -346,12 +349,14 @@ def test_missing_local_folder_names_the_path(tmp_path):
     assert str(missing) in str(err.value)
 
 
+@pytest.mark.slow  # TransformersBackend imports torch and transformers first: seconds
 def test_folder_without_a_model_names_the_path(tmp_path):
     with pytest.raises(ModelLoadError, match="config.json") as err:
         TransformersBackend(str(tmp_path), device="cpu")
     assert str(tmp_path) in str(err.value)
 
 
+@pytest.mark.slow  # TransformersBackend imports torch and transformers first: seconds
 def test_corrupt_model_files_are_a_load_error(tmp_path):
     (tmp_path / "config.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(ModelLoadError) as err:

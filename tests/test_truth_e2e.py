@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from tests.test_browser import open_settings, open_tab, send, set_slider, wait_until_done
+from tests.helpers.browser import open_settings, open_tab, send, set_slider, wait_until_done
 
 BALANCED = {"strategy": "sample", "temperature": 0.7, "top_p": 0.9, "top_k": 40,
             "repetition_penalty": 1.1}  # fmt: skip

@@ -20,6 +20,9 @@ from gradio_client.exceptions import AppError
 
 from tests.security.conftest import start_app
 
+# Every test starts a main.py child, which loads the model.
+pytestmark = [pytest.mark.model, pytest.mark.slow]
+
 LONG = {"strategy": "sample", "seed": 3, "temperature": 2.0, "top_p": 1.0, "top_k": 0}  # never ends
 PYTHON = ("object has no attribute", "not supported between", "is not iterable", "index out of")
 
@@ -117,7 +120,7 @@ def test_a_chat_queued_behind_a_comparison_gets_an_answer(quick_app):
         max_new_tokens=2048,
         api_name="/compare",
     )
-    time.sleep(1)
+    time.sleep(1)  # the comparison takes the model first, then the chat queues behind it
     client = Client(quick_app.url, verbose=False)
     try:
         out = client.predict(

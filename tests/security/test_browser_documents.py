@@ -3,9 +3,8 @@ the Documents tab says how long they are kept, and another visitor never sees th
 
 import pytest
 
+from tests.helpers.browser import ingest_in_page, open_tab, turn, wait_for_text
 from tests.security.conftest import start_app
-from tests.test_browser import ingest_in_page, open_tab
-from tests.test_chat_page import turn, wait_for_text
 
 pytestmark = pytest.mark.browser
 

@@ -11,8 +11,12 @@ import pytest
 
 from studio.datadir import load_browser_key, load_secret
 from tests.conftest import free_port, spawn_main
+from tests.helpers.browser import send, set_slider, stored, wait_until_done, wait_until_stored
 from tests.security.conftest import RunningApp, _wait_for_page, start_app
-from tests.test_browser import send, set_slider, wait_until_done
+from ui.saved_chats import CHATS_KEY
+
+# Every test starts a main.py child, which loads the model.
+pytestmark = [pytest.mark.model, pytest.mark.slow]
 
 
 def config_text(app) -> str:
@@ -96,13 +100,14 @@ def test_saved_chats_open_after_a_restart(browser, tmp_path):
         page.goto(app.url)
         page.wait_for_selector("#message textarea", timeout=120000)
         set_slider(page, "max_new_tokens", 4)
+        before = stored(page, CHATS_KEY)
         send(page, "restart-chat-okapi")
         wait_until_done(page, timeout=180000)
         page.wait_for_function(
             "document.querySelector('#saved-chats').innerText.includes('restart-chat-okapi')",
             timeout=120000,
         )
-        page.wait_for_timeout(1000)  # the browser has stored it
+        wait_until_stored(page, CHATS_KEY, before, timeout=120)  # the browser has stored it
         app.stop()
 
         app = start_on(data, port)  # the same origin: the same localStorage

@@ -12,7 +12,7 @@ import threading
 import httpx
 import pytest
 
-from tests.test_browser import send, set_slider, wait_until_done
+from tests.helpers.browser import send, set_slider, wait_until_done
 
 pytestmark = pytest.mark.browser
 
@@ -94,11 +94,12 @@ def test_untrusted_text_never_makes_the_browser_fetch(visitor, remote, tmp_path)
     assert visitor.locator(f"#chatbot a[href='{remote.base}/greeting.png']").count() == 1
     # Even an image that slipped into the page would be blocked by the policy.
     visitor.evaluate(
-        "(src) => { const i = document.createElement('img'); i.src = src;"
+        "(src) => { const i = document.createElement('img'); i.id = 'injected';"
+        " i.onerror = () => { i.dataset.refused = 'yes'; }; i.src = src;"
         " document.body.appendChild(i); }",
         f"{remote.base}/injected.png",
     )
-    visitor.wait_for_timeout(1500)
+    visitor.wait_for_selector("#injected[data-refused=yes]", state="attached")  # CSP blocked it
     assert remote.hits == []
     assert not [u for u in seen if u.startswith(remote.base) and "injected" not in u]
 

@@ -18,7 +18,8 @@ from gradio_client.exceptions import AppError
 
 from tests.security.conftest import PUBLIC_LIMITS, start_app
 
-pytestmark = pytest.mark.model
+# Every test starts a main.py child, which loads the model.
+pytestmark = [pytest.mark.model, pytest.mark.slow]
 PYTHON = ("Traceback", "invalid literal", "validation error for", "pydantic", "object has no")
 LONG_TEXT = " ".join(f"Sentence number {i} says something about the weather." for i in range(40))
 

@@ -21,6 +21,9 @@ from gradio_client import Client, handle_file
 
 from tests.security.conftest import start_app
 
+# Every test starts a main.py child, which loads the model.
+pytestmark = [pytest.mark.model, pytest.mark.slow]
+
 ROOT = Path(__file__).resolve().parents[2]
 
 # Ingests two documents straight into the store, the second after the disk filled up

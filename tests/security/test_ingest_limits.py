@@ -18,6 +18,9 @@ from gradio_client import Client, handle_file
 
 from tests.security.conftest import dependency, queue_call, start_app
 
+# Every test starts a main.py child, which loads the model.
+pytestmark = [pytest.mark.model, pytest.mark.slow]
+
 KB = 1024
 SESSION_CHUNKS = 500
 

@@ -20,6 +20,9 @@ from gradio_client import Client
 
 from tests.security.conftest import dependency, queue_call, start_app
 
+# Every test starts a main.py child, which loads the model.
+pytestmark = [pytest.mark.model, pytest.mark.slow]
+
 GREEDY = {"strategy": "greedy", "max_new_tokens": 4}
 N_VOCAB = 49152  # SmolLM2's vocabulary: ids 0..49151
 INTERNALS = (

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import signal
 
+import pytest
 from gradio_client import Client, handle_file
 
 from tests.conftest import free_port, spawn_main
+from tests.helpers.servers import session_collections
 from tests.security.conftest import dependency, queue_call, start_app
-from tests.security.test_scoping import _session_collections
+
+# Every test starts a main.py child, which loads the model.
+pytestmark = [pytest.mark.model, pytest.mark.slow]
 
 
 def test_one_app_per_data_folder_and_a_restart_keeps_what_is_shared(tmp_path):
@@ -28,7 +32,7 @@ def test_one_app_per_data_folder_and_a_restart_keeps_what_is_shared(tmp_path):
         client.predict(files=[handle_file(str(upload))], api_name="/ingest")
         save = dependency(first.url, trigger="persona-save")
         assert queue_call(first.url, save, ["name: Librarian\n", {}], "admin-tab")["success"]
-        assert _session_collections(first)
+        assert session_collections(first)
 
         # A second app on the same folder refuses to start, saying why.
         second = spawn_main("--port", str(free_port()), "--data-dir", str(data))
@@ -46,6 +50,6 @@ def test_one_app_per_data_folder_and_a_restart_keeps_what_is_shared(tmp_path):
         assert "librarian" in {p["id"] for p in client.predict(api_name="/personas")}
         docs = client.predict(api_name="/documents")
         assert [(d["collection"], d["source"]) for d in docs] == [("shared", "handbook.md")]
-        assert _session_collections(again) == []  # last run's session uploads are gone
+        assert session_collections(again) == []  # last run's session uploads are gone
     finally:
         again.stop()

@@ -20,6 +20,9 @@ from gradio_client.exceptions import AppError
 from tests.conftest import free_port, spawn_main
 from tests.security.conftest import start_app
 
+# Every test starts a main.py child, which loads the model.
+pytestmark = [pytest.mark.model, pytest.mark.slow]
+
 SHORT = {"strategy": "greedy", "max_new_tokens": 8}
 SHARED_SLOTS = 4  # conversations a shared app decodes together (--parallel default)
 LONG = {"strategy": "sample", "seed": 3, "max_new_tokens": 2000, "temperature": 1.0}
@@ -64,7 +67,7 @@ def test_work_nobody_listens_for_stops_within_seconds(public_app):
     """REST calls whose results are never read free the model; the next caller is served."""
     for _ in range(SHARED_SLOTS):  # every decoding slot taken by a call nobody reads
         post_call(public_app, message="Write a very long story about a dragon.", settings=LONG)
-    time.sleep(1)
+    time.sleep(1)  # the abandoned calls take every slot first
     client = Client(public_app.url, verbose=False)
     t0 = time.perf_counter()
     out = client.predict(message="Say hi.", settings=SHORT, api_name="/chat")

@@ -52,7 +52,7 @@ def test_heartbeat_without_login_cannot_end_a_session(auth_app, tmp_path):
     assert bob.get(f"/gradio_api/heartbeat/{session}").status_code == 403
     r = bob.get("/gradio_api/queue/data", params={"session_hash": session})
     assert r.status_code == 403
-    time.sleep(1)
+    time.sleep(1)  # a check that nothing happens: had they ended her session, its clean-up ran
     mine = [d for d in alice.predict(api_name="/documents") if d["collection"] == "mine"]
     assert [d["source"] for d in mine] == ["notes.txt"]
 
@@ -88,6 +88,8 @@ def attempt(app, user: str, password: str, source: str = "127.0.0.1", forwarded:
         )
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_failed_logins_are_throttled_per_address(throttled_app):
     app = throttled_app
     # --login-attempts 3: the fourth failure from this address must wait, with a clear message.
@@ -101,6 +103,8 @@ def test_failed_logins_are_throttled_per_address(throttled_app):
     assert attempt(app, "someone-else", "x").status_code == 429
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_a_stranger_cannot_lock_a_user_out(throttled_app):
     """Part three, row 8: eight wrong passwords for alice from one address locked her out."""
     app = throttled_app
@@ -111,6 +115,8 @@ def test_a_stranger_cannot_lock_a_user_out(throttled_app):
     assert attempt(app, "alice", USERS["alice"], "127.0.0.3").status_code == 200
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_rotating_x_forwarded_for_does_not_dodge_the_limit(throttled_app):
     """Part three, row 9: the header was trusted from any loopback or private peer."""
     app = throttled_app
@@ -121,6 +127,8 @@ def test_rotating_x_forwarded_for_does_not_dodge_the_limit(throttled_app):
     assert codes[:3] == [400, 400, 400] and codes[-1] == 429, codes
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_x_forwarded_for_is_honoured_from_a_listed_proxy(throttled_app):
     """Behind a proxy named in --forwarded-allow-ips, the client is the forwarded address.
 

@@ -8,19 +8,14 @@ guard remembered every one's last listener.
 
 from __future__ import annotations
 
-import json
 import time
 
-import httpx
 import pytest
 
 from tests.conftest import start_studio
+from tests.helpers.rest import rest_chat
 
 CALLS = 12
-HISTORY = [
-    {"role": "user" if i % 2 == 0 else "assistant", "content": f"Turn {i}: " + "words " * 65}
-    for i in range(10)
-]  # about 4,000 characters
 
 
 @pytest.fixture(scope="module")
@@ -28,27 +23,6 @@ def studio(gguf_backend, tmp_path_factory):
     studio = start_studio(gguf_backend, tmp_path_factory.mktemp("memory"))
     yield studio
     studio.close()
-
-
-def rest_chat(url: str, message: str, max_new_tokens: int = 2, history=HISTORY[:2]) -> dict:
-    """One REST ``/chat`` call, read to its end, as a script does it (the bench's too)."""
-    values = {
-        "message": message,
-        "history": history,
-        "settings": {"strategy": "greedy", "max_new_tokens": max_new_tokens},
-        "top_logprobs": 5,
-    }
-    with httpx.Client(base_url=url, timeout=120) as http:
-        r = http.post("gradio_api/call/v2/chat", json=values)
-        assert r.status_code == 200, r.text
-        event = r.json()["event_id"]
-        last = None
-        with http.stream("GET", f"gradio_api/call/v2/chat/{event}") as stream:
-            for line in stream.iter_lines():
-                if line.startswith("data:"):
-                    last = json.loads(line[5:])
-    assert last and last[0]["reply"], last
-    return last[0]
 
 
 def tables(studio) -> dict[str, int]:

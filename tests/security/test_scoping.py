@@ -12,6 +12,7 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
+from tests.helpers.servers import session_collections
 from tests.security.conftest import dependency, login, queue_call
 
 SECRET = "The vault code of Bellamy Station is 4417."
@@ -116,20 +117,10 @@ def test_session_collections_of_api_callers_expire(public_app, tmp_path):
     # --session-ttl-minutes 0.05: three seconds idle, no browser tab open.
     deadline = time.time() + 30
     while time.time() < deadline:
-        if not _session_collections(public_app):
+        if not session_collections(public_app):
             break
         time.sleep(1)
-    assert _session_collections(public_app) == []
-
-
-def _session_collections(app) -> list[str]:
-    """The session collections in the app's store (read from its SQLite catalogue)."""
-    import sqlite3
-
-    db = app.data_dir / "chroma" / "chroma.sqlite3"
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        rows = conn.execute("SELECT name FROM collections").fetchall()
-    return [r[0] for r in rows if r[0].startswith("session-")]
+    assert session_collections(public_app) == []
 
 
 def test_raw_rest_calls_get_the_same_checks(public_app):

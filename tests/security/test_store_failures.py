@@ -11,9 +11,13 @@ from gradio_client.exceptions import AppError
 
 from tests.security.conftest import start_app
 
+# The real embedder, in this process or in a main.py child.
+pytestmark = [pytest.mark.model]
+
 GREEDY = {"strategy": "greedy", "max_new_tokens": 6}
 
 
+@pytest.mark.slow
 def test_ingest_stops_short_of_a_full_disk(tmp_path):
     # A reserve larger than any disk: every write would "fill" it.
     app = start_app(tmp_path / "data", "--min-free-mb", "10000000")
@@ -32,6 +36,7 @@ def test_ingest_stops_short_of_a_full_disk(tmp_path):
         app.stop()
 
 
+@pytest.mark.slow
 def test_a_store_that_cannot_open_leaves_chat_working(tmp_path):
     data = tmp_path / "data"
     (data / "chroma").mkdir(parents=True)

@@ -12,8 +12,12 @@ import time
 from urllib.parse import urlparse
 
 import httpx
+import pytest
 
 from tests.security.conftest import start_app
+
+# Every test starts a main.py child, which loads the model.
+pytestmark = [pytest.mark.model, pytest.mark.slow]
 
 KB = 1024
 MB = 1024 * KB

@@ -96,6 +96,8 @@ def test_file_routes_refuse_paths_outside_what_the_app_serves(public_app, path):
     assert got.status_code in (400, 403, 404) and "root:" not in got.text
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_upload_space_is_capped(tmp_path):
     app = start_app(
         tmp_path / "data",

@@ -1,5 +1,6 @@
-"""A real ``python -m llama_cpp.server`` for the remote-engine tests, and a TCP tap in front
-of it that records when each request arrives and when its answer ends."""
+"""Servers for tests and benches: a free port, a real ``python -m llama_cpp.server`` for the
+remote-engine tests, a TCP tap in front of it that records when each request arrives and when
+its answer ends, and what a running app stored."""
 
 from __future__ import annotations
 
@@ -13,9 +14,15 @@ import time
 import httpx
 
 from chat.models import default_model_path
-from tests.conftest import free_port
 
 FINISHED = re.compile(rb'"finish_reason":\s*"')
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class LlamaServer:
@@ -124,3 +131,14 @@ class Tap:
     def close(self) -> None:
         """Stop relaying."""
         self.server.close()
+
+
+def session_collections(app) -> list[str]:
+    """The session collections in a running app's store (read from its SQLite catalogue);
+    ``app`` is anything with a ``data_dir`` (``tests.security.conftest.RunningApp``)."""
+    import sqlite3
+
+    db = app.data_dir / "chroma" / "chroma.sqlite3"
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        rows = conn.execute("SELECT name FROM collections").fetchall()
+    return [r[0] for r in rows if r[0].startswith("session-")]
