@@ -8,12 +8,11 @@ sampling at different temperatures pick differently.
 
 from __future__ import annotations
 
-import re
-
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chat.errors import Cancelled, SettingsError, UnsupportedSettingError
 from chat.settings import DecodingSettings, parse_settings
+from chat.validation import describe
 
 MAX_STRATEGIES = 4  # what the page offers; each one is a whole generation
 
@@ -65,13 +64,8 @@ def compare_options(**values) -> CompareOptions:
     try:
         return CompareOptions(**values)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = err["loc"] or ("options",)
-        where = str(loc[0]) + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:])
-        field = CompareOptions.model_fields.get(str(loc[0]))
-        what = f"; send {field.description}" if field else ""
-        msg = re.sub(r" or instance of \w+", "", err["msg"].removeprefix("Value error, "))
-        raise SettingsError(f"{where}: {msg}{what}.") from None
+        hints = {name: f"send {f.description}" for name, f in CompareOptions.model_fields.items()}
+        raise SettingsError(describe(exc, CompareOptions, noun="option", hints=hints)) from None
 
 
 def plan(options: CompareOptions, seed: int = 42) -> list[tuple[str, DecodingSettings]]:
