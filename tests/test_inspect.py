@@ -119,6 +119,29 @@ def test_perplexity_slides_over_texts_longer_than_the_window(gguf_backend, monke
     assert len(scored) == len(out["tokens"]) - 1 and "window of 64" in out["method"]
 
 
+def test_a_cancelled_scoring_stops_before_its_next_window(gguf_backend, monkeypatch):
+    """Stop (or a departed client) sets the event mid-text: no further window is scored."""
+    import threading
+
+    from chat import perplexity
+    from chat.errors import Cancelled
+
+    monkeypatch.setattr(perplexity, "WINDOW", 64)
+    monkeypatch.setattr(perplexity, "STRIDE", 32)
+    cancel, windows = threading.Event(), []
+    score = gguf_backend.score
+
+    def score_then_stop(ids, first=1):
+        windows.append(len(ids))
+        cancel.set()  # as if Stop were pressed while the first window is scored
+        return score(ids, first)
+
+    monkeypatch.setattr(gguf_backend, "score", score_then_stop)
+    with pytest.raises(Cancelled):
+        Inspector(ChatEngine(gguf_backend)).perplexity(NATURAL * 4, cancel)
+    assert len(windows) == 1  # of the text's several windows
+
+
 def test_attention_on_transformers(smol_transformers):
     out = Inspector(ChatEngine(smol_transformers)).attention("The cat sat on the mat.", layer=-1)
     n = len(out["tokens"])

@@ -19,7 +19,7 @@ from studio import conversations as conv
 from studio.service import ChatService, inspect_options
 from ui import render
 from ui.documents_panel import SOURCE_HEADERS, sources_rows
-from ui.errors import user_error
+from ui.errors import boundary, user_error
 from ui.settings_panel import FIELDS, SettingsPanel
 
 GENERATE = "generate"  # one concurrency group for everything that runs the model
@@ -138,6 +138,7 @@ class ChatTab:
             self._cancel.pop(session, None)
             self._busy.discard(session)
 
+    @boundary
     def accept(self, message, request: gr.Request):
         """Take the typed message out of the box, unless a reply is still being written:
         then it stays in the box with a notice (nothing typed is lost)."""
@@ -152,6 +153,7 @@ class ChatTab:
                 self._busy.add(session)
         return message
 
+    @boundary
     def idle(self, request: gr.Request):
         """A turn is over (or never began): Stop greys out, the next message may go."""
         with self._lock:
@@ -166,10 +168,7 @@ class ChatTab:
 
     def greeting(self, persona_id, own, user) -> list[dict]:
         """A fresh conversation: the persona's greeting, if it has one."""
-        try:
-            text = self.service.personas.get(persona_id, own).greeting_text(user or DEFAULT_USER)
-        except ChatStudioError as exc:
-            raise user_error(exc) from None
+        text = self.service.personas.get(persona_id, own).greeting_text(user or DEFAULT_USER)
         return [{"role": "assistant", "content": text}] if text else []
 
     # ----- one turn ------------------------------------------------------------------------
@@ -185,12 +184,7 @@ class ChatTab:
         persona = self.ui.persona(persona_id, own)
         n = len(FIELDS)
         settings = SettingsPanel.values_to_dict(values[:n])
-        try:
-            inspect = inspect_options(
-                top_logprobs=values[n], confidence_threshold=values[n + 1]
-            )
-        except ChatStudioError as exc:
-            raise user_error(exc) from None
+        inspect = inspect_options(top_logprobs=values[n], confidence_threshold=values[n + 1])
         if not self.service.capabilities.logprobs:
             inspect.top_logprobs = 0
         use_rag, retrieval = bool(values[n + 2]), None
@@ -230,9 +224,9 @@ class ChatTab:
             if result is None:  # stopped before the model began: as if never sent
                 yield self._outputs(undo[0], None, False, box=undo[1])
             return
-        except ChatStudioError as exc:
+        except ChatStudioError:
             yield self._outputs(undo[0], None, False, box=undo[1])
-            raise user_error(exc) from None
+            raise  # the boundary shows it
         for notice in result.notices if result else []:
             gr.Info(notice)
 
@@ -279,6 +273,7 @@ class ChatTab:
         ]
 
     # ----- events that generate ---------------------------------------------------------------
+    @boundary
     def send(self, message, conversation, persona_id, own, user, request: gr.Request, *values):
         """Send the typed message."""
         if not message or not message.strip():
@@ -296,6 +291,7 @@ class ChatTab:
             (conversation, message),
         )
 
+    @boundary
     def retry(self, index, conversation, persona_id, own, user, request: gr.Request, *values):
         """Answer again at reply ``index``; the old reply stays as a version."""
         if index is None or not 0 <= index < len(conversation):
@@ -316,6 +312,7 @@ class ChatTab:
             before, message, place, persona_id, own, user, values, request, undo
         )
 
+    @boundary
     def regenerate(self, conversation, persona_id, own, user, request: gr.Request, *values):
         """Answer the last message again (the old reply stays as a version)."""
         last = conv.last_user(conversation)
@@ -323,6 +320,7 @@ class ChatTab:
             raise user_error("Nothing to regenerate yet: send a message first.")
         yield from self.retry(last, conversation, persona_id, own, user, request, *values)
 
+    @boundary
     def edited(self, conversation, persona_id, own, user, evt: gr.EditData, request: gr.Request,
                *values):  # fmt: skip
         """A user message was edited in place: answer it anew; the old branch is kept."""
@@ -346,9 +344,13 @@ class ChatTab:
         )
 
     # ----- events that only change the conversation -------------------------------------------
+    @boundary
     def stop(self, request: gr.Request):
-        """Halt this session's generation (the backend itself, not only the display)."""
-        self._cancel_event(self.ui.caller(request).session).set()
+        """Halt this session's generation (the backend itself, not only the display), and
+        the Inspect tools it is running."""
+        session = self.ui.caller(request).session
+        self._cancel_event(session).set()
+        self.ui.stop_jobs(session)
 
     def undo(self, conversation):
         """Remove the last exchange and put its message back in the box; the stats go too."""
@@ -367,12 +369,14 @@ class ChatTab:
         no_grounding = gr.update(visible=False, value="")
         return "", hide, no_sources, no_grounding, hide, None
 
+    @boundary
     def new_chat(self, persona_id, own, user):
         """A fresh conversation opened by the persona's greeting; nothing of the old one stays."""
         fresh = self.greeting(persona_id, own, user)
         examples = gr.update(samples=self._examples(persona_id, own))
         return (self.redraw(fresh), fresh, *self.cleared(), examples)
 
+    @boundary
     def choose_candidate(self, choice, conversation):
         """Continue the conversation with the picked candidate."""
         if not choice or not conversation or "meta" not in conversation[-1]:
@@ -396,6 +400,7 @@ class ChatTab:
         index = shown[at]
         return index, gr.update(visible=True), _action_label(conversation, index)
 
+    @boundary
     def step(self, conversation, index, delta):
         """Show the previous or next version of the selected message."""
         if index is None or index >= len(conversation):
@@ -403,6 +408,7 @@ class ChatTab:
         moved = conv.step_version(conversation, index, delta)
         return self.redraw(moved), moved, _action_label(moved, index)
 
+    @boundary
     def delete_pair(self, conversation, index):
         """Delete the selected message and its reply (or its question)."""
         if index is None or index >= len(conversation):
