@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from chat.engine import TurnRequest
 from chat.errors import Cancelled, SettingsError, UnsupportedSettingError
 from chat.settings import DecodingSettings, parse_settings
 from chat.validation import describe
@@ -102,15 +103,15 @@ def compare(
         if cancel is not None and cancel.is_set():
             raise Cancelled("The comparison was cancelled.")
         try:
-            *_, last = engine.stream_turn(
+            turn = TurnRequest(
                 message,
                 history,
                 prefix,
                 settings,
-                cancel,
                 max_seconds=max_seconds,
                 top_logprobs=1 if logprobs else 0,
             )
+            *_, last = engine.stream_turn(turn, cancel)
         except UnsupportedSettingError as exc:
             caps = engine.backend.capabilities
             why = None  # a strategy the backend lacks: its own reason, which says what to do

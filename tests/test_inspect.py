@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from chat.engine import ChatEngine
+from chat.engine import ChatEngine, TurnRequest
 from chat.errors import UnsupportedSettingError
 from chat.inspection import Inspector, anatomy
 from chat.settings import DecodingSettings
@@ -31,7 +31,7 @@ def backend(request, gguf_backend, smol_transformers):
 
 def final(engine, message, **kw):
     settings = DecodingSettings(**kw.pop("settings", GREEDY))
-    *_, last = engine.stream_turn(message, [], SYSTEM, settings, **kw)
+    *_, last = engine.stream_turn(TurnRequest(message, [], SYSTEM, settings, **kw))
     return last
 
 
@@ -176,7 +176,7 @@ def test_prompt_anatomy_adds_up(backend):
         {"role": "assistant", "content": "Nice."},
     ]
     *_, last = engine.stream_turn(
-        "And coffee?", history, SYSTEM + examples, DecodingSettings(**GREEDY)
+        TurnRequest("And coffee?", history, SYSTEM + examples, DecodingSettings(**GREEDY))
     )
     out = anatomy(backend, last.prompt_messages, last.parts, last.prompt)
     parts = {p["part"]: p["tokens"] for p in out["parts"]}

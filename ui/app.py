@@ -23,7 +23,7 @@ from personas.store import parse_card
 from studio import datasets
 from studio.access import Access
 from studio.requests import ChatRequest, parse_request
-from studio.service import ChatService, inspect_options
+from studio.service import ChatService, ChatTurn, inspect_options
 from ui.chat_tab import DEFAULT_USER, GENERATE, ChatTab
 from ui.documents_panel import DocumentsPanel
 from ui.downloads import Download
@@ -253,18 +253,9 @@ class ChatUI:
         )
         user = r.user_name.strip()[:60] or DEFAULT_USER
         with self.watch(caller.session, cancel):
-            for result in self.service.run(
-                caller,
-                r.message,
-                r.history,
-                card,
-                r.settings,
-                r.use_rag,
-                cancel,
-                r.retrieval,
-                inspect,
-                user,
-            ):
+            turn = ChatTurn(r.message, r.history, card, r.settings, r.use_rag, r.retrieval,
+                            inspect, user)  # fmt: skip
+            for result in self.service.run(caller, turn, cancel):
                 yield result.to_api()
 
     def api_personas(self) -> list[dict]:

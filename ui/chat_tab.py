@@ -16,7 +16,7 @@ import gradio as gr
 from chat.errors import Cancelled, ChatStudioError
 from chat.settings import MAX_CANDIDATES
 from studio import conversations as conv
-from studio.service import ChatService, inspect_options
+from studio.service import ChatService, ChatTurn, inspect_options
 from ui import render
 from ui.documents_panel import SOURCE_HEADERS, sources_rows
 from ui.errors import boundary, user_error
@@ -198,18 +198,9 @@ class ChatTab:
         yield self._outputs(assemble({"role": "assistant", "content": ""}), None, True)
         try:
             with self.ui.watch(caller.session, cancel):
-                for result in self.service.run(
-                    caller,
-                    message,
-                    conv.history(before),
-                    persona,
-                    settings,
-                    use_rag,
-                    cancel,
-                    retrieval,
-                    inspect,
-                    user or DEFAULT_USER,
-                ):
+                turn = ChatTurn(message, conv.history(before), persona, settings, use_rag,
+                                retrieval, inspect, user or DEFAULT_USER)  # fmt: skip
+                for result in self.service.run(caller, turn, cancel):
                     if result.done and _stopped_before_start(result):
                         break  # as if never sent: the chat as it was, the message in the box
                     reply = {"role": "assistant", "content": result.reply}

@@ -15,7 +15,7 @@ from chat.errors import Cancelled, ChatStudioError
 from chat.perplexity import CAVEATS
 from studio import conversations as conv
 from studio.access import Access
-from studio.service import ChatService, inspect_options
+from studio.service import ChatService, ChatTurn, inspect_options
 from ui import inspect_render as draw
 from ui.errors import boundary, typed_token_id, user_error
 
@@ -322,14 +322,9 @@ class InspectPanel:
                 top_logprobs=max(1, len(tokens[0]["top"])), reply_prefix_ids=forced
             )
             persona = self.service.personas.get(persona_id, own)
-            *_, result = self.service.run(
-                caller,
-                conversation[user_at]["content"],
-                history,
-                persona,
-                settings,
-                inspect=options,
-            )
+            turn = ChatTurn(conversation[user_at]["content"], history, persona, settings,
+                            inspect=options)  # fmt: skip
+            *_, result = self.service.run(caller, turn)
         except Cancelled:
             return conversation, gr.update(), gr.update()
         # The branch waits beside the reply, with its own stats, seed and tokens, until kept.
