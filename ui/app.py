@@ -322,13 +322,14 @@ class ChatUI:
             download = Download()
             with gr.Tabs(elem_id="tabs") as tabs:
                 with gr.Tab("Chat", id="chat", elem_id="tab-chat"):
-                    c = self.chat.build(personas, conversation, own, user, panel, None)
+                    c = self.chat.build(personas, conversation, own, user, panel)
                 with gr.Tab("Inspect", id="inspect", elem_id="tab-inspect"):
                     inspect = InspectPanel(svc, self.access)
                     explain = ExplainPanel(Explainer(svc, self.explain_cache), self)
+                docs = None
                 if svc.documents is not None:
                     with gr.Tab("Documents", elem_id="tab-documents") as docs_tab:
-                        c.docs = DocumentsPanel(svc.documents, self.access)
+                        docs = DocumentsPanel(svc.documents, self.access)
                 with gr.Tab("Personas", elem_id="tab-personas"):
                     editor = PersonaEditor(svc.personas, self.access, c.persona, own)
                 if self.switcher is not None:
@@ -339,13 +340,13 @@ class ChatUI:
             gr.api(self.api_chat, api_name="chat", **api)
             gr.api(self.api_personas, api_name="personas")
             gr.api(self.api_export_dataset, api_name="export_dataset")
-            if c.docs:
-                c.docs.wire(demo)
-                docs_tab.select(c.docs.listing, None, c.docs.listing_out, **hidden)
+            if docs:
+                docs.wire(demo)
+                docs_tab.select(docs.listing, None, docs.listing_out, **hidden)
                 # A reload of the same browser finds its documents again.
                 key = gr.BrowserState("", storage_key=BROWSER_KEY, secret=self.browser_secret)
                 demo.load(self._browser_key, key, key, **hidden)
-            self.chat.wire(demo, c, inspect, download)
+            self.chat.wire(demo, c, inspect, download, docs)
             InspectTools(svc, inspect, self).wire(c)
             explain.wire(c, inspect)
             self._wire_inspect_action(c, inspect, tabs)

@@ -72,22 +72,20 @@ class DocumentsPanel:
                 elem_id="ingest-summary",
                 wrap=True,
             )
-            with gr.Row():
-                self.rag = [
-                    slider_for(RetrievalSettings, "top_k", 1),
-                    slider_for(RetrievalSettings, "min_score", 0.01),
-                    gr.Checkbox(
-                        False, label="mmr", info=RetrievalSettings.model_fields["mmr"].description
-                    ),
-                    slider_for(RetrievalSettings, "mmr_lambda", 0.05),
-                    gr.Dropdown(
-                        list(get_args(RetrievalSettings.model_fields["prompt_format"].annotation)),
-                        value=RetrievalSettings.model_fields["prompt_format"].default,
-                        label="prompt format",
-                        info=RetrievalSettings.model_fields["prompt_format"].description,
-                        elem_id="prompt-format",
-                    ),
-                ]
+            with gr.Row():  # the retrieval settings a turn with documents uses
+                self.top_k = slider_for(RetrievalSettings, "top_k", 1)
+                self.min_score = slider_for(RetrievalSettings, "min_score", 0.01)
+                self.mmr = gr.Checkbox(
+                    False, label="mmr", info=RetrievalSettings.model_fields["mmr"].description
+                )
+                self.mmr_lambda = slider_for(RetrievalSettings, "mmr_lambda", 0.05)
+                self.prompt_format = gr.Dropdown(
+                    list(get_args(RetrievalSettings.model_fields["prompt_format"].annotation)),
+                    value=RetrievalSettings.model_fields["prompt_format"].default,
+                    label="prompt format",
+                    info=RetrievalSettings.model_fields["prompt_format"].description,
+                    elem_id="prompt-format",
+                )
             self.kept = gr.Markdown(documents.kept_note(), elem_id="doc-kept")
             self.status = gr.Markdown(elem_id="doc-status")
             self.table = gr.Dataframe(
@@ -105,19 +103,17 @@ class DocumentsPanel:
 
     @property
     def retrieval_inputs(self) -> list:
-        """The retrieval settings, as the chat handler reads them."""
-        return list(self.rag)
+        """The retrieval settings' controls, for a turn handler's inputs."""
+        return [self.top_k, self.min_score, self.mmr, self.mmr_lambda, self.prompt_format]
 
-    @staticmethod
-    def read_retrieval(values) -> dict:
-        """The retrieval settings dict from ``retrieval_inputs`` values."""
-        top_k, min_score, mmr, mmr_lambda, prompt_format = values
+    def read_retrieval(self, values: dict) -> dict:
+        """The retrieval settings dict from an event's values, keyed by component."""
         return {  # checked by parse_retrieval, so a script's text gets one sentence back
-            "top_k": top_k,
-            "min_score": min_score,
-            "mmr": bool(mmr),
-            "mmr_lambda": mmr_lambda,
-            "prompt_format": prompt_format,
+            "top_k": values[self.top_k],
+            "min_score": values[self.min_score],
+            "mmr": bool(values[self.mmr]),
+            "mmr_lambda": values[self.mmr_lambda],
+            "prompt_format": values[self.prompt_format],
         }
 
     # ----- handlers --------------------------------------------------------------

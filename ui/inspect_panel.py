@@ -200,6 +200,17 @@ class InspectPanel:
                 elem_id="compare-table",
             )
 
+    @property
+    def recording_inputs(self) -> list:
+        """What a chat turn records about its tokens: its controls, for the turn's inputs."""
+        return [self.top_logprobs, self.threshold]
+
+    def read_recording(self, values: dict):
+        """The ``InspectOptions`` from an event's values, keyed by component."""
+        return inspect_options(
+            top_logprobs=values[self.top_logprobs], confidence_threshold=values[self.threshold]
+        )
+
     def refresh(self) -> list:
         """Updates of the capability notes and controls, for the backend loaded now."""
         caps = self.service.capabilities

@@ -16,7 +16,7 @@ from studio.service import ChatService
 from ui import inspect_render as draw
 from ui.errors import boundary, typed_token_id, user_error
 from ui.inspect_panel import InspectPanel, reply_at
-from ui.settings_panel import FIELDS, SettingsPanel
+from ui.settings_panel import SettingsPanel
 
 
 class InspectTools:
@@ -26,6 +26,7 @@ class InspectTools:
         self.service = service
         self.panel = panel
         self.ui = ui  # the ChatUI: who calls; its ``job`` ends the work on Stop or departure
+        self.settings: SettingsPanel | None = None  # the chat's decoding settings (``wire``)
 
     # -- next-token explorer -------------------------------------------------------------
 
@@ -33,7 +34,8 @@ class InspectTools:
     def predict(self, text, template, reply, k, persona_id, own, conversation,
                 request: gr.Request, *settings_values):  # fmt: skip
         """Tokenization of the text, and the next-token distribution after it."""
-        settings = SettingsPanel.values_to_dict(settings_values[: len(FIELDS)])
+        settings = self.settings.read(dict(zip(self.settings.components, settings_values,
+                                               strict=True)))  # fmt: skip
         settings.update(num_return_sequences=1, num_beams=1)
         if settings["strategy"] == "beam":
             settings["strategy"] = "greedy"
@@ -272,6 +274,7 @@ class InspectTools:
 
     def wire(self, chat) -> None:
         """Connect the Inspect tab to the chat (``chat``: its conversation, persona, settings)."""
+        self.settings = chat.panel  # the decoding settings the explorer's sampler shows
         # The named endpoints first: the page's own events must not take their names.
         api = {"concurrency_limit": chat.slots + 2, "concurrency_id": chat.generate}
         gr.api(self.api_next_token, api_name="next_token", **api)
@@ -306,7 +309,7 @@ class InspectTools:
         chat.changed().append(kept)  # saved like any other change
         chat.on_open.append((p.refresh_replies, chat.conversation, [p.reply_pick, *show]))
         nt_in = [p.nt_text, p.nt_template, p.nt_reply, p.nt_k, chat.persona, chat.own]
-        nt_in += [chat.conversation, *chat.settings]
+        nt_in += [chat.conversation, *self.settings.components]
         nt_out = [p.nt_split, p.nt_bars, p.nt_pick, p.nt_result]
         p.nt_go.click(self.predict, nt_in, nt_out, **slot)
         p.nt_template.change(lambda t: gr.update(visible=t), p.nt_template, p.nt_reply, **hidden)
