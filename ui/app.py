@@ -104,7 +104,7 @@ class ChatUI:
         self._jobs: dict[str, set[threading.Event]] = {}  # each session's running jobs
         self._jobs_lock = threading.Lock()
         self.access.on_end(self.chat.forget)
-        self.access.on_end(lambda session: self._jobs.pop(session, None))
+        self.access.on_end(self._forget_jobs)
 
     # ----- what the panels ask of the app ---------------------------------------------------
     def caller(self, request):
@@ -140,13 +140,22 @@ class ChatUI:
             if limit is not None:
                 limit.cancel()
             with self._jobs_lock:
-                self._jobs.get(session, set()).discard(cancel)
+                running = self._jobs.get(session)
+                if running is not None:
+                    running.discard(cancel)
+                    if not running:
+                        del self._jobs[session]
 
     def stop_jobs(self, session: str) -> None:
         """Stop every job this session is running (the Stop buttons)."""
         with self._jobs_lock:
             for cancel in self._jobs.get(session, ()):
                 cancel.set()
+
+    def _forget_jobs(self, session: str) -> None:
+        """A session ended."""
+        with self._jobs_lock:
+            self._jobs.pop(session, None)
 
     def persona(self, persona_id: str, own: dict | None) -> Persona:
         """A persona the caller may use (shipped, shared, or one of their own)."""
