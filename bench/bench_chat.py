@@ -59,10 +59,11 @@ def median_of(runs: int, once) -> dict:
 
 def engine_once(engine, max_new: int):
     """One greedy turn through the app's engine, timed per streamed snapshot."""
+    from chat.engine import TurnRequest
     from chat.settings import DecodingSettings
 
     settings = DecodingSettings(strategy="greedy", max_new_tokens=max_new, repetition_penalty=1.0)
-    *_, last = engine.stream_turn(PROMPT, [], MESSAGES[:1], settings)
+    *_, last = engine.stream_turn(TurnRequest(PROMPT, [], MESSAGES[:1], settings))
     return last.stats["tokens_per_s"], last.stats["ttft_s"]
 
 

@@ -37,12 +37,14 @@ TEXT = (
 
 def decode_speed(engine, top_logprobs: int, max_new: int, runs: int) -> float:
     """Median decode tokens/s of greedy turns (tokens after the first, over their time)."""
+    from chat.engine import TurnRequest
     from chat.settings import DecodingSettings
 
     settings = DecodingSettings(strategy="greedy", max_new_tokens=max_new, repetition_penalty=1.0)
     speeds = []
     for _ in range(runs):
-        *_, last = engine.stream_turn(PROMPT, [], SYSTEM, settings, top_logprobs=top_logprobs)
+        turn = TurnRequest(PROMPT, [], SYSTEM, settings, top_logprobs=top_logprobs)
+        *_, last = engine.stream_turn(turn)
         speeds.append(last.stats["tokens_per_s"])
     return statistics.median(speeds)
 

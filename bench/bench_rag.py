@@ -134,7 +134,7 @@ def bench_ttft(documents_service, runs: int = 5) -> dict:
     from chat.backends.llama_cpp_backend import LlamaCppBackend
     from chat.engine import ChatEngine
     from chat.models import default_model_path
-    from studio.service import ChatService
+    from studio.service import ChatService, ChatTurn
 
     service = ChatService(
         ChatEngine(LlamaCppBackend(default_model_path())), None, documents_service
@@ -144,16 +144,15 @@ def bench_ttft(documents_service, runs: int = 5) -> dict:
     for use_rag in (False, True):
         ttfts, retrieval = [], []
         for _ in range(runs):
-            *_, result = service.run(
+            turn = ChatTurn(
                 "Where do the herons nest in the marsh?",
                 [],
-                "assistant",
+                service.personas.get("assistant"),
                 settings,
                 use_rag,
-                None,
-                ["bench-ingest"],
                 {"top_k": 4, "min_score": 0.0},
             )
+            *_, result = service.run("bench", turn)
             ttfts.append(result.stats["ttft_s"])
             retrieval.append(result.stats.get("retrieval_s", 0.0))
         out[use_rag] = (statistics.median(ttfts) * 1000, statistics.median(retrieval) * 1000)

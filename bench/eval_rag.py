@@ -69,6 +69,7 @@ def evaluate(
     from retrieval.numerals import contains_fact
     from retrieval.service import SHARED
     from retrieval.settings import RetrievalSettings
+    from studio.service import ChatTurn
 
     persona = chat.personas.get(None)
     settings = {"strategy": "greedy", "max_new_tokens": max_new_tokens}
@@ -79,10 +80,9 @@ def evaluate(
         found = retrieval.retrieve(q["question"], [SHARED], RetrievalSettings(top_k=k))
         hit = any(p.source == q["source"] for p in found)
         t0 = time.perf_counter()
-        *_, result = chat.run(
-            "eval", q["question"], [], persona, settings, True,
-            retrieval={"top_k": k, "prompt_format": fmt},
-        )  # fmt: skip
+        turn = ChatTurn(q["question"], [], persona, settings, True,
+                        retrieval={"top_k": k, "prompt_format": fmt})  # fmt: skip
+        *_, result = chat.run("eval", turn)
         seconds.append(time.perf_counter() - t0)
         attribution.append(result.stats.get("attribution_s", 0.0))
         used = result.stats.get("prompt_format", fmt)

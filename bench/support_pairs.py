@@ -60,7 +60,7 @@ def main() -> None:
     from chat.engine import ChatEngine
     from chat.models import default_model_path
     from retrieval.service import RetrievalService
-    from studio.service import ChatService
+    from studio.service import ChatService, ChatTurn
 
     questions = load_questions("all")
     settings = {"strategy": "greedy", "max_new_tokens": args.max_new_tokens,
@@ -74,10 +74,9 @@ def main() -> None:
         embedder = retrieval.store.embedder
         for fmt in args.formats.split(","):
             for q in questions:
-                *_, result = chat.run(
-                    "eval", q["question"], [], persona, settings, True,
-                    retrieval={"top_k": 4, "prompt_format": fmt},
-                )  # fmt: skip
+                turn = ChatTurn(q["question"], [], persona, settings, True,
+                                retrieval={"top_k": 4, "prompt_format": fmt})  # fmt: skip
+                *_, result = chat.run("eval", turn)
                 passages = [s["text"] for s in result.sources]
                 where = {
                     s["text"]: f"{s['source']}, {s.get('section') or ''}" for s in result.sources

@@ -8,12 +8,12 @@ sampling at different temperatures pick differently.
 
 from __future__ import annotations
 
-import re
-
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from chat.engine import TurnRequest
 from chat.errors import Cancelled, SettingsError, UnsupportedSettingError
 from chat.settings import DecodingSettings, parse_settings
+from chat.validation import describe
 
 MAX_STRATEGIES = 4  # what the page offers; each one is a whole generation
 
@@ -65,13 +65,8 @@ def compare_options(**values) -> CompareOptions:
     try:
         return CompareOptions(**values)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = err["loc"] or ("options",)
-        where = str(loc[0]) + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:])
-        field = CompareOptions.model_fields.get(str(loc[0]))
-        what = f"; send {field.description}" if field else ""
-        msg = re.sub(r" or instance of \w+", "", err["msg"].removeprefix("Value error, "))
-        raise SettingsError(f"{where}: {msg}{what}.") from None
+        hints = {name: f"send {f.description}" for name, f in CompareOptions.model_fields.items()}
+        raise SettingsError(describe(exc, CompareOptions, noun="option", hints=hints)) from None
 
 
 def plan(options: CompareOptions, seed: int = 42) -> list[tuple[str, DecodingSettings]]:
@@ -108,15 +103,15 @@ def compare(
         if cancel is not None and cancel.is_set():
             raise Cancelled("The comparison was cancelled.")
         try:
-            *_, last = engine.stream_turn(
+            turn = TurnRequest(
                 message,
                 history,
                 prefix,
                 settings,
-                cancel,
                 max_seconds=max_seconds,
                 top_logprobs=1 if logprobs else 0,
             )
+            *_, last = engine.stream_turn(turn, cancel)
         except UnsupportedSettingError as exc:
             caps = engine.backend.capabilities
             why = None  # a strategy the backend lacks: its own reason, which says what to do

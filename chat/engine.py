@@ -1,6 +1,6 @@
 """One chat turn: persona + history + message in, streamed reply with metadata out.
 
-The UI and the ``/chat`` API both run ``ChatEngine.stream_turn``. The backend
+The UI and the ``/chat`` API both run ``ChatEngine.stream_turn(TurnRequest(...))``. The backend
 generates in a worker thread that holds the model lock, so generation speed
 never waits on the UI, one generation runs at a time per model, and a cancel
 stops the backend itself, not only the display.
@@ -15,14 +15,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
-from chat.backends.base import Backend, Delta, GenerationRequest
+from chat.backends.base import Backend, GenerationRequest
 from chat.errors import BusyError, Cancelled, InputError
 from chat.inspection import DEFAULT_CONFIDENCE, confidence
-from chat.probs import TokenInfo
-from chat.prompting import fit_prompt, validate_history
+from chat.progress import TurnProgress
+from chat.prompting import FittedPrompt, PromptRequest, fit_prompt, validate_history
 from chat.rag_formats import MARKER, get_format
 from chat.settings import DecodingSettings
-from chat.stops import StopFilter
 from chat.text import clean_text
 
 UPDATE_EVERY_S = 0.02
@@ -60,6 +59,70 @@ class TurnResult:
         if data["tokens"] is None:
             data.pop("tokens")
         return data
+
+
+@dataclass
+class TurnRequest:
+    """One chat turn as the engine runs it.
+
+    ``prefix`` is the persona's system prompt and few-shot examples; ``suffix``
+    messages follow the new message (post-history instructions). ``passages``
+    are retrieved document chunks (best first) to answer from, laid out by
+    ``prompt_format`` (``chat.rag_formats``; "auto" picks by whether the model
+    has a chat template). ``top_logprobs`` > 0 records each candidate's tokens
+    with their probabilities and alternatives (and a confidence summary, low
+    under ``confidence_threshold``); ``forced`` token ids start the reply (a
+    branch). ``started_at`` (a ``time.perf_counter()``) makes the time to first
+    token include work done before, such as retrieval; ``max_seconds`` stops a
+    generation that runs longer (finish reason ``time_limit``).
+    """
+
+    message: str
+    history: list[dict] | None
+    prefix: list[dict]
+    settings: DecodingSettings
+    passages: list | None = None
+    suffix: list[dict] | None = None
+    prompt_format: str = "auto"
+    top_logprobs: int = 0
+    forced: list[int] | None = None
+    confidence_threshold: float = DEFAULT_CONFIDENCE
+    started_at: float | None = None
+    max_seconds: float | None = None
+
+
+@dataclass
+class _Ready:
+    """A turn ready to generate: the backend's request, and what its snapshots report."""
+
+    request: GenerationRequest
+    fitted: FittedPrompt
+    stats: dict
+    parts: dict
+    sources: list[dict]
+    settings_used: dict
+    sent: list[dict]  # the messages the prompt renders
+
+    def snapshot(self, progress: TurnProgress, turn: TurnRequest, done: bool) -> TurnResult:
+        """The turn as it stands: texts, stats and (when done) tokens and confidence."""
+        progress.fill(self.stats, done)
+        texts = progress.texts(done)
+        result = TurnResult(
+            reply=texts[0],
+            candidates=texts,
+            prompt_messages=[dict(m) for m in self.sent] if done else self.sent,
+            stats=dict(self.stats),
+            settings=dict(self.settings_used) if done else self.settings_used,
+            notices=list(self.fitted.notices),
+            sources=self.sources,
+            done=done,
+            prompt=self.fitted.prompt if done else "",
+            parts=self.parts,
+        )
+        if done and turn.top_logprobs:
+            result.tokens = progress.token_dicts()
+            result.stats["confidence"] = confidence(progress.infos[0], turn.confidence_threshold)
+        return result
 
 
 def source_dict(number: int, passage) -> dict:
@@ -122,65 +185,67 @@ class ChatEngine:
                 self._slots.release()
 
     def stream_turn(
-        self,
-        message: str,
-        history: list[dict] | None,
-        prefix: list[dict],
-        settings: DecodingSettings,
-        cancel: threading.Event | None = None,
-        passages: list | None = None,
-        started_at: float | None = None,
-        max_seconds: float | None = None,
-        top_logprobs: int = 0,
-        forced: list[int] | None = None,
-        confidence_threshold: float = DEFAULT_CONFIDENCE,
-        suffix: list[dict] | None = None,
-        prompt_format: str = "auto",
+        self, turn: TurnRequest, cancel: threading.Event | None = None
     ) -> Iterator[TurnResult]:
-        """Yield growing snapshots of the reply; the last one has ``done=True``.
+        """Yield growing snapshots of the reply to ``turn``; the last one has ``done=True``.
 
-        ``prefix`` is the persona's system prompt and few-shot examples;
-        ``passages`` are retrieved document chunks (best first) to answer from;
-        ``started_at`` (a ``time.perf_counter()``) makes the time to first token
-        include work done before, such as retrieval; ``max_seconds`` stops a
-        generation that runs longer (finish reason ``time_limit``).
-        ``top_logprobs`` > 0 adds each candidate's tokens with their
-        probabilities and alternatives (and a confidence summary to the
-        stats); ``forced`` token ids start the reply (a branch); ``suffix``
-        messages follow the new message (post-history instructions);
-        ``prompt_format`` names how passages enter the prompt (``chat.rag_formats``;
-        "auto" picks by whether the model has a chat template).
         Raises ``ChatStudioError`` subclasses for bad input or settings, and
-        ``Cancelled`` when ``cancel`` is set before generation starts.
+        ``Cancelled`` when ``cancel`` is set before generation starts; set
+        later, it halts the backend and the last snapshot says so.
         """
-        t_start = started_at or time.perf_counter()
-        if not isinstance(message, str) or not message.strip():
-            raise InputError("message is empty: type something to send")
-        message = clean_text(message)
-        history = validate_history(history)
-        info = self.backend.info
-        caps = self.backend.capabilities
-        caps.check(settings, info.backend)
-        if top_logprobs:
-            caps.require("logprobs")
-        if forced:
-            caps.require("force_prefix")
+        t_start = turn.started_at or time.perf_counter()
+        # Check the message, history and settings against what the backend can do.
+        message, history = self._check(turn)
+        # Fit persona, history, passages and message into the window: the backend's request.
+        ready = self._prepare(turn, message, history, cancel)
+        progress = TurnProgress(turn.settings.num_return_sequences, ready.request.stop, t_start)
+        # Generate in a worker thread holding a generation slot; show what it writes.
+        timed_out = yield from self._follow(ready, progress, turn, cancel)
+        # Settle each candidate's finish reason; the last snapshot says why it ended.
+        progress.close("time_limit" if timed_out else "cancelled", progress.cancelled)
+        ready.stats["model"] = self.backend.info.model  # a remote engine may have named it
+        final = ready.snapshot(progress, turn, done=True)
+        if timed_out:
+            final.notices.append(
+                f"Stopped after {turn.max_seconds:g} s: this app limits one generation to "
+                "that (--max-request-seconds)."
+            )
+        yield final
 
-        rag_format = get_format(prompt_format, info.chat_template) if passages else None
+    def _check(self, turn: TurnRequest) -> tuple[str, list[dict]]:
+        """The cleaned message and history, once the backend is known to honour the turn."""
+        if not isinstance(turn.message, str) or not turn.message.strip():
+            raise InputError("message is empty: type something to send")
+        message = clean_text(turn.message)
+        history = validate_history(turn.history)
+        caps = self.backend.capabilities
+        caps.check(turn.settings, self.backend.info.backend)
+        if turn.top_logprobs:
+            caps.require("logprobs")
+        if turn.forced:
+            caps.require("force_prefix")
+        return message, history
+
+    def _prepare(self, turn: TurnRequest, message: str, history: list[dict], cancel) -> _Ready:
+        """The prompt fitted into the window, the request for the backend, and the stats,
+        prompt parts and sources every snapshot reports."""
+        info, settings = self.backend.info, turn.settings
+        rag_format = get_format(turn.prompt_format, info.chat_template) if turn.passages else None
         t_fit = time.perf_counter()
         fitted = fit_prompt(
             self.backend,
-            prefix,
-            history,
-            message,
-            info.n_ctx,
-            settings.max_new_tokens,
-            passages,
+            PromptRequest(
+                prefix=turn.prefix,
+                history=history,
+                message=message,
+                n_ctx=info.n_ctx,
+                max_new_tokens=settings.max_new_tokens,
+                passages=turn.passages,
+                suffix=turn.suffix,
+                rag_format=rag_format,
+            ),
             cancel,
-            suffix,
-            rag_format,
         )
-        sources = [source_dict(i, p) for i, p in enumerate(fitted.passages, 1)]
         max_new = fitted.max_new_tokens
         if settings.max_length is not None:
             max_new = min(max_new, settings.max_length - fitted.prompt_tokens)
@@ -200,11 +265,10 @@ class ChatEngine:
             seed,
             max_new,
             stops,
-            top_logprobs,
-            list(forced or []),
+            turn.top_logprobs,
+            list(turn.forced or []),
             [dict(m) for m in fitted.messages],
         )
-        turn = _Turn(settings.num_return_sequences, stops, t_start)
         stats = {
             "prompt_tokens": fitted.prompt_tokens,
             "completion_tokens": 0,
@@ -224,43 +288,36 @@ class ChatEngine:
         if rag_format is not None:
             stats["prompt_format"] = rag_format.name
         parts = {
-            "prefix": len(prefix),
-            "history": len(fitted.messages) - len(prefix) - 1 - len(suffix or []),
+            "prefix": len(turn.prefix),
+            "history": len(fitted.messages) - len(turn.prefix) - 1 - len(turn.suffix or []),
             "message": message,
             "max_new_tokens": max_new,
             "n_ctx": info.n_ctx,
         }
+        return _Ready(
+            request=request,
+            fitted=fitted,
+            stats=stats,
+            parts=parts,
+            sources=[source_dict(i, p) for i, p in enumerate(fitted.passages, 1)],
+            settings_used=settings.applied() | {"seed": seed},  # only what this strategy used
+            sent=[dict(m) for m in fitted.messages],
+        )
 
-        settings_used = settings.applied() | {"seed": seed}  # only what this strategy used
-        sent = [dict(m) for m in fitted.messages]
+    def _follow(self, ready: _Ready, progress: TurnProgress, turn: TurnRequest, cancel):
+        """Run the backend in a worker thread and yield snapshots as its deltas arrive
+        (and a heartbeat while it works silently); returns whether the time limit hit.
 
-        def snapshot(done: bool) -> TurnResult:
-            turn.fill(stats, done)
-            texts = turn.texts(done)
-            result = TurnResult(
-                reply=texts[0],
-                candidates=texts,
-                prompt_messages=[dict(m) for m in sent] if done else sent,
-                stats=dict(stats),
-                settings=dict(settings_used) if done else settings_used,
-                notices=list(fitted.notices),
-                sources=sources,
-                done=done,
-                prompt=fitted.prompt if done else "",
-                parts=parts,
-            )
-            if done and top_logprobs:
-                result.tokens = turn.token_dicts()
-                result.stats["confidence"] = confidence(turn.infos[0], confidence_threshold)
-            return result
-
+        ``cancel`` or the time limit halt the backend itself; ``progress.cancelled``
+        says whether either did."""
         halt = threading.Event()
         deltas: queue.Queue = queue.Queue()
         worker = threading.Thread(
-            target=self._produce, args=(request, halt, deltas), daemon=True, name="generate"
+            target=self._produce, args=(ready.request, halt, deltas), daemon=True, name="generate"
         )
         worker.start()
-        cancelled = timed_out = False
+        timed_out = False
+        max_seconds = turn.max_seconds
         deadline = None if max_seconds is None else time.perf_counter() + max_seconds
         last_yield = None
         started = None  # when the model began (its slot taken)
@@ -271,11 +328,11 @@ class ChatEngine:
                     if wait > 0:  # thread is not kept waiting for the GIL by this one
                         time.sleep(wait)
                 batch = _drain(deltas)
-                if cancel is not None and cancel.is_set() and not cancelled:
-                    cancelled = True
+                if cancel is not None and cancel.is_set() and not progress.cancelled:
+                    progress.cancelled = True
                     halt.set()
                 if deadline is not None and not timed_out and time.perf_counter() > deadline:
-                    timed_out = cancelled = True
+                    timed_out = progress.cancelled = True
                     halt.set()
                 ended = False
                 for item in batch:
@@ -295,29 +352,20 @@ class ChatEngine:
                     if item is _STARTED:
                         started = time.perf_counter()
                         continue
-                    if turn.add(item, cancelled):
+                    if progress.add(item, progress.cancelled):
                         halt.set()  # every candidate met a stop string
                 if ended:
-                    break
+                    return timed_out
                 if any(item is not _STARTED for item in batch):
-                    yield snapshot(done=False)
-                    if turn.t_first is not None:
+                    yield ready.snapshot(progress, turn, done=False)
+                    if progress.t_first is not None:
                         last_yield = time.perf_counter()
                 elif started and time.perf_counter() - (last_yield or started) >= HEARTBEAT_S:
-                    yield snapshot(done=False)  # no output yet: the elapsed time, honestly
+                    yield ready.snapshot(progress, turn, done=False)  # no output yet: the time
                     last_yield = time.perf_counter()
         finally:
             halt.set()
             worker.join()
-        turn.close("time_limit" if timed_out else "cancelled", cancelled)
-        stats["model"] = self.backend.info.model  # a remote engine may have named it by now
-        final = snapshot(done=True)
-        if timed_out:
-            final.notices.append(
-                f"Stopped after {max_seconds:g} s: this app limits one generation to that "
-                "(--max-request-seconds)."
-            )
-        yield final
 
     def _produce(self, request: GenerationRequest, halt: threading.Event, out: queue.Queue):
         """Worker thread: run the backend in a generation slot and pass deltas on."""
@@ -337,88 +385,6 @@ class ChatEngine:
             out.put(exc)
         finally:
             out.put(_END)
-
-
-class _Turn:
-    """What the candidates of one turn have produced so far: text, counts, tokens, timing."""
-
-    def __init__(self, n: int, stops: list[str], t_start: float):
-        self.filters = [StopFilter(stops) for _ in range(n)]
-        self.counts = [0] * n
-        self.finish: list[str | None] = [None] * n
-        self.infos: list[list[TokenInfo]] = [[] for _ in range(n)]
-        self.t_start = t_start
-        self.t_first = self.t_last = None
-        self.spans: list[list[float]] = [[] for _ in range(n)]  # each candidate's first, last
-
-    def add(self, d: Delta, cancelled: bool) -> bool:
-        """Take one delta; True once every candidate has met a stop string."""
-        now = time.perf_counter()
-        if d.tokens:
-            self.counts[d.index] += d.tokens
-            self.t_last = now
-            self.t_first = self.t_first or now
-            span = self.spans[d.index]
-            self.spans[d.index] = [span[0] if span else now, now]
-        if d.token is not None:
-            self.infos[d.index].append(d.token)
-        elif d.text and self.infos[d.index]:  # trailing text held back by the backend
-            self.infos[d.index][-1].text += d.text
-        stopped = self.filters[d.index].feed(d.text) and all(f.stopped for f in self.filters)
-        if self.filters[d.index].stopped and self.finish[d.index] is None:
-            self.finish[d.index] = "stop"
-        if d.finish_reason and self.finish[d.index] is None:
-            self.finish[d.index] = "cancelled" if cancelled else d.finish_reason
-        return stopped
-
-    def texts(self, done: bool) -> list[str]:
-        """Each candidate's text: stripped when done, else without a possible stop-string start."""
-        return [f.text(final=done).strip() if done else f.text().lstrip() for f in self.filters]
-
-    def close(self, ended_by: str, cancelled: bool) -> None:
-        """Settle each candidate's finish reason once generation is over."""
-        self.finish = [ended_by if f == "cancelled" else f for f in self.finish]
-        self.finish = [f or (ended_by if cancelled else "length") for f in self.finish]
-
-    def fill(self, stats: dict, done: bool) -> None:
-        """Counts, speed and (when done) finish reasons into ``stats``."""
-        stats["completion_tokens"] = done_tokens = sum(self.counts)
-        if self.t_first is not None:
-            stats["ttft_s"] = round(self.t_first - self.t_start, 4)
-            if done_tokens > 1:
-                if self.t_last - self.t_first > 1e-3:  # streamed: decode speed after the first
-                    speed = (done_tokens - 1) / (self.t_last - self.t_first)
-                else:  # everything arrived at once (beam search): the whole turn counts
-                    speed = done_tokens / (self.t_last - self.t_start)
-                stats["tokens_per_s"] = round(speed, 2)
-        stats["elapsed_s"] = round(time.perf_counter() - self.t_start, 4)
-        if done:
-            n = len(self.counts)
-            stats["finish_reason"] = self.finish[0] if n == 1 else list(self.finish)
-            if n > 1:
-                stats["candidates"] = [self._candidate(i) for i in range(n)]
-
-    def _candidate(self, i: int) -> dict:
-        """One candidate's own figures: tokens, finish, speed, and summed and mean log-probability
-        (the sum favours the shortest reply; the mean per token does not)."""
-        infos, span = self.infos[i], self.spans[i]
-        total = sum(t.logprob for t in infos) if infos else None
-        speed = None
-        if self.counts[i] > 1 and span and span[1] - span[0] > 1e-3:
-            speed = round((self.counts[i] - 1) / (span[1] - span[0]), 2)
-        elif self.counts[i] and span:  # arrived at once (beam search): the whole turn counts
-            speed = round(self.counts[i] / max(span[-1] - self.t_start, 1e-3), 2)
-        return {
-            "completion_tokens": self.counts[i],
-            "finish_reason": self.finish[i],
-            "logprob": round(total, 4) if infos else None,
-            "mean_logprob": round(total / len(infos), 4) if infos else None,
-            "tokens_per_s": speed,
-        }
-
-    def token_dicts(self) -> list[list[dict]]:
-        """Every candidate's tokens as the API returns them."""
-        return [[t.to_api() for t in infos] for infos in self.infos]
 
 
 def _drain(deltas: queue.Queue) -> list:

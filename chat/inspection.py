@@ -146,7 +146,7 @@ class Inspector:
 
         ids = self._ids(text, special=False)
         with self.slot("scoring", cancel) as b:
-            return perplexity.report(b, ids)
+            return perplexity.report(b, ids, cancel)
 
     def attention(self, text: str, layer: int = -1, head: int | None = None, cancel=None) -> dict:
         """Attention weights of one layer: one head, or the average over heads."""

@@ -18,7 +18,7 @@ import re
 
 import numpy as np
 
-from chat.errors import InputError
+from chat.errors import Cancelled, InputError
 
 WINDOW = 1024
 STRIDE = 512
@@ -45,23 +45,30 @@ def sliding_windows(n: int, window: int, stride: int) -> list[tuple[int, int, in
     return spans
 
 
-def perplexity(backend, ids: list[int], window: int | None = None, stride: int | None = None):
-    """Per-token log-probabilities and entropies of ``ids`` (position 1 on), by sliding window."""
+def perplexity(
+    backend, ids: list[int], window: int | None = None, stride: int | None = None, cancel=None
+):
+    """Per-token log-probabilities and entropies of ``ids`` (position 1 on), by sliding window.
+
+    A set ``cancel`` (a ``threading.Event``) stops it before the next window."""
     window = min(window or WINDOW, backend.info.n_ctx)
     stride = min(stride or STRIDE, window)
     logprobs, entropies = [], []
     for begin, end, first in sliding_windows(len(ids), window, stride):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("The scoring was cancelled.")
         lp, ent = backend.score(ids[begin:end], first - begin)
         logprobs.append(lp)
         entropies.append(ent)
     return np.concatenate(logprobs), np.concatenate(entropies), window, stride
 
 
-def report(backend, ids: list[int]) -> dict:
-    """The ``/perplexity`` result for the tokens ``ids`` (BOS first if the model uses one)."""
+def report(backend, ids: list[int], cancel=None) -> dict:
+    """The ``/perplexity`` result for the tokens ``ids`` (BOS first if the model uses one);
+    a set ``cancel`` stops the scoring."""
     if len(ids) < 3:
         raise InputError("text: give at least a few words to score")
-    lp, ent, window, stride = perplexity(backend, ids)
+    lp, ent, window, stride = perplexity(backend, ids, cancel=cancel)
     offset = len(ids) - len(lp)  # the first token(s) have no prediction
     pieces = [backend.piece(i) for i in ids]
     tokens = [{"text": pieces[0], "id": int(ids[0]), "logprob": None}] * offset

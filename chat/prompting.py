@@ -162,29 +162,34 @@ def split_turns(history: list[dict]) -> list[list[dict]]:
     return turns
 
 
-def fit_prompt(
-    backend: Renderer,
-    prefix: list[dict],
-    history: list[dict],
-    message: str,
-    n_ctx: int,
-    max_new_tokens: int,
-    passages: list | None = None,
-    cancel=None,
-    suffix: list[dict] | None = None,
-    rag_format: RagFormat | None = None,
-) -> FittedPrompt:
+@dataclass
+class PromptRequest:
+    """What goes into one prompt, and the window it must fit with its reply.
+
+    ``prefix`` is the persona's system prompt and few-shot examples; ``suffix``
+    messages always follow the new message (a character card's post-history
+    instructions); ``passages`` are retrieved chunks (best first), laid out by
+    ``rag_format`` (see ``chat.rag_formats``; it may keep only the best few).
+    """
+
+    prefix: list[dict]
+    history: list[dict]
+    message: str
+    n_ctx: int
+    max_new_tokens: int
+    passages: list | None = None
+    suffix: list[dict] | None = None
+    rag_format: RagFormat | None = None
+
+
+def fit_prompt(backend: Renderer, request: PromptRequest, cancel=None) -> FittedPrompt:
     """Fit ``prefix + history + message + suffix`` and the reply into ``n_ctx`` tokens.
 
-    ``suffix``: messages that always follow the new message (a character card's
-    post-history instructions). ``rag_format`` lays out the passages (see
-    ``chat.rag_formats``; it may keep only the best few).
-
-    History goes oldest turn first, then retrieved ``passages`` (sorted best
-    first) lowest score first; the prefix (system prompt and few-shot examples)
-    and the new message stay. A message too long on its own is cut, and if
-    even that is not enough the reply budget shrinks. Each concession is
-    reported in ``notices``.
+    History goes oldest turn first, then retrieved passages lowest score
+    first; the prefix (system prompt and few-shot examples) and the new
+    message stay. A message too long on its own is cut, and if even that is
+    not enough the reply budget shrinks. Each concession is reported in
+    ``notices``.
 
     Fast for any history: the newest turns are counted one by one only until
     the window is full, which estimates how many turns fit; the estimate is
@@ -194,26 +199,29 @@ def fit_prompt(
     ``cancel`` (a ``threading.Event``) is checked between renders and raises
     ``Cancelled``.
     """
-    notices: list[str] = []
-    suffix = list(suffix or [])
-    budget = n_ctx - SAFETY_TOKENS
+    r, notices = request, []
+    # Cap the reply so that a prompt still fits beside it.
+    budget = r.n_ctx - SAFETY_TOKENS
+    max_new_tokens = r.max_new_tokens
     if max_new_tokens > budget // 2:
         notices.append(
             f"max_new_tokens {max_new_tokens} leaves no room for a prompt in a "
-            f"{n_ctx}-token window; the reply is capped at {budget // 2} tokens."
+            f"{r.n_ctx}-token window; the reply is capped at {budget // 2} tokens."
         )
         max_new_tokens = budget // 2
-    turns = split_turns(history)
-    passages = list(passages or [])
-    if rag_format is not None and rag_format.max_passages is not None:
-        passages = passages[: rag_format.max_passages]
     limit = budget - max_new_tokens
+    turns = split_turns(r.history)
+    passages = list(r.passages or [])
+    if r.rag_format is not None and r.rag_format.max_passages is not None:
+        passages = passages[: r.rag_format.max_passages]
+    suffix = list(r.suffix or [])
 
     def attempt(start: int, n_passages: int):
         if cancel is not None and cancel.is_set():
             raise Cancelled("The request was cancelled while its prompt was being built.")
-        user = {"role": "user", "content": with_context(message, passages[:n_passages], rag_format)}
-        messages = prefix + [m for t in turns[start:] for m in t] + [user] + suffix
+        context = with_context(r.message, passages[:n_passages], r.rag_format)
+        user = {"role": "user", "content": context}
+        messages = r.prefix + [m for t in turns[start:] for m in t] + [user] + suffix
         prompt = backend.render(messages)
         return messages, prompt, backend.count_tokens(prompt)
 
@@ -229,24 +237,32 @@ def fit_prompt(
         kept = passages[:n_passages]
         return FittedPrompt(messages, prompt, n_prompt, max_new_tokens, start, notices, kept)
 
-    start = _estimate_start(backend, prefix, turns, message, passages, limit, attempt)
+    # Keep the most turns that fit beside every passage: estimated, then checked.
+    start = _estimate_start(backend, r.prefix, turns, r.message, passages, limit, attempt)
     fits = lambda start: attempt(start, len(passages))  # noqa: E731
     best = _most_turns(fits, start, len(turns), limit)
     if best is not None:
         return done(best[0], len(passages), best[1])
-    for n_passages in range(len(passages) - 1, -1, -1):  # no turns left: drop passages
+    # No turn fits: drop the lowest-scoring passages until the prompt does.
+    for n_passages in range(len(passages) - 1, -1, -1):
         found = attempt(len(turns), n_passages)
         if found[2] <= limit:
             return done(len(turns), n_passages, found)
-    dropped = len(turns)
-    if dropped:
-        notices.append(f"Dropped all {dropped} earlier turn(s) to fit the context window.")
+    if turns:
+        notices.append(f"Dropped all {len(turns)} earlier turn(s) to fit the context window.")
     if passages:
         notices.append("Dropped every retrieved passage: the message alone fills the window.")
+    # The prefix and the message alone are too long: cut the message (the reply if need be).
+    return _cut_message(backend, r, budget, max_new_tokens, len(turns), notices)
 
-    # The prefix and the message alone are too long: cut the message.
+
+def _cut_message(backend: Renderer, r: PromptRequest, budget: int, max_new_tokens: int,
+                 dropped: int, notices: list[str]) -> FittedPrompt:  # fmt: skip
+    """The prefix, the message cut to what fits, and the suffix (the reply capped first
+    if even a short message would not fit)."""
+    suffix = list(r.suffix or [])
     overhead = backend.count_tokens(
-        backend.render(prefix + [{"role": "user", "content": ""}] + suffix)
+        backend.render(r.prefix + [{"role": "user", "content": ""}] + suffix)
     )
     allowed = budget - max_new_tokens - overhead
     if allowed < MIN_MESSAGE_TOKENS:
@@ -255,19 +271,19 @@ def fit_prompt(
         if allowed < 1:
             raise InputError(
                 f"The persona's system prompt and examples take {overhead} tokens, which "
-                f"leaves no room in this model's {n_ctx}-token window. Shorten the persona "
+                f"leaves no room in this model's {r.n_ctx}-token window. Shorten the persona "
                 "or load a model with a larger context (--n-ctx)."
             )
         notices.append(f"The reply is capped at {max_new_tokens} tokens to fit the window.")
-    cut = backend.truncate(message, allowed)
+    cut = backend.truncate(r.message, allowed)
     while True:
-        messages = prefix + [{"role": "user", "content": cut}] + suffix
+        messages = r.prefix + [{"role": "user", "content": cut}] + suffix
         prompt = backend.render(messages)
         n_prompt = backend.count_tokens(prompt)
         if n_prompt + max_new_tokens <= budget or not cut:
             break
         allowed = max(0, allowed - max(1, n_prompt + max_new_tokens - budget))
-        cut = backend.truncate(message, allowed)
+        cut = backend.truncate(r.message, allowed)
     notices.append(
         f"Your message was too long for the context window and was cut to its first "
         f"{backend.count_tokens(cut) if cut else 0} tokens."

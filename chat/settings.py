@@ -16,6 +16,7 @@ from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from chat.errors import SettingsError
+from chat.validation import describe
 
 Strategy = Literal["greedy", "sample", "beam"]
 STRATEGIES: tuple[str, ...] = ("greedy", "sample", "beam")
@@ -132,19 +133,9 @@ def parse_settings(raw: dict | DecodingSettings | None, base: DecodingSettings |
     try:
         return DecodingSettings.model_validate(merged)
     except ValidationError as exc:
-        raise SettingsError(_describe(exc)) from None
-
-
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "settings"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            valid = ", ".join(DecodingSettings.model_fields)
-            msg = f"unknown setting; valid settings are: {valid}"
-        parts.append(msg if msg.startswith(field + ":") else f"{field}: {msg}")
-    return "Invalid decoding settings: " + "; ".join(parts)
+        raise SettingsError(
+            describe(exc, DecodingSettings, prefix="Invalid decoding settings: ", noun="setting")
+        ) from None
 
 
 def field_bounds(name: str, model: type[BaseModel] | None = None) -> dict[str, Any]:

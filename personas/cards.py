@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from chat.validation import describe
+
 MACROS = ("user", "char", "date")
 _MACRO = re.compile(r"\{\{(.*?)\}\}")
 # A small picture inlined as a data URL: only these image types, only base64 characters.
@@ -109,12 +111,5 @@ class Persona(BaseModel):
 
 
 def describe_error(source: str, exc: ValidationError) -> str:
-    """``file.yaml: field: problem`` for each validation error."""
-    parts = []
-    for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "card"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = f"unknown field; the fields are: {', '.join(Persona.model_fields)}"
-        parts.append(f"{field}: {msg}")
-    return f"{source}: " + "; ".join(parts)
+    """``file.yaml: field: problem``: the card's first mistake."""
+    return describe(exc, Persona, prefix=f"{source}: ", noun="field")

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chat.errors import SettingsError
+from chat.validation import describe
 
 
 class RetrievalSettings(BaseModel):
@@ -42,6 +43,6 @@ def parse_retrieval(raw: dict | RetrievalSettings | None) -> RetrievalSettings:
     try:
         return RetrievalSettings.model_validate(raw or {})
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "retrieval"
-        raise SettingsError(f"Invalid retrieval settings: {field}: {err['msg']}") from None
+        raise SettingsError(
+            describe(exc, RetrievalSettings, prefix="Invalid retrieval settings: ", noun="setting")
+        ) from None

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from chat.errors import Cancelled, InputError
 from chat.rag_formats import has_markers
+from chat.validation import describe
 from studio.dedup import NearIndex, signature
 
 MAX_MESSAGES = 20_000  # messages in one export request, all chats together
@@ -142,13 +143,8 @@ def conversations_from(raw: object) -> list[list[dict]]:
         try:
             _MESSAGES.validate_python(messages)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
-            msg = re.sub(r" or instance of \w+", "", err["msg"].removeprefix("Value error, "))
-            if err["type"] != "value_error":  # those say what to send already
-                names = [p for p in err["loc"] if isinstance(p, str) and p in _HINTS]
-                msg += "; " + (_HINTS[names[-1]] if names else _HINT)
-            raise InputError(f"conversations[{i}]{where}: {msg}.") from None
+            where = f"conversations[{i}]"
+            raise InputError(describe(exc, prefix=where, hints=_HINTS, hint=_HINT)) from None
         count += len(messages)
         if count > MAX_MESSAGES:
             raise InputError(

@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from chat.engine import TurnRequest
 from chat.errors import InputError
 from chat.settings import DecodingSettings
 from chat.text import clean_text
@@ -297,7 +298,7 @@ class Explainer:
 
         def complete(prompt: str) -> str:
             settings = DecodingSettings(strategy="greedy", max_new_tokens=200)
-            *_, final = cascade.engine.stream_turn(prompt, [], [], settings, cancel)
+            *_, final = cascade.engine.stream_turn(TurnRequest(prompt, [], [], settings), cancel)
             return final.reply
 
         out = explain_and_score(complete, excerpts[:half], excerpts[half:], cancel)

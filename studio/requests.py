@@ -15,6 +15,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter,
 
 from chat.errors import InputError
 from chat.text import drop_surrogates
+from chat.validation import describe
 
 M = TypeVar("M", bound=BaseModel)
 MAX_NAME_CHARS = 200
@@ -111,43 +112,3 @@ def whole_number(value: object, field: str, low: int, high: int) -> int:
         return adapter.validate_python(value)
     except ValidationError:
         raise InputError(f"{field}: send a whole number from {low} to {high}.") from None
-
-
-def describe(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
-    """The first error as one sentence: the field, what was wrong, what to send instead."""
-    err = exc.errors(include_url=False)[0]
-    loc = [str(p) for p in err["loc"]]
-    field = loc[0] if loc else "request"
-    where = field + "".join(f"[{p}]" for p in loc[1:])
-    if err["type"] == "extra_forbidden" and model is not None:
-        return f"{where}: unknown argument; this endpoint takes {', '.join(model.model_fields)}."
-    if err["type"] == "missing":
-        return f"{where}: missing; send it."
-    msg = err["msg"].removeprefix("Value error, ")
-    hint = _hint(model, field) if model is not None else ""
-    return f"{where}: {msg[:1].lower()}{msg[1:]}{'; ' + hint if hint else ''}."
-
-
-def _hint(model: type[BaseModel], name: str) -> str:
-    """What the field takes, read off its schema: 'send a whole number from 1 to 50'."""
-    prop = model.model_json_schema().get("properties", {}).get(name)
-    if prop is None:
-        return ""
-    kinds = [p for p in prop.get("anyOf", [prop]) if p.get("type") != "null"]
-    nullable = len(kinds) < len(prop.get("anyOf", [prop]))
-    kind = kinds[0] if kinds else {}
-    words = {
-        "integer": "a whole number",
-        "number": "a number",
-        "string": "text",
-        "boolean": "true or false",
-        "array": "a list",
-        "object": "an object of name: value",
-    }.get(kind.get("type"), "")
-    if not words:
-        return ""
-    if "minimum" in kind and "maximum" in kind:
-        words += f" from {kind['minimum']} to {kind['maximum']}"
-    elif "maxLength" in kind:
-        words += f" of at most {kind['maxLength']:,} characters"
-    return f"send {words}" + (" or null" if nullable else "")

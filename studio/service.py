@@ -9,10 +9,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from chat.engine import ChatEngine, TurnResult
+from chat.engine import ChatEngine, TurnRequest, TurnResult
 from chat.errors import InputError, SettingsError
 from chat.inspection import DEFAULT_CONFIDENCE, Inspector, anatomy
 from chat.settings import DecodingSettings, load_presets, parse_settings
@@ -51,6 +52,24 @@ def inspect_options(**values) -> InspectOptions:
         return InspectOptions(**{k: v for k, v in values.items() if v is not None})
     except ValidationError as exc:
         raise SettingsError(describe(exc, InspectOptions)) from None
+
+
+@dataclass
+class ChatTurn:
+    """One chat turn as the page and ``/chat`` ask the service for it.
+
+    ``user`` is the name ``{{user}}`` stands for in the persona's texts; with
+    ``use_rag``, ``retrieval`` holds the retrieval settings (top_k, min_score...).
+    """
+
+    message: str
+    history: list[dict] | None
+    persona: Persona
+    settings: dict | DecodingSettings | None = None
+    use_rag: bool = False
+    retrieval: dict | None = None
+    inspect: InspectOptions | None = None
+    user: str = "User"
 
 
 class ChatService:
@@ -97,90 +116,95 @@ class ChatService:
         return parse_settings(persona.settings or {})
 
     def run(
-        self,
-        caller: Caller | None,
-        message: str,
-        history: list[dict] | None,
-        persona: Persona,
-        settings: dict | DecodingSettings | None,
-        use_rag: bool = False,
-        cancel: threading.Event | None = None,
-        retrieval=None,
-        inspect: InspectOptions | None = None,
-        user: str = "User",
+        self, caller: Caller | None, turn: ChatTurn, cancel: threading.Event | None = None
     ) -> Iterator[TurnResult]:
         """Stream one turn; the last snapshot has ``done=True``.
 
-        ``user`` is the name ``{{user}}`` stands for in the persona's texts.
-
-        With ``use_rag`` the best passages from the shared documents and the
-        caller's own uploads (retrieval settings ``retrieval``) go into the
-        prompt and come back as ``sources``.
+        A set ``cancel`` (Stop, or nobody listening) halts it. With
+        ``turn.use_rag`` the best passages from the shared documents and the
+        caller's own uploads go into the prompt and come back as ``sources``.
         """
         started = time.perf_counter()
-        inspect = inspect or InspectOptions()
-        # Before any model work: llama.cpp aborts the process on a token id it lacks.
+        inspect = turn.inspect or InspectOptions()
+        # Check token ids, settings and limits before any model work (llama.cpp aborts
+        # the process on a token id it lacks).
         self.info.check_token_ids(inspect.reply_prefix_ids, "reply_prefix_ids")
-        decoding = parse_settings(settings, base=self.base_settings(persona))
-        self.limits.check_chat(message, history, decoding.max_new_tokens)
-        passages = None
-        prompt_format = "auto"
-        if use_rag:
-            if self.documents is None or caller is None:
-                raise InputError("Document retrieval is not set up in this app.")
-            from retrieval.settings import parse_retrieval
-
-            retrieval = parse_retrieval(retrieval)
-            prompt_format = retrieval.prompt_format
-            if isinstance(message, str) and message.strip():
-                passages = self.documents.retrieve(caller, message, retrieval)
+        decoding = parse_settings(turn.settings, base=self.base_settings(turn.persona))
+        self.limits.check_chat(turn.message, turn.history, decoding.max_new_tokens)
+        # Retrieve the passages the caller may read.
+        passages, prompt_format = self._retrieve(caller, turn)
         retrieval_s = round(time.perf_counter() - started, 4)
-
-        def turn(engine, top_logprobs, forced, settings):
-            return engine.stream_turn(
-                message,
-                history,
-                persona.prefix_messages(user),
-                settings,
-                cancel,
-                passages,
-                started,
-                max_seconds=self.limits.max_request_seconds,
-                top_logprobs=top_logprobs,
-                forced=forced,
-                confidence_threshold=inspect.confidence_threshold,
-                suffix=persona.suffix_messages(user),
-                prompt_format=prompt_format,
-            )
-
-        cascade = (
-            self.cascade if self.capabilities.logprobs and not inspect.reply_prefix_ids else None
-        )
-        if cascade is None:
-            results = turn(self.engine, inspect.top_logprobs, inspect.reply_prefix_ids, decoding)
-        else:
-            remote = decoding
-            if decoding.strategy == "beam":  # engines offer no beam search: greedy instead
-                remote = decoding.model_copy(
-                    update={"strategy": "greedy", "num_beams": 1, "num_return_sequences": 1}
-                )
-            results = cascade.run(
-                turn(self.engine, max(1, inspect.top_logprobs), [], decoding),
-                lambda engine: turn(engine, 0, [], remote),
-                f"{self.info.model} ({self.info.device})",
-            )
+        # Generate: on the loaded model, or checked by it and handed on (the cascade).
+        results = self._generate(turn, decoding, inspect, passages, prompt_format, started,
+                                 cancel)  # fmt: skip
+        # Report retrieval, and ground the finished reply in its sources.
         for result in results:
             if not inspect.top_logprobs:
                 result.tokens = None  # recorded for the cascade's verdict, not asked for
-            if use_rag:
+            if turn.use_rag:
                 result.stats["retrieval_s"] = retrieval_s
                 if result.done and not result.sources:
                     result.notices.append(
                         "No passage in your documents was similar enough to the question."
                     )
                 elif result.done:
-                    self._ground(result, message)
+                    self._ground(result, turn.message)
             yield result
+
+    def _retrieve(self, caller: Caller | None, turn: ChatTurn) -> tuple[list | None, str]:
+        """The passages for the turn's message (None without retrieval), and the prompt
+        format its retrieval settings ask for."""
+        if not turn.use_rag:
+            return None, "auto"
+        if self.documents is None or caller is None:
+            raise InputError("Document retrieval is not set up in this app.")
+        from retrieval.settings import parse_retrieval
+
+        retrieval = parse_retrieval(turn.retrieval)
+        passages = None
+        if isinstance(turn.message, str) and turn.message.strip():
+            passages = self.documents.retrieve(caller, turn.message, retrieval)
+        return passages, retrieval.prompt_format
+
+    def _generate(self, turn: ChatTurn, decoding: DecodingSettings, inspect: InspectOptions,
+                  passages, prompt_format: str, started: float, cancel):  # fmt: skip
+        """The engine's snapshots of the turn, or the cascade's (which records token
+        probabilities for its verdict, and has no beam search remotely)."""
+
+        def on(engine, top_logprobs: int, forced: list[int], settings: DecodingSettings):
+            return engine.stream_turn(
+                TurnRequest(
+                    turn.message,
+                    turn.history,
+                    turn.persona.prefix_messages(turn.user),
+                    settings,
+                    passages=passages,
+                    suffix=turn.persona.suffix_messages(turn.user),
+                    prompt_format=prompt_format,
+                    top_logprobs=top_logprobs,
+                    forced=forced,
+                    confidence_threshold=inspect.confidence_threshold,
+                    started_at=started,
+                    max_seconds=self.limits.max_request_seconds,
+                ),
+                cancel,
+            )
+
+        cascade = (
+            self.cascade if self.capabilities.logprobs and not inspect.reply_prefix_ids else None
+        )
+        if cascade is None:
+            return on(self.engine, inspect.top_logprobs, inspect.reply_prefix_ids, decoding)
+        remote = decoding
+        if decoding.strategy == "beam":  # engines offer no beam search: greedy instead
+            remote = decoding.model_copy(
+                update={"strategy": "greedy", "num_beams": 1, "num_return_sequences": 1}
+            )
+        return cascade.run(
+            on(self.engine, max(1, inspect.top_logprobs), [], decoding),
+            lambda engine: on(engine, 0, [], remote),
+            f"{self.info.model} ({self.info.device})",
+        )
 
     def _ground(self, result: TurnResult, question: str) -> None:
         """Attribute the finished reply's sentences to its sources; pick the best quote."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from chat.errors import SettingsError
-from chat.prompting import fit_prompt
+from chat.prompting import PromptRequest, fit_prompt
 from chat.rag_formats import FORMATS, best_sentences, get_format
 from retrieval.attribution import SUPPORTED, ground, sentence_spans, split_sentences
 from retrieval.numerals import contains_fact, digits_for_words, numbers_in
@@ -196,8 +196,9 @@ def test_every_format_delimits_passages_as_information(name):
 
 def test_focused_format_keeps_two_passages_cut_to_the_question():
     fitted = fit_prompt(
-        WordRenderer(), [], [], "How many hives does the beekeeper keep?", 4000, 50,
-        passages(4), rag_format=FORMATS["focused"],
+        WordRenderer(),
+        PromptRequest([], [], "How many hives does the beekeeper keep?", 4000, 50,
+                      passages(4), rag_format=FORMATS["focused"]),
     )  # fmt: skip
     assert len(fitted.passages) == 2 and not fitted.notices
     prompt = fitted.messages[-1]["content"]

@@ -14,7 +14,7 @@ import threading
 import pytest
 
 from chat.backends.base import GenerationRequest
-from chat.engine import ChatEngine
+from chat.engine import ChatEngine, TurnRequest
 from chat.settings import DecodingSettings
 
 # The bundled GGUF on llama.cpp, four sequences at once.
@@ -142,7 +142,7 @@ def test_features_work_alongside_another_conversation(batched):
     greedy = DecodingSettings(strategy="greedy", max_new_tokens=24)
 
     def turn(**kwargs):
-        *_, result = engine.stream_turn(QUESTIONS[0], [], SYSTEM, greedy, **kwargs)
+        *_, result = engine.stream_turn(TurnRequest(QUESTIONS[0], [], SYSTEM, greedy, **kwargs))
         return result
 
     solo = turn(top_logprobs=3)

@@ -160,7 +160,7 @@ def test_a_long_chat_exports_its_near_duplicates_as_before():
 @pytest.mark.parametrize(
     "message, says",
     [
-        ({"versions": 5}, "versions: Input should be a valid list"),
+        ({"versions": 5}, "versions: input should be a valid list"),
         ({"versions": [{"content": "A"}, {"content": "B"}], "current": 7}, "from 0 to 1"),
         ({"meta": {"candidates": ["A", "B"], "chosen": 9}}, "from 0 to 1"),
         ({"meta": {"candidates": [1, 2]}}, "candidates[0]"),

@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from chat.engine import ChatEngine
+from chat.engine import ChatEngine, TurnRequest
 from chat.errors import UnsupportedSettingError
 from chat.inspection import Inspector, anatomy
 from chat.settings import DecodingSettings
@@ -31,7 +31,7 @@ def backend(request, gguf_backend, smol_transformers):
 
 def final(engine, message, **kw):
     settings = DecodingSettings(**kw.pop("settings", GREEDY))
-    *_, last = engine.stream_turn(message, [], SYSTEM, settings, **kw)
+    *_, last = engine.stream_turn(TurnRequest(message, [], SYSTEM, settings, **kw))
     return last
 
 
@@ -119,6 +119,29 @@ def test_perplexity_slides_over_texts_longer_than_the_window(gguf_backend, monke
     assert len(scored) == len(out["tokens"]) - 1 and "window of 64" in out["method"]
 
 
+def test_a_cancelled_scoring_stops_before_its_next_window(gguf_backend, monkeypatch):
+    """Stop (or a departed client) sets the event mid-text: no further window is scored."""
+    import threading
+
+    from chat import perplexity
+    from chat.errors import Cancelled
+
+    monkeypatch.setattr(perplexity, "WINDOW", 64)
+    monkeypatch.setattr(perplexity, "STRIDE", 32)
+    cancel, windows = threading.Event(), []
+    score = gguf_backend.score
+
+    def score_then_stop(ids, first=1):
+        windows.append(len(ids))
+        cancel.set()  # as if Stop were pressed while the first window is scored
+        return score(ids, first)
+
+    monkeypatch.setattr(gguf_backend, "score", score_then_stop)
+    with pytest.raises(Cancelled):
+        Inspector(ChatEngine(gguf_backend)).perplexity(NATURAL * 4, cancel)
+    assert len(windows) == 1  # of the text's several windows
+
+
 def test_attention_on_transformers(smol_transformers):
     out = Inspector(ChatEngine(smol_transformers)).attention("The cat sat on the mat.", layer=-1)
     n = len(out["tokens"])
@@ -153,7 +176,7 @@ def test_prompt_anatomy_adds_up(backend):
         {"role": "assistant", "content": "Nice."},
     ]
     *_, last = engine.stream_turn(
-        "And coffee?", history, SYSTEM + examples, DecodingSettings(**GREEDY)
+        TurnRequest("And coffee?", history, SYSTEM + examples, DecodingSettings(**GREEDY))
     )
     out = anatomy(backend, last.prompt_messages, last.parts, last.prompt)
     parts = {p["part"]: p["tokens"] for p in out["parts"]}

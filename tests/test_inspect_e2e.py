@@ -136,6 +136,40 @@ def test_model_and_compare_endpoints(client):
     assert all(r["logprob"] < 0 for r in rows if "unavailable" not in r)
 
 
+def test_a_comparison_whose_client_left_is_stopped(app, caplog):
+    """A /compare that would write for minutes, its reader gone: the tool's job is stopped
+    (``ChatUI.job``: Stop, or nobody listening) and says so in the log."""
+    import logging
+    import time
+
+    import httpx
+
+    caplog.set_level(logging.INFO, logger="chat_studio")
+    never_ends = {"strategy": "sample", "seed": 3, "temperature": 2.0, "top_p": 1.0, "top_k": 0}
+    strategies = [{"label": f"long {i}", "settings": never_ends} for i in range(4)]
+    r = httpx.post(
+        app[1] + "gradio_api/call/v2/compare",
+        json={
+            "message": "Write a very long story.",
+            "strategies": strategies,
+            "max_new_tokens": 2048,
+        },  # fmt: skip
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    url = app[1] + f"gradio_api/call/v2/compare/{r.json()['event_id']}"
+    try:  # start reading, then hang up
+        with httpx.stream("GET", url, timeout=httpx.Timeout(30, read=2)) as stream:
+            for _ in stream.iter_lines():
+                pass
+    except httpx.ReadTimeout:
+        pass
+    deadline = time.monotonic() + 120  # a comparison that ran to its end logs no "Stopped"
+    while not any("refused: Stopped" in r.getMessage() for r in caplog.records):
+        assert time.monotonic() < deadline, "the comparison went on after its client left"
+        time.sleep(0.5)
+
+
 @pytest.mark.browser
 def test_inspect_tab_in_the_browser(page):
     page.set_viewport_size({"width": 1400, "height": 1000})

@@ -3,7 +3,7 @@
 import threading
 import time
 
-from chat.engine import ChatEngine
+from chat.engine import ChatEngine, TurnRequest
 from chat.settings import DecodingSettings
 from tests.helpers.wait import stays
 
@@ -39,10 +39,12 @@ def test_greedy_answer_is_exact(gguf_backend):
     engine = ChatEngine(gguf_backend)
     result, snapshots = last(
         engine.stream_turn(
-            "What is the capital of France?",
-            [],
-            SYSTEM,
-            DecodingSettings(strategy="greedy", max_new_tokens=24),
+            TurnRequest(
+                "What is the capital of France?",
+                [],
+                SYSTEM,
+                DecodingSettings(strategy="greedy", max_new_tokens=24),
+            )
         )
     )
     assert result.done and len(snapshots) > 2  # it streamed
@@ -54,10 +56,12 @@ def test_stop_string_cuts_the_reply(gguf_backend):
     engine = ChatEngine(gguf_backend)
     result, _ = last(
         engine.stream_turn(
-            "Count from 1 to 10, separated by commas.",
-            [],
-            SYSTEM,
-            DecodingSettings(strategy="greedy", max_new_tokens=60, stop=["5"]),
+            TurnRequest(
+                "Count from 1 to 10, separated by commas.",
+                [],
+                SYSTEM,
+                DecodingSettings(strategy="greedy", max_new_tokens=60, stop=["5"]),
+            )
         )
     )
     assert "5" not in result.reply and "4" in result.reply
@@ -70,7 +74,7 @@ def test_cancel_halts_the_backend_quickly(gguf_backend):
     settings = DecodingSettings(strategy="sample", seed=1, max_new_tokens=1500)
     t_cancel = None
     for result in engine.stream_turn(
-        "Write a very long story about a dragon.", [], SYSTEM, settings, cancel
+        TurnRequest("Write a very long story about a dragon.", [], SYSTEM, settings), cancel
     ):
         if not result.done and result.stats["completion_tokens"] >= 5 and t_cancel is None:
             t_cancel = time.perf_counter()
@@ -85,13 +89,15 @@ def test_cancel_halts_the_backend_quickly(gguf_backend):
 def test_candidates_use_consecutive_seeds(gguf_backend):
     engine = ChatEngine(gguf_backend)
     s = DecodingSettings(strategy="sample", seed=42, num_return_sequences=2, max_new_tokens=20)
-    both, _ = last(engine.stream_turn("Say something nice.", [], SYSTEM, s))
+    both, _ = last(engine.stream_turn(TurnRequest("Say something nice.", [], SYSTEM, s)))
     one, _ = last(
         engine.stream_turn(
-            "Say something nice.",
-            [],
-            SYSTEM,
-            s.model_copy(update={"num_return_sequences": 1, "seed": 43}),
+            TurnRequest(
+                "Say something nice.",
+                [],
+                SYSTEM,
+                s.model_copy(update={"num_return_sequences": 1, "seed": 43}),
+            )
         )
     )
     assert len(both.candidates) == 2 and both.candidates[1] == one.reply
@@ -101,10 +107,12 @@ def test_chinese_text_streams_whole_characters(gguf_backend):
     engine = ChatEngine(gguf_backend)
     result, snapshots = last(
         engine.stream_turn(
-            "请用中文说你好",
-            [],
-            [{"role": "system", "content": "你是一只可爱的猫娘"}],
-            DecodingSettings(strategy="greedy", max_new_tokens=30),
+            TurnRequest(
+                "请用中文说你好",
+                [],
+                [{"role": "system", "content": "你是一只可爱的猫娘"}],
+                DecodingSettings(strategy="greedy", max_new_tokens=30),
+            )
         )
     )
     assert all("\ufffd" not in s.reply for s in snapshots)
@@ -122,7 +130,9 @@ def test_a_request_waiting_for_the_model_gives_up_on_cancel(gguf_backend):
 
     def turn():
         try:
-            for result in engine.stream_turn("Hi", [], SYSTEM, DecodingSettings(), cancel):
+            for result in engine.stream_turn(
+                TurnRequest("Hi", [], SYSTEM, DecodingSettings()), cancel
+            ):
                 outcome.append(result)
         except Cancelled:
             outcome.append("cancelled")
@@ -141,7 +151,9 @@ def test_a_generation_stops_at_the_time_limit(gguf_backend):
     engine = ChatEngine(gguf_backend)
     settings = DecodingSettings(strategy="sample", seed=2, max_new_tokens=2000)
     t0 = time.perf_counter()
-    *_, result = engine.stream_turn("Tell a long story.", [], SYSTEM, settings, max_seconds=1.0)
+    *_, result = engine.stream_turn(
+        TurnRequest("Tell a long story.", [], SYSTEM, settings, max_seconds=1.0)
+    )
     assert time.perf_counter() - t0 < 3
     assert result.stats["finish_reason"] == "time_limit"
     assert any("--max-request-seconds" in n for n in result.notices)

@@ -34,7 +34,7 @@ def test_good_card_unknown_field_and_bad_macro():
         parse_card("name: Bob\ngreting: hello\n", "bob.yaml")
     with pytest.raises(PersonaError, match=r"greeting: unknown macro \{\{usr\}\}"):
         parse_card("name: Bob\ngreeting: Hi {{usr}}\n", "bob.yaml")
-    with pytest.raises(PersonaError, match="example_dialogue.0.content: unknown macro"):
+    with pytest.raises(PersonaError, match=r"example_dialogue\[0\]\.content: unknown macro"):
         parse_card("name: B\nexample_dialogue:\n- {role: user, content: '{{x}}'}\n")
 
 

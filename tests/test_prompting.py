@@ -3,7 +3,13 @@
 import pytest
 
 from chat.errors import InputError
-from chat.prompting import fit_prompt, render_transcript, split_turns, validate_history
+from chat.prompting import (
+    PromptRequest,
+    fit_prompt,
+    render_transcript,
+    split_turns,
+    validate_history,
+)
 from chat.stops import StopFilter
 
 
@@ -17,6 +23,11 @@ class WordRenderer:
 
     def truncate(self, text, max_tokens):
         return " ".join(text.split()[:max_tokens])
+
+
+def fit(*args, **kwargs):
+    """``fit_prompt`` on the word renderer."""
+    return fit_prompt(WordRenderer(), PromptRequest(*args, **kwargs))
 
 
 def turns(n, words=10):
@@ -45,14 +56,14 @@ def test_transcript_format_for_models_without_template():
 
 
 def test_everything_fits_nothing_dropped():
-    fitted = fit_prompt(WordRenderer(), SYSTEM, turns(2), "hello", n_ctx=500, max_new_tokens=50)
+    fitted = fit(SYSTEM, turns(2), "hello", n_ctx=500, max_new_tokens=50)
     assert fitted.dropped_turns == 0 and not fitted.notices
     assert fitted.messages[0] == SYSTEM[0] and fitted.messages[-1]["content"] == "hello"
     assert len(fitted.messages) == 6
 
 
 def test_oldest_turns_dropped_first_system_and_message_kept():
-    fitted = fit_prompt(WordRenderer(), SYSTEM, turns(20), "newest", n_ctx=200, max_new_tokens=50)
+    fitted = fit(SYSTEM, turns(20), "newest", n_ctx=200, max_new_tokens=50)
     assert fitted.dropped_turns > 0
     assert fitted.prompt_tokens + fitted.max_new_tokens <= 200
     assert fitted.messages[0] == SYSTEM[0]
@@ -64,14 +75,14 @@ def test_oldest_turns_dropped_first_system_and_message_kept():
 
 def test_overlong_message_is_cut_with_notice():
     long = "word " * 5000
-    fitted = fit_prompt(WordRenderer(), SYSTEM, turns(3), long, n_ctx=300, max_new_tokens=50)
+    fitted = fit(SYSTEM, turns(3), long, n_ctx=300, max_new_tokens=50)
     assert fitted.prompt_tokens + fitted.max_new_tokens <= 300
     assert fitted.messages[-1]["content"].startswith("word word")
     assert any("too long" in n for n in fitted.notices)
 
 
 def test_reply_budget_larger_than_window_is_capped():
-    fitted = fit_prompt(WordRenderer(), SYSTEM, [], "hi", n_ctx=100, max_new_tokens=4000)
+    fitted = fit(SYSTEM, [], "hi", n_ctx=100, max_new_tokens=4000)
     assert fitted.max_new_tokens <= 50 and fitted.prompt_tokens + fitted.max_new_tokens <= 100
     assert any("capped" in n for n in fitted.notices)
 
@@ -79,7 +90,7 @@ def test_reply_budget_larger_than_window_is_capped():
 def test_persona_too_long_for_window_is_a_clear_error():
     huge = [{"role": "system", "content": "x " * 500}]
     with pytest.raises(InputError, match="--n-ctx"):
-        fit_prompt(WordRenderer(), huge, [], "hi", n_ctx=100, max_new_tokens=10)
+        fit(huge, [], "hi", n_ctx=100, max_new_tokens=10)
 
 
 def test_history_validation():
@@ -126,9 +137,7 @@ class P:
 
 def test_passages_are_numbered_delimited_and_marked_as_reference():
     passages = [P("Herons nest on tussocks.", 0.9, "marsh.pdf", page=3), P("Open at dawn.", 0.5)]
-    fitted = fit_prompt(
-        WordRenderer(), SYSTEM, [], "Where?", n_ctx=500, max_new_tokens=50, passages=passages
-    )
+    fitted = fit(SYSTEM, [], "Where?", n_ctx=500, max_new_tokens=50, passages=passages)
     content = fitted.messages[-1]["content"]
     block = "<<<REFERENCE [1] marsh.pdf, page 3>>>\nHerons nest on tussocks.\n<<<END [1]>>>"
     assert block in content
@@ -140,9 +149,7 @@ def test_passages_are_numbered_delimited_and_marked_as_reference():
 
 def test_tight_window_drops_old_turns_then_lowest_scoring_passages():
     passages = [P("best " * 40, 0.9), P("middle " * 40, 0.6), P("worst " * 40, 0.3)]
-    fitted = fit_prompt(
-        WordRenderer(), SYSTEM, turns(3), "Q?", n_ctx=180, max_new_tokens=40, passages=passages
-    )
+    fitted = fit(SYSTEM, turns(3), "Q?", n_ctx=180, max_new_tokens=40, passages=passages)
     assert fitted.dropped_turns == 3
     assert [p.score for p in fitted.passages] == [0.9, 0.6]
     assert fitted.prompt_tokens + fitted.max_new_tokens <= 180
@@ -165,7 +172,9 @@ class CountingRenderer(WordRenderer):
 def test_fitting_a_huge_history_renders_only_window_sized_prompts():
     backend = CountingRenderer()
     history = turns(5000, words=3)  # 10,000 messages
-    fitted = fit_prompt(backend, SYSTEM, history, "newest", n_ctx=400, max_new_tokens=50)
+    fitted = fit_prompt(
+        backend, PromptRequest(SYSTEM, history, "newest", n_ctx=400, max_new_tokens=50)
+    )
     assert fitted.prompt_tokens + 50 <= 400 and fitted.dropped_turns > 4900
     assert backend.renders < 30
     assert backend.rendered_messages < 30 * 100  # never the whole history at once
@@ -183,7 +192,7 @@ def test_fitting_keeps_exactly_the_most_turns_that_fit(seed):
             {"role": "assistant", "content": f"a{i} " + "w " * rng.randint(0, 40)},
         ]
     n_ctx, max_new = rng.randint(120, 900), 40
-    fitted = fit_prompt(WordRenderer(), SYSTEM, history, "now", n_ctx=n_ctx, max_new_tokens=max_new)
+    fitted = fit(SYSTEM, history, "now", n_ctx=n_ctx, max_new_tokens=max_new)
     # Brute force: the fewest dropped turns whose prompt fits.
     budget = n_ctx - 4 - max_new
     groups = split_turns(history)
@@ -202,4 +211,4 @@ def test_fitting_gives_up_on_cancel():
     cancel = threading.Event()
     cancel.set()
     with pytest.raises(Cancelled):
-        fit_prompt(WordRenderer(), SYSTEM, turns(50), "x", 300, 50, cancel=cancel)
+        fit_prompt(WordRenderer(), PromptRequest(SYSTEM, turns(50), "x", 300, 50), cancel)

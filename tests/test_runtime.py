@@ -11,7 +11,7 @@ import pytest
 from gradio_client import Client, handle_file
 
 from chat.backends.subprocess_backend import SubprocessBackend, WorkerDied
-from chat.engine import ChatEngine
+from chat.engine import ChatEngine, TurnRequest
 from chat.inspection import Inspector
 from chat.models import choose_runtime, default_model_path, llama_gpu_offload
 from chat.settings import DecodingSettings
@@ -39,10 +39,11 @@ def worker():
 def test_the_child_answers_like_the_model_in_process(worker, gguf_backend):
     assert worker.info.device.endswith("own process") and worker.pid != os.getpid()
     here = ChatEngine(gguf_backend).stream_turn(
-        "What is the capital of France?", [], SYSTEM, GREEDY
+        TurnRequest("What is the capital of France?", [], SYSTEM, GREEDY)
     )
-    there = ChatEngine(worker).stream_turn("What is the capital of France?", [], SYSTEM, GREEDY,
-                                           top_logprobs=3)  # fmt: skip
+    there = ChatEngine(worker).stream_turn(
+        TurnRequest("What is the capital of France?", [], SYSTEM, GREEDY, top_logprobs=3)
+    )
     *_, a = here
     *_, b = there
     assert a.reply == b.reply and len(b.tokens[0]) == b.stats["completion_tokens"]
@@ -54,7 +55,7 @@ def test_the_child_answers_like_the_model_in_process(worker, gguf_backend):
 def test_a_dead_child_is_restarted_and_the_request_says_so(worker):
     engine = ChatEngine(worker)
     settings = DecodingSettings(strategy="sample", seed=1, max_new_tokens=1500)
-    turn = engine.stream_turn("Write a very long story.", [], SYSTEM, settings)
+    turn = engine.stream_turn(TurnRequest("Write a very long story.", [], SYSTEM, settings))
     next(turn)
     os.kill(worker.pid, signal.SIGKILL)
     with pytest.raises(WorkerDied, match="restarted"):
@@ -63,7 +64,7 @@ def test_a_dead_child_is_restarted_and_the_request_says_so(worker):
     deadline = time.time() + 60
     while time.time() < deadline and (worker.restarts < 1 or worker.proc.poll() is not None):
         time.sleep(0.1)
-    *_, again = engine.stream_turn("Hi", [], SYSTEM, GREEDY)
+    *_, again = engine.stream_turn(TurnRequest("Hi", [], SYSTEM, GREEDY))
     assert again.reply and worker.restarts >= 1
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from chat.backends.base import GenerationRequest
 from chat.backends.transformers_backend import TransformersBackend, _gguf_chat_template
-from chat.engine import ChatEngine
+from chat.engine import ChatEngine, TurnRequest
 from chat.errors import ModelLoadError
 from chat.settings import DecodingSettings
 
@@ -41,7 +41,8 @@ def _hub_offline():
 
 def last(engine: ChatEngine, message: str, history=None, prefix=SYSTEM, **settings):
     """Run a turn to the end; return all snapshots and the final one."""
-    snaps = list(engine.stream_turn(message, history or [], prefix, DecodingSettings(**settings)))
+    turn = TurnRequest(message, history or [], prefix, DecodingSettings(**settings))
+    snaps = list(engine.stream_turn(turn))
     assert snaps[-1].done
     return snaps, snaps[-1]
 
@@ -129,10 +130,12 @@ def test_smollm2_sampling_is_seeded_and_streams(smol):
 def test_smollm2_cancel_stops_generation(smol):
     cancel = threading.Event()
     turn = ChatEngine(smol).stream_turn(
-        "Write a long story about a dragon.",
-        [],
-        SYSTEM,
-        DecodingSettings(strategy="greedy", max_new_tokens=400),
+        TurnRequest(
+            "Write a long story about a dragon.",
+            [],
+            SYSTEM,
+            DecodingSettings(strategy="greedy", max_new_tokens=400),
+        ),
         cancel=cancel,
     )
     next(turn)

@@ -12,7 +12,8 @@ caller's own things.
 from __future__ import annotations
 
 import threading
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 
 import gradio as gr
 
@@ -22,11 +23,11 @@ from personas.store import parse_card
 from studio import datasets
 from studio.access import Access
 from studio.requests import ChatRequest, parse_request
-from studio.service import ChatService, inspect_options
+from studio.service import ChatService, ChatTurn, inspect_options
 from ui.chat_tab import DEFAULT_USER, GENERATE, ChatTab
 from ui.documents_panel import DocumentsPanel
 from ui.downloads import Download
-from ui.errors import user_error
+from ui.errors import boundary, user_error
 from ui.page_css import LAYOUT_CSS
 from ui.persona_panel import PersonaEditor, persona_choices
 from ui.render import model_banner
@@ -100,33 +101,70 @@ class ChatUI:
         self.switcher = switcher  # a studio.model_switch.ModelSwitcher: the Model tab
         self.explain_cache = explain_cache  # where the neuron index is kept between runs
         self.chat = ChatTab(self, service)
+        self._jobs: dict[str, set[threading.Event]] = {}  # each session's running jobs
+        self._jobs_lock = threading.Lock()
         self.access.on_end(self.chat.forget)
+        self.access.on_end(self._forget_jobs)
 
     # ----- what the panels ask of the app ---------------------------------------------------
     def caller(self, request):
         """Who is calling (a clear error when the request carries no valid session)."""
-        try:
-            return self.access.caller(request)
-        except ChatStudioError as exc:
-            raise user_error(exc) from None
+        return self.access.caller(request)
 
     def watch(self, session: str, cancel: threading.Event):
         """Stop the work once nobody listens for it (a closed tab, a REST call never read)."""
         return self.guard.watch(session, cancel) if self.guard else nullcontext()
 
+    @contextmanager
+    def job(self, request, max_seconds: float | None = None) -> Iterator[threading.Event]:
+        """A cancel event for one call of this caller, set by Stop (``stop_jobs``), after
+        ``max_seconds``, or once nobody listens; the work that sees it set ends in one
+        sentence saying so."""
+        session = self.caller(request).session
+        cancel = threading.Event()
+        with self._jobs_lock:
+            self._jobs.setdefault(session, set()).add(cancel)
+        limit = threading.Timer(max_seconds, cancel.set) if max_seconds else None
+        if limit is not None:
+            limit.daemon = True
+            limit.start()
+        try:
+            with self.watch(session, cancel):
+                yield cancel
+        except Cancelled:
+            raise user_error(
+                "Stopped (Stop pressed, the page closed, or the request time limit "
+                "--max-request-seconds was reached)."
+            ) from None
+        finally:
+            if limit is not None:
+                limit.cancel()
+            with self._jobs_lock:
+                running = self._jobs.get(session)
+                if running is not None:
+                    running.discard(cancel)
+                    if not running:
+                        del self._jobs[session]
+
+    def stop_jobs(self, session: str) -> None:
+        """Stop every job this session is running (the Stop buttons)."""
+        with self._jobs_lock:
+            for cancel in self._jobs.get(session, ()):
+                cancel.set()
+
+    def _forget_jobs(self, session: str) -> None:
+        """A session ended."""
+        with self._jobs_lock:
+            self._jobs.pop(session, None)
+
     def persona(self, persona_id: str, own: dict | None) -> Persona:
         """A persona the caller may use (shipped, shared, or one of their own)."""
-        try:
-            return self.service.personas.get(persona_id, own)
-        except ChatStudioError as exc:
-            raise user_error(exc) from None
+        return self.service.personas.get(persona_id, own)
 
+    @boundary
     def _browser_key(self, stored: str, request: gr.Request) -> str:
         """This tab joins its browser (the key it kept, checked here, or a fresh one)."""
-        try:
-            return self.access.browser_key(request, stored)
-        except ChatStudioError as exc:
-            raise user_error(exc) from None
+        return self.access.browser_key(request, stored)
 
     def _end_session(self, request: gr.Request):
         """A tab closed: end its session, if the request really comes from its owner."""
@@ -155,6 +193,7 @@ class ChatUI:
 
         return self.stored_settings(stored, persona_id) or [gr.update()] * (len(FIELDS) + 1)
 
+    @boundary
     def persona_settings(self, persona_id: str, own: dict | None, panel: SettingsPanel,
                          stored=None):  # fmt: skip
         """The preset box and controls for a persona: what this browser last used with it,
@@ -171,6 +210,7 @@ class ChatUI:
         return panel.for_persona(self.service.preset(default), default)
 
     # ----- API -----------------------------------------------------------------------
+    @boundary
     def api_chat(
         self,
         message: str,
@@ -199,52 +239,39 @@ class ChatUI:
         """
         caller = self.caller(request)
         cancel = threading.Event()
-        try:
-            r = parse_request(
-                ChatRequest,
-                message=message,
-                history=history,
-                persona=persona,
-                settings=settings,
-                use_rag=use_rag,
-                retrieval=retrieval,
-                persona_card=persona_card,
-                user_name=user_name or DEFAULT_USER,
-            )
-            inspect = inspect_options(
-                top_logprobs=top_logprobs,
-                confidence_threshold=confidence_threshold,
-                reply_prefix_ids=reply_prefix_ids,
-            )
-            card = (
-                parse_card(r.persona_card, "persona_card")
-                if r.persona_card
-                else self.service.personas.get(r.persona)
-            )
-            user = r.user_name.strip()[:60] or DEFAULT_USER
-            with self.watch(caller.session, cancel):
-                for result in self.service.run(
-                    caller,
-                    r.message,
-                    r.history,
-                    card,
-                    r.settings,
-                    r.use_rag,
-                    cancel,
-                    r.retrieval,
-                    inspect,
-                    user,
-                ):
-                    yield result.to_api()
-        except Cancelled:
-            return
-        except ChatStudioError as exc:
-            raise user_error(exc) from None
+        r = parse_request(
+            ChatRequest,
+            message=message,
+            history=history,
+            persona=persona,
+            settings=settings,
+            use_rag=use_rag,
+            retrieval=retrieval,
+            persona_card=persona_card,
+            user_name=user_name or DEFAULT_USER,
+        )
+        inspect = inspect_options(
+            top_logprobs=top_logprobs,
+            confidence_threshold=confidence_threshold,
+            reply_prefix_ids=reply_prefix_ids,
+        )
+        card = (
+            parse_card(r.persona_card, "persona_card")
+            if r.persona_card
+            else self.service.personas.get(r.persona)
+        )
+        user = r.user_name.strip()[:60] or DEFAULT_USER
+        with self.watch(caller.session, cancel):
+            turn = ChatTurn(r.message, r.history, card, r.settings, r.use_rag, r.retrieval,
+                            inspect, user)  # fmt: skip
+            for result in self.service.run(caller, turn, cancel):
+                yield result.to_api()
 
     def api_personas(self) -> list[dict]:
         """The shipped and shared personas: ``{id, name, description, source, error}`` each."""
         return self.service.personas.list()
 
+    @boundary
     def api_export_dataset(
         self, kind: str = "sft", conversations: list | None = None, request: gr.Request = None
     ) -> str:
@@ -259,11 +286,8 @@ class ChatUI:
         caller = self.caller(request)
         cancel = threading.Event()
         budget = datasets.Budget(cancel, self.service.limits.max_request_seconds)
-        try:
-            with self.watch(caller.session, cancel):
-                return datasets.export(kind, conversations or [], budget).jsonl()
-        except ChatStudioError as exc:
-            raise user_error(exc) from None
+        with self.watch(caller.session, cancel):
+            return datasets.export(kind, conversations or [], budget).jsonl()
 
     # ----- layout ----------------------------------------------------------------------
     def create_app(self) -> gr.Blocks:
@@ -307,13 +331,14 @@ class ChatUI:
             download = Download()
             with gr.Tabs(elem_id="tabs") as tabs:
                 with gr.Tab("Chat", id="chat", elem_id="tab-chat"):
-                    c = self.chat.build(personas, conversation, own, user, panel, None)
+                    c = self.chat.build(personas, conversation, own, user, panel)
                 with gr.Tab("Inspect", id="inspect", elem_id="tab-inspect"):
                     inspect = InspectPanel(svc, self.access)
                     explain = ExplainPanel(Explainer(svc, self.explain_cache), self)
+                docs = None
                 if svc.documents is not None:
                     with gr.Tab("Documents", elem_id="tab-documents") as docs_tab:
-                        c.docs = DocumentsPanel(svc.documents, self.access)
+                        docs = DocumentsPanel(svc.documents, self.access)
                 with gr.Tab("Personas", elem_id="tab-personas"):
                     editor = PersonaEditor(svc.personas, self.access, c.persona, own)
                 if self.switcher is not None:
@@ -324,13 +349,13 @@ class ChatUI:
             gr.api(self.api_chat, api_name="chat", **api)
             gr.api(self.api_personas, api_name="personas")
             gr.api(self.api_export_dataset, api_name="export_dataset")
-            if c.docs:
-                c.docs.wire(demo)
-                docs_tab.select(c.docs.listing, None, c.docs.listing_out, **hidden)
+            if docs:
+                docs.wire(demo)
+                docs_tab.select(docs.listing, None, docs.listing_out, **hidden)
                 # A reload of the same browser finds its documents again.
                 key = gr.BrowserState("", storage_key=BROWSER_KEY, secret=self.browser_secret)
                 demo.load(self._browser_key, key, key, **hidden)
-            self.chat.wire(demo, c, inspect, download)
+            self.chat.wire(demo, c, inspect, download, docs)
             InspectTools(svc, inspect, self).wire(c)
             explain.wire(c, inspect)
             self._wire_inspect_action(c, inspect, tabs)
@@ -379,6 +404,7 @@ class ChatUI:
         show = [inspect.confidence, inspect.tokens, inspect.alternatives, inspect.anatomy]
         show += [inspect.prompt_tokens, inspect.selected]
 
+        @boundary
         def open_on(conversation, index):
             if index is None or not 0 <= index < len(conversation):
                 raise user_error("Select a reply first (click it).")
@@ -408,6 +434,7 @@ class ChatUI:
         editor.wire()
         fresh = [*c.fresh_outputs, saved.current, saved.pick]
 
+        @boundary
         def restart(card_id, own, user):
             if not card_id:  # nothing was saved: the chat goes on
                 return [gr.update() for _ in fresh]

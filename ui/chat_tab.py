@@ -9,21 +9,133 @@ state and redraws the Chatbot from it.
 from __future__ import annotations
 
 import threading
-from types import SimpleNamespace
+from dataclasses import dataclass, field
 
 import gradio as gr
 
 from chat.errors import Cancelled, ChatStudioError
 from chat.settings import MAX_CANDIDATES
 from studio import conversations as conv
-from studio.service import ChatService, inspect_options
+from studio.service import ChatService, ChatTurn, InspectOptions
 from ui import render
 from ui.documents_panel import SOURCE_HEADERS, sources_rows
-from ui.errors import user_error
-from ui.settings_panel import FIELDS, SettingsPanel
+from ui.errors import boundary, user_error
+from ui.settings_panel import SettingsPanel
 
 GENERATE = "generate"  # one concurrency group for everything that runs the model
 DEFAULT_USER = "User"
+
+
+@dataclass
+class ChatControls:
+    """The Chat tab's components, named, and the events other panels hook into.
+
+    ``ChatTab.build`` makes the components; ``ChatTab.wire`` fills the event
+    lists (``turns``, ``changed_events``, ``started_events``) and the outputs a
+    new chat resets. Other panels read these and append to ``on_open``; none
+    adds attributes.
+    """
+
+    conversation: gr.State
+    own: gr.BrowserState
+    user: gr.Textbox
+    panel: SettingsPanel
+    slots: int  # generations the model runs at once
+    selected: gr.State
+    sent: gr.State
+    persona: gr.Dropdown
+    chatbot: gr.Chatbot
+    actions: gr.Row
+    action_label: gr.Markdown
+    prev: gr.Button
+    next: gr.Button
+    retry: gr.Button
+    delete: gr.Button
+    inspect: gr.Button
+    candidates_row: gr.Column
+    boxes: list
+    choice: gr.Radio
+    sources: gr.Dataframe
+    grounding: gr.Markdown
+    examples: gr.Dataset
+    use_docs: gr.Checkbox
+    message: gr.Textbox
+    send: gr.Button
+    stop: gr.Button
+    stats: gr.Markdown
+    regen: gr.Button
+    undo: gr.Button
+    clear: gr.Button
+    export: gr.Button
+    generate: str = GENERATE  # the concurrency group of everything that runs the model
+    turns: list = field(default_factory=list)  # the events that end a turn
+    changed_events: list = field(default_factory=list)  # change the chat, generate nothing
+    started_events: list = field(default_factory=list)  # start a fresh chat
+    fresh_outputs: list = field(default_factory=list)  # what a fresh chat sets
+    on_open: list = field(default_factory=list)  # (fn, inputs, outputs) when a chat opens
+
+    @property
+    def reset_outputs(self) -> list:
+        """What ``ChatTab.cleared`` empties when a saved chat opens."""
+        return self.fresh_outputs[2:-1]
+
+    def turn_done(self, fn, inputs, outputs) -> list:
+        """Run ``fn`` after every turn (sent, retried, regenerated or edited)."""
+        return [t.then(fn, inputs, outputs, api_visibility="private") for t in self.turns]
+
+    def changed(self) -> list:
+        """The events that change the conversation without generating."""
+        return self.changed_events
+
+    def started(self) -> list:
+        """The events that start a fresh conversation."""
+        return self.started_events
+
+    @staticmethod
+    def redraw(conversation):
+        """The Chatbot showing ``conversation``."""
+        return ChatTab.redraw(conversation)
+
+    @staticmethod
+    def after_open() -> tuple:
+        """Values for ``reset_outputs`` once a saved chat is open."""
+        return ChatTab.cleared()
+
+
+@dataclass
+class TurnOptions:
+    """What a turn reads from the page besides the message: typed, by name."""
+
+    settings: dict  # decoding settings for ``parse_settings``
+    inspect: InspectOptions
+    use_rag: bool
+    retrieval: dict | None  # retrieval settings, when the app has documents
+
+
+@dataclass
+class TurnOptionsReader:
+    """The controls a turn reads, and their values read back by component, not position."""
+
+    settings: SettingsPanel
+    inspect: object  # the InspectPanel: what a reply records
+    use_docs: gr.Checkbox
+    docs: object = None  # the DocumentsPanel, when the app has documents
+
+    @property
+    def components(self) -> list:
+        """The inputs to wire after a turn handler's own."""
+        out = [*self.settings.components, *self.inspect.recording_inputs, self.use_docs]
+        return out + (self.docs.retrieval_inputs if self.docs else [])
+
+    def read(self, values) -> TurnOptions:
+        """The options from the values Gradio passed for ``components``."""
+        by = dict(zip(self.components, values, strict=True))
+        return TurnOptions(
+            settings=self.settings.read(by),
+            inspect=self.inspect.read_recording(by),
+            use_rag=bool(by[self.use_docs]),
+            retrieval=self.docs.read_retrieval(by) if self.docs else None,
+        )
 
 
 class ChatTab:
@@ -35,23 +147,21 @@ class ChatTab:
         self._cancel: dict[str, threading.Event] = {}
         self._busy: set[str] = set()  # sessions with a turn under way
         self._lock = threading.Lock()
+        self.options: TurnOptionsReader | None = None  # what a turn reads besides the message
 
     # ----- layout --------------------------------------------------------------------------
-    def build(self, personas, conversation, own, user, panel, docs) -> SimpleNamespace:
-        """The components of the tab, in a namespace the other panels read."""
-        c = SimpleNamespace(conversation=conversation, own=own, user=user, panel=panel, docs=docs)
-        c.slots, c.generate = self.service.engine.concurrency, GENERATE
-        c.settings = panel.components
-        c.selected = gr.State(None)  # the conversation index of the clicked message
-        c.sent = gr.State("")  # the message being sent (the box is already empty)
-        c.persona = gr.Dropdown(
+    def build(self, personas, conversation, own, user, panel: SettingsPanel) -> ChatControls:
+        """The components of the tab, named, for the other panels to read and wire to."""
+        selected = gr.State(None)  # the conversation index of the clicked message
+        sent = gr.State("")  # the message being sent (the box is already empty)
+        persona = gr.Dropdown(
             personas,
             value=personas[0][1],
             label="Persona",
             elem_id="persona",
             allow_custom_value=True,
         )
-        c.chatbot = gr.Chatbot(
+        chatbot = gr.Chatbot(
             value=render.chatbot_messages(conversation.value),
             label="Chat",
             show_label=False,  # the tab says it; a floating label would cover messages
@@ -66,21 +176,21 @@ class ChatTab:
         )
         # What belongs to the selected message and to the last reply sits right under the
         # chat, above the input: visible without scrolling, on a phone too.
-        with gr.Row(visible=False, elem_id="message-actions") as c.actions:
-            c.action_label = gr.Markdown(elem_id="action-label")
-            c.prev = gr.Button("‹ version", size="sm", elem_id="version-prev")
-            c.next = gr.Button("version ›", size="sm", elem_id="version-next")
-            c.retry = gr.Button("Retry", size="sm", elem_id="retry-message")
-            c.delete = gr.Button("Delete pair", size="sm", elem_id="delete-pair")
-            c.inspect = gr.Button("Inspect", size="sm", elem_id="inspect-message")
-        with gr.Column(visible=False, elem_id="candidates") as c.candidates_row:
+        with gr.Row(visible=False, elem_id="message-actions") as actions:
+            action_label = gr.Markdown(elem_id="action-label")
+            prev = gr.Button("‹ version", size="sm", elem_id="version-prev")
+            next_ = gr.Button("version ›", size="sm", elem_id="version-next")
+            retry = gr.Button("Retry", size="sm", elem_id="retry-message")
+            delete = gr.Button("Delete pair", size="sm", elem_id="delete-pair")
+            inspect = gr.Button("Inspect", size="sm", elem_id="inspect-message")
+        with gr.Column(visible=False, elem_id="candidates") as candidates_row:
             with gr.Row():
-                c.boxes = [
+                boxes = [
                     gr.Markdown(label=f"Candidate {i + 1}", elem_classes="candidate", visible=False)
                     for i in range(MAX_CANDIDATES)
                 ]
-            c.choice = gr.Radio([], label="Continue with candidate", elem_id="choice")
-        c.sources = gr.Dataframe(
+            choice = gr.Radio([], label="Continue with candidate", elem_id="choice")
+        sources = gr.Dataframe(
             headers=SOURCE_HEADERS,
             label="Sources used in the last answer",
             visible=False,
@@ -90,8 +200,8 @@ class ChatTab:
             elem_id="sources",
         )
         # With documents: what a plain search would answer, and each sentence's evidence.
-        c.grounding = gr.Markdown(visible=False, elem_id="grounding")
-        c.examples = gr.Dataset(
+        grounding = gr.Markdown(visible=False, elem_id="grounding")
+        examples = gr.Dataset(
             components=[gr.Textbox(visible=False)],
             samples=self._examples(personas[0][1], {}),
             label="Try",
@@ -99,27 +209,34 @@ class ChatTab:
         )
         with gr.Row(elem_id="input-row", equal_height=True):
             with gr.Column(scale=0, min_width=110, elem_id="use-docs-box"):
-                c.use_docs = gr.Checkbox(False, label="Use documents", elem_id="use-docs")
+                use_docs = gr.Checkbox(False, label="Use documents", elem_id="use-docs")
             with gr.Column(scale=6, min_width=160, elem_id="message-box"):
-                c.message = gr.Textbox(
+                message = gr.Textbox(
                     placeholder="Type a message and press Enter",
                     show_label=False,
                     elem_id="message",
                     autofocus=True,
                 )
-            c.send = gr.Button("Send", variant="primary", scale=1, min_width=70, elem_id="send")
-            c.stop = gr.Button(
+            send = gr.Button("Send", variant="primary", scale=1, min_width=70, elem_id="send")
+            stop = gr.Button(
                 "Stop", variant="stop", scale=1, min_width=70, elem_id="stop", interactive=False
             )
-        c.stats = gr.Markdown(elem_id="stats-line", elem_classes="stats-line")
+        stats = gr.Markdown(elem_id="stats-line", elem_classes="stats-line")
         with gr.Row():
-            c.regen = gr.Button("Regenerate", size="sm", elem_id="regenerate")
-            c.undo = gr.Button("Undo / edit last", size="sm", elem_id="undo")
-            c.clear = gr.Button("New chat", size="sm", elem_id="clear")
-            c.export = gr.Button("Export JSON", size="sm", elem_id="export")
-        c.redraw = self.redraw
-        c.on_open = []  # (fn, inputs, outputs) to run when a saved chat is opened or restored
-        return c
+            regen = gr.Button("Regenerate", size="sm", elem_id="regenerate")
+            undo = gr.Button("Undo / edit last", size="sm", elem_id="undo")
+            clear = gr.Button("New chat", size="sm", elem_id="clear")
+            export = gr.Button("Export JSON", size="sm", elem_id="export")
+        return ChatControls(
+            conversation=conversation, own=own, user=user, panel=panel,
+            slots=self.service.engine.concurrency, selected=selected, sent=sent,
+            persona=persona, chatbot=chatbot, actions=actions, action_label=action_label,
+            prev=prev, next=next_, retry=retry, delete=delete, inspect=inspect,
+            candidates_row=candidates_row, boxes=boxes, choice=choice, sources=sources,
+            grounding=grounding, examples=examples, use_docs=use_docs, message=message,
+            send=send, stop=stop, stats=stats, regen=regen, undo=undo, clear=clear,
+            export=export,
+        )  # fmt: skip
 
     # ----- helpers ------------------------------------------------------------------------
     def _examples(self, persona_id, own) -> list[list[str]]:
@@ -138,6 +255,7 @@ class ChatTab:
             self._cancel.pop(session, None)
             self._busy.discard(session)
 
+    @boundary
     def accept(self, message, request: gr.Request):
         """Take the typed message out of the box, unless a reply is still being written:
         then it stays in the box with a notice (nothing typed is lost)."""
@@ -152,6 +270,7 @@ class ChatTab:
                 self._busy.add(session)
         return message
 
+    @boundary
     def idle(self, request: gr.Request):
         """A turn is over (or never began): Stop greys out, the next message may go."""
         with self._lock:
@@ -166,10 +285,7 @@ class ChatTab:
 
     def greeting(self, persona_id, own, user) -> list[dict]:
         """A fresh conversation: the persona's greeting, if it has one."""
-        try:
-            text = self.service.personas.get(persona_id, own).greeting_text(user or DEFAULT_USER)
-        except ChatStudioError as exc:
-            raise user_error(exc) from None
+        text = self.service.personas.get(persona_id, own).greeting_text(user or DEFAULT_USER)
         return [{"role": "assistant", "content": text}] if text else []
 
     # ----- one turn ------------------------------------------------------------------------
@@ -183,39 +299,20 @@ class ChatTab:
         with self._lock:
             self._busy.add(caller.session)  # until ``idle``, after the turn
         persona = self.ui.persona(persona_id, own)
-        n = len(FIELDS)
-        settings = SettingsPanel.values_to_dict(values[:n])
-        try:
-            inspect = inspect_options(
-                top_logprobs=values[n], confidence_threshold=values[n + 1]
-            )
-        except ChatStudioError as exc:
-            raise user_error(exc) from None
+        options = self.options.read(values)
+        inspect = options.inspect
         if not self.service.capabilities.logprobs:
             inspect.top_logprobs = 0
-        use_rag, retrieval = bool(values[n + 2]), None
-        if self.service.documents is not None and len(values) > n + 3:
-            from ui.documents_panel import DocumentsPanel
-
-            retrieval = DocumentsPanel.read_retrieval(values[n + 3 :])
         cancel = self._cancel_event(caller.session)
         cancel.clear()
         result = None
         yield self._outputs(assemble({"role": "assistant", "content": ""}), None, True)
         try:
             with self.ui.watch(caller.session, cancel):
-                for result in self.service.run(
-                    caller,
-                    message,
-                    conv.history(before),
-                    persona,
-                    settings,
-                    use_rag,
-                    cancel,
-                    retrieval,
-                    inspect,
-                    user or DEFAULT_USER,
-                ):
+                turn = ChatTurn(message, conv.history(before), persona, options.settings,
+                                options.use_rag, options.retrieval, inspect,
+                                user or DEFAULT_USER)  # fmt: skip
+                for result in self.service.run(caller, turn, cancel):
                     if result.done and _stopped_before_start(result):
                         break  # as if never sent: the chat as it was, the message in the box
                     reply = {"role": "assistant", "content": result.reply}
@@ -230,9 +327,9 @@ class ChatTab:
             if result is None:  # stopped before the model began: as if never sent
                 yield self._outputs(undo[0], None, False, box=undo[1])
             return
-        except ChatStudioError as exc:
+        except ChatStudioError:
             yield self._outputs(undo[0], None, False, box=undo[1])
-            raise user_error(exc) from None
+            raise  # the boundary shows it
         for notice in result.notices if result else []:
             gr.Info(notice)
 
@@ -279,6 +376,7 @@ class ChatTab:
         ]
 
     # ----- events that generate ---------------------------------------------------------------
+    @boundary
     def send(self, message, conversation, persona_id, own, user, request: gr.Request, *values):
         """Send the typed message."""
         if not message or not message.strip():
@@ -296,6 +394,7 @@ class ChatTab:
             (conversation, message),
         )
 
+    @boundary
     def retry(self, index, conversation, persona_id, own, user, request: gr.Request, *values):
         """Answer again at reply ``index``; the old reply stays as a version."""
         if index is None or not 0 <= index < len(conversation):
@@ -316,6 +415,7 @@ class ChatTab:
             before, message, place, persona_id, own, user, values, request, undo
         )
 
+    @boundary
     def regenerate(self, conversation, persona_id, own, user, request: gr.Request, *values):
         """Answer the last message again (the old reply stays as a version)."""
         last = conv.last_user(conversation)
@@ -323,6 +423,7 @@ class ChatTab:
             raise user_error("Nothing to regenerate yet: send a message first.")
         yield from self.retry(last, conversation, persona_id, own, user, request, *values)
 
+    @boundary
     def edited(self, conversation, persona_id, own, user, evt: gr.EditData, request: gr.Request,
                *values):  # fmt: skip
         """A user message was edited in place: answer it anew; the old branch is kept."""
@@ -346,9 +447,13 @@ class ChatTab:
         )
 
     # ----- events that only change the conversation -------------------------------------------
+    @boundary
     def stop(self, request: gr.Request):
-        """Halt this session's generation (the backend itself, not only the display)."""
-        self._cancel_event(self.ui.caller(request).session).set()
+        """Halt this session's generation (the backend itself, not only the display), and
+        the Inspect tools it is running."""
+        session = self.ui.caller(request).session
+        self._cancel_event(session).set()
+        self.ui.stop_jobs(session)
 
     def undo(self, conversation):
         """Remove the last exchange and put its message back in the box; the stats go too."""
@@ -367,12 +472,14 @@ class ChatTab:
         no_grounding = gr.update(visible=False, value="")
         return "", hide, no_sources, no_grounding, hide, None
 
+    @boundary
     def new_chat(self, persona_id, own, user):
         """A fresh conversation opened by the persona's greeting; nothing of the old one stays."""
         fresh = self.greeting(persona_id, own, user)
         examples = gr.update(samples=self._examples(persona_id, own))
         return (self.redraw(fresh), fresh, *self.cleared(), examples)
 
+    @boundary
     def choose_candidate(self, choice, conversation):
         """Continue the conversation with the picked candidate."""
         if not choice or not conversation or "meta" not in conversation[-1]:
@@ -396,6 +503,7 @@ class ChatTab:
         index = shown[at]
         return index, gr.update(visible=True), _action_label(conversation, index)
 
+    @boundary
     def step(self, conversation, index, delta):
         """Show the previous or next version of the selected message."""
         if index is None or index >= len(conversation):
@@ -403,6 +511,7 @@ class ChatTab:
         moved = conv.step_version(conversation, index, delta)
         return self.redraw(moved), moved, _action_label(moved, index)
 
+    @boundary
     def delete_pair(self, conversation, index):
         """Delete the selected message and its reply (or its question)."""
         if index is None or index >= len(conversation):
@@ -424,11 +533,12 @@ class ChatTab:
         return render.export_json(conversation, self.service.info, persona_id), "chat.json"
 
     # ----- wiring -------------------------------------------------------------------------
-    def wire(self, demo, c, inspect, download) -> None:
-        """Connect the tab's events (``inspect``: the recording settings it reads)."""
+    def wire(self, demo, c: ChatControls, inspect, download, docs=None) -> None:
+        """Connect the tab's events (``inspect``: the recording settings it reads; ``docs``:
+        the Documents tab, whose retrieval settings a turn with documents uses)."""
         hidden = {"api_visibility": "private"}
-        values = [*c.panel.components, inspect.top_logprobs, inspect.threshold, c.use_docs]
-        values += c.docs.retrieval_inputs if c.docs else []
+        self.options = TurnOptionsReader(c.panel, inspect, c.use_docs, docs)
+        values = self.options.components
         outputs = [c.chatbot, c.conversation, c.stats, c.candidates_row, *c.boxes, c.choice]
         outputs += [c.sources, c.grounding, c.stop, c.message]
         run = dict(
@@ -455,7 +565,7 @@ class ChatTab:
         turns.append(c.chatbot.edit(self.edited, [c.conversation, *who, *values], **run))
         for t in turns:
             t.then(self.idle, None, c.stop, **hidden)
-        c.turn_done = lambda fn, inputs, outs: [t.then(fn, inputs, outs, **hidden) for t in turns]
+        c.turns = turns
         c.examples.click(lambda s: s[0], c.examples, c.message, **hidden)
         c.stop.click(self.stop, None, None, queue=False, **hidden)
         changed = []  # events that change the conversation without generating
@@ -469,8 +579,6 @@ class ChatTab:
             trigger(self.new_chat, who, fresh, **hidden)
             for trigger in (c.clear.click, c.chatbot.clear, c.persona.input)
         ]
-        c.reset_outputs = fresh[2:-1]  # what ``cleared`` empties
-        c.after_open = self.cleared
         c.persona.change(lambda p, o: gr.update(samples=self._examples(p, o)),
                          [c.persona, c.own], c.examples, **hidden)  # fmt: skip
         changed.append(c.choice.input(self.choose_candidate, [c.choice, c.conversation],
@@ -484,8 +592,7 @@ class ChatTab:
                 [c.chatbot, c.conversation, c.action_label], **hidden))  # fmt: skip
         changed.append(c.delete.click(self.delete_pair, [c.conversation, c.selected],
                        [c.chatbot, c.conversation, c.selected, c.actions], **hidden))  # fmt: skip
-        c.changed = lambda: changed
-        c.started = lambda: started
+        c.changed_events, c.started_events = changed, started
         download.wire(c.export.click, self.export, [c.conversation, c.persona], **hidden)
 
 

@@ -14,7 +14,7 @@ from typing import get_args
 
 import gradio as gr
 
-from chat.errors import ChatStudioError
+from chat.errors import ChatStudioError, InputError
 from retrieval.service import passage_dict
 from retrieval.settings import RetrievalSettings
 from retrieval.types import SUPPORTED_SUFFIXES
@@ -23,7 +23,7 @@ from studio.access import Access
 from studio.documents import DocumentAccess
 from studio.uploads import remove_upload
 from ui.background import Background
-from ui.errors import user_error
+from ui.errors import boundary, user_error
 from ui.settings_panel import slider_for
 
 CHUNK_FIELDS = ["chunk_size", "chunk_overlap"]
@@ -72,22 +72,20 @@ class DocumentsPanel:
                 elem_id="ingest-summary",
                 wrap=True,
             )
-            with gr.Row():
-                self.rag = [
-                    slider_for(RetrievalSettings, "top_k", 1),
-                    slider_for(RetrievalSettings, "min_score", 0.01),
-                    gr.Checkbox(
-                        False, label="mmr", info=RetrievalSettings.model_fields["mmr"].description
-                    ),
-                    slider_for(RetrievalSettings, "mmr_lambda", 0.05),
-                    gr.Dropdown(
-                        list(get_args(RetrievalSettings.model_fields["prompt_format"].annotation)),
-                        value=RetrievalSettings.model_fields["prompt_format"].default,
-                        label="prompt format",
-                        info=RetrievalSettings.model_fields["prompt_format"].description,
-                        elem_id="prompt-format",
-                    ),
-                ]
+            with gr.Row():  # the retrieval settings a turn with documents uses
+                self.top_k = slider_for(RetrievalSettings, "top_k", 1)
+                self.min_score = slider_for(RetrievalSettings, "min_score", 0.01)
+                self.mmr = gr.Checkbox(
+                    False, label="mmr", info=RetrievalSettings.model_fields["mmr"].description
+                )
+                self.mmr_lambda = slider_for(RetrievalSettings, "mmr_lambda", 0.05)
+                self.prompt_format = gr.Dropdown(
+                    list(get_args(RetrievalSettings.model_fields["prompt_format"].annotation)),
+                    value=RetrievalSettings.model_fields["prompt_format"].default,
+                    label="prompt format",
+                    info=RetrievalSettings.model_fields["prompt_format"].description,
+                    elem_id="prompt-format",
+                )
             self.kept = gr.Markdown(documents.kept_note(), elem_id="doc-kept")
             self.status = gr.Markdown(elem_id="doc-status")
             self.table = gr.Dataframe(
@@ -105,28 +103,21 @@ class DocumentsPanel:
 
     @property
     def retrieval_inputs(self) -> list:
-        """The retrieval settings, as the chat handler reads them."""
-        return list(self.rag)
+        """The retrieval settings' controls, for a turn handler's inputs."""
+        return [self.top_k, self.min_score, self.mmr, self.mmr_lambda, self.prompt_format]
 
-    @staticmethod
-    def read_retrieval(values) -> dict:
-        """The retrieval settings dict from ``retrieval_inputs`` values."""
-        top_k, min_score, mmr, mmr_lambda, prompt_format = values
+    def read_retrieval(self, values: dict) -> dict:
+        """The retrieval settings dict from an event's values, keyed by component."""
         return {  # checked by parse_retrieval, so a script's text gets one sentence back
-            "top_k": top_k,
-            "min_score": min_score,
-            "mmr": bool(mmr),
-            "mmr_lambda": mmr_lambda,
-            "prompt_format": prompt_format,
+            "top_k": values[self.top_k],
+            "min_score": values[self.min_score],
+            "mmr": bool(values[self.mmr]),
+            "mmr_lambda": values[self.mmr_lambda],
+            "prompt_format": values[self.prompt_format],
         }
 
-    def _caller(self, request: gr.Request):
-        try:
-            return self.access.caller(request)
-        except ChatStudioError as exc:
-            raise user_error(exc) from None
-
     # ----- handlers --------------------------------------------------------------
+    @boundary
     def ingest_uploads(
         self,
         files,
@@ -138,7 +129,7 @@ class DocumentsPanel:
         """Ingest the uploaded files into this session's collection."""
         from retrieval.chunking import ChunkSettings
 
-        caller = self._caller(request)
+        caller = self.access.caller(request)
         if not files:
             raise user_error("Choose one or more files to upload first.")
         pairs = [(_path(f), _original_name(f)) for f in files]
@@ -147,7 +138,7 @@ class DocumentsPanel:
                 ChunkSettings, chunk_size=chunk_size, chunk_overlap=chunk_overlap
             )
         except ChatStudioError as exc:
-            raise user_error(f"Invalid chunk settings: {exc}") from None
+            raise InputError(f"Invalid chunk settings: {exc}") from None
         warm = Background(lambda: self.documents.embedder)  # errors: ingest reports them
         while not warm.done.wait(0.5):  # the loader reports no fraction: the time spent
             progress((int(warm.elapsed()), None), desc="Loading the embedder", unit="s")
@@ -155,18 +146,16 @@ class DocumentsPanel:
         def report(i, n, name):
             progress((i, n), desc=f"Ingesting {name}", unit="files")
 
-        try:
-            summaries = self.documents.ingest(caller, pairs, chunk=chunk, progress=report)
-        except ChatStudioError as exc:
-            raise user_error(exc) from None
+        summaries = self.documents.ingest(caller, pairs, chunk=chunk, progress=report)
         rows = [
             [s.file, s.status, s.chunks_added, s.chunks_skipped, s.error or ""] for s in summaries
         ]
         return (rows, *self.listing(request), None)
 
+    @boundary
     def listing(self, request: gr.Request):
         """Status line, documents table and delete picker for this caller."""
-        caller = self._caller(request)
+        caller = self.access.caller(request)
         try:
             docs = self.documents.documents(caller)
         except ChatStudioError as exc:
@@ -179,42 +168,36 @@ class DocumentsPanel:
         ]
         return "", rows, gr.update(choices=choices, value=None)
 
+    @boundary
     def delete(self, picked, request: gr.Request):
         """Delete the picked document (the caller's own; admins: shared ones too)."""
-        caller = self._caller(request)
+        caller = self.access.caller(request)
         if not picked:
             raise user_error("Pick a document to delete.")
         where, _, doc_hash = picked.partition("/")
-        try:
-            removed = self.documents.delete(caller, doc_hash, shared=where == "shared")
-        except ChatStudioError as exc:
-            raise user_error(exc) from None
+        removed = self.documents.delete(caller, doc_hash, shared=where == "shared")
         gr.Info(f"Deleted {removed} chunks.")
         return (*self.listing(request), [])
 
+    @boundary
     def clear(self, request: gr.Request):
         """Remove every document this session uploaded."""
-        try:
-            self.documents.clear(self._caller(request))
-        except ChatStudioError as exc:
-            raise user_error(exc) from None
+        self.documents.clear(self.access.caller(request))
         return self.listing(request)
 
     # ----- API ---------------------------------------------------------------------
+    @boundary
     def api_ingest(self, files, shared, request: gr.Request):
         """Ingest files into your own uploads (``shared=True``: the shared base, admins only)."""
-        caller = self._caller(request)
+        caller = self.access.caller(request)
         pairs = [(_path(f), _original_name(f)) for f in files or []]
         try:
             shared = req.parse_request(req.IngestRequest, shared=shared).shared
-        except ChatStudioError as exc:
+        except ChatStudioError:
             for path, _ in pairs:  # uploads are never kept
                 remove_upload(path)
-            raise user_error(exc) from None
-        try:
-            summaries = self.documents.ingest(caller, pairs, shared=shared)
-        except ChatStudioError as exc:
-            raise user_error(exc) from None
+            raise
+        summaries = self.documents.ingest(caller, pairs, shared=shared)
         return [
             {
                 "file": s.file,
@@ -228,38 +211,32 @@ class DocumentsPanel:
             for s in summaries
         ]
 
+    @boundary
     def api_retrieve(self, query: str, k: int = 4, request: gr.Request = None) -> list[dict]:
         """Passages for ``query`` from the shared base and your uploads."""
-        caller = self._caller(request)
-        try:
-            r = req.parse_request(req.RetrieveRequest, query=query, k=k)
-            settings = RetrievalSettings(top_k=r.k, min_score=0.0)
-            passages = self.documents.retrieve(caller, r.query, settings)
-        except ChatStudioError as exc:
-            raise user_error(exc) from None
+        caller = self.access.caller(request)
+        r = req.parse_request(req.RetrieveRequest, query=query, k=k)
+        settings = RetrievalSettings(top_k=r.k, min_score=0.0)
+        passages = self.documents.retrieve(caller, r.query, settings)
         return [
             passage_dict(p) | {"collection": "mine" if p.collection != "shared" else "shared"}
             for p in passages
         ]
 
+    @boundary
     def api_documents(self, request: gr.Request = None) -> list[dict]:
         """Documents with chunk counts: the shared base and your uploads."""
-        caller = self._caller(request)
-        try:
-            return self.documents.documents(caller)
-        except ChatStudioError as exc:
-            raise user_error(exc) from None
+        caller = self.access.caller(request)
+        return self.documents.documents(caller)
 
+    @boundary
     def api_delete_document(
         self, doc_hash: str, shared: bool = False, request: gr.Request = None
     ) -> int:
         """Delete one of your documents (``shared=True``: a shared one, admins only)."""
-        caller = self._caller(request)
-        try:
-            r = req.parse_request(req.DeleteDocumentRequest, doc_hash=doc_hash, shared=shared)
-            return self.documents.delete(caller, r.doc_hash, shared=r.shared)
-        except ChatStudioError as exc:
-            raise user_error(exc) from None
+        caller = self.access.caller(request)
+        r = req.parse_request(req.DeleteDocumentRequest, doc_hash=doc_hash, shared=shared)
+        return self.documents.delete(caller, r.doc_hash, shared=r.shared)
 
     def wire(self, demo: gr.Blocks) -> None:
         """Connect the handlers and register the named API endpoints."""

@@ -8,16 +8,13 @@ code and return plain JSON.
 
 from __future__ import annotations
 
-import threading
-from contextlib import contextmanager
-
 import gradio as gr
 
-from chat.errors import Cancelled, ChatStudioError
+from chat.errors import ChatStudioError
 from studio.explain import CalibrationRequest, Explainer, NeuronRequest, TextRequest
 from studio.requests import parse_request
 from ui import explain_render as draw
-from ui.errors import user_error
+from ui.errors import boundary, user_error
 from ui.grounded import safe_text
 from ui.inspect_panel import reply_at, reply_tokens
 
@@ -41,7 +38,6 @@ class ExplainPanel:
     def __init__(self, explainer: Explainer, app):
         self.explainer = explainer
         self.app = app  # the ChatUI: who is calling, and watching for departed clients
-        self._cancels: dict[str, threading.Event] = {}
         caps = explainer.service.capabilities
         with gr.Accordion("Why this token? (attribution)", open=False, elem_id="explain-attr"):
             gr.Markdown(
@@ -117,39 +113,18 @@ class ExplainPanel:
 
     # -- running one job ---------------------------------------------------------------
 
-    @contextmanager
     def _job(self, request):
-        """A cancel event for this caller's job: set by Stop, or when the client leaves."""
-        caller = self.app.caller(request)
-        cancel = threading.Event()
-        self._cancels[caller.session] = cancel
-        limit = threading.Timer(self.explainer.service.limits.max_request_seconds, cancel.set)
-        limit.daemon = True
-        limit.start()
-        try:
-            with self.app.watch(caller.session, cancel):
-                yield cancel
-        except Cancelled:
-            raise user_error(
-                "Stopped (Stop pressed, the page closed, or the request time limit "
-                "--max-request-seconds was reached)."
-            ) from None
-        except ChatStudioError as exc:
-            raise user_error(exc) from None
-        finally:
-            limit.cancel()
-            if self._cancels.get(caller.session) is cancel:
-                del self._cancels[caller.session]
+        """A cancel event for this caller's job: set by Stop, the time limit, or when the
+        client leaves (``ChatUI.job``)."""
+        return self.app.job(request, self.explainer.service.limits.max_request_seconds)
 
     def stop(self, request: gr.Request):
         """Stop this caller's running explain job."""
         try:
             caller = self.app.caller(request)
-        except gr.Error:
+        except ChatStudioError:
             return
-        event = self._cancels.get(caller.session)
-        if event is not None:
-            event.set()
+        self.app.stop_jobs(caller.session)
 
     @staticmethod
     def _progress(progress):
@@ -157,6 +132,7 @@ class ExplainPanel:
 
     # -- handlers ----------------------------------------------------------------------
 
+    @boundary
     def attribute(self, conversation, index, selected, target, level, method,
                   request: gr.Request, progress=gr.Progress()):  # noqa: B008  # fmt: skip
         """Attribution of the selected reply token (or the whole reply) to its prompt."""
@@ -166,6 +142,7 @@ class ExplainPanel:
             out = self.explainer.attribute(values, self._progress(progress), cancel)
         return draw.attribution_summary(out), draw.attribution_html(out)
 
+    @boundary
     def logit_lens(self, text, request: gr.Request, progress=gr.Progress()):  # noqa: B008
         """Every layer's top next token at every position, and the answer's rise."""
         progress(0, desc="Reading the prediction after every layer")
@@ -173,18 +150,21 @@ class ExplainPanel:
             out = self.explainer.logit_lens(text, cancel)
         return draw.rise_html(out), draw.lens_html(out)
 
+    @boundary
     def neurons(self, text, request: gr.Request, progress=gr.Progress()):  # noqa: B008
         """The most active neurons of the text."""
         progress(0, desc="Recording every layer's neurons")
         with self._job(request) as cancel:
             return draw.neurons_html(self.explainer.neurons(text, cancel))
 
+    @boundary
     def neuron(self, layer, index, text, request: gr.Request, progress=gr.Progress()):  # noqa: B008
         """A neuron's top activations over the reference corpus and over the text."""
         with self._job(request) as cancel:
             out = self.explainer.neuron(layer, index, text, self._progress(progress), cancel)
         return draw.neuron_html(out)
 
+    @boundary
     def explain_neuron(self, layer, index, request: gr.Request, progress=gr.Progress()):  # noqa: B008
         """A remote engine's one-line explanation of the neuron, and its score."""
         with self._job(request) as cancel:
@@ -195,6 +175,7 @@ class ExplainPanel:
             f"{out['scored_tokens']} tokens): {out['score']:.2f}"
         )
 
+    @boundary
     def calibration(self, question_set, scoring, limit, request: gr.Request,
                     progress=gr.Progress()):  # noqa: B008  # fmt: skip
         """Accuracy, ECE and the reliability diagram; the other scoring beside it if cached."""
@@ -209,6 +190,7 @@ class ExplainPanel:
 
     # -- API -----------------------------------------------------------------------------
 
+    @boundary
     def api_attribute(self, text: str | None = None, messages: list[dict] | None = None,
                       reply: str | None = None, token: int | None = None, level: str = "parts",
                       method: str = "ablation", reply_ids: list[int] | None = None,
@@ -222,18 +204,21 @@ class ExplainPanel:
         with self._job(request) as cancel:
             return self.explainer.attribute(values, None, cancel)
 
+    @boundary
     def api_logit_lens(self, text: str, request: gr.Request = None) -> dict:
         """Per layer and position, the top next token and its probability."""
         with self._job(request) as cancel:
             req = parse_request(TextRequest, text=text)
             return self.explainer.logit_lens(req.text, cancel)
 
+    @boundary
     def api_neurons(self, text: str, request: gr.Request = None) -> dict:
         """The most active MLP neurons per layer, and each token's strongest ones."""
         with self._job(request) as cancel:
             req = parse_request(TextRequest, text=text)
             return self.explainer.neurons(req.text, cancel)
 
+    @boundary
     def api_neuron(self, layer: int, index: int, text: str | None = None, explain: bool = False,
                    request: gr.Request = None) -> dict:  # fmt: skip
         """A neuron's top activations over the reference corpus (and ``text``); with
@@ -245,6 +230,7 @@ class ExplainPanel:
                 out["explanation"] = self.explainer.explain_neuron(req.layer, req.index, cancel)
             return out
 
+    @boundary
     def api_calibration(self, question_set: str = "all", scoring: str = "cloze", limit: int = 0,
                         request: gr.Request = None) -> dict:  # fmt: skip
         """Accuracy, ECE and reliability bins of the loaded model on shipped questions."""

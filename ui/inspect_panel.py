@@ -15,9 +15,9 @@ from chat.errors import Cancelled, ChatStudioError
 from chat.perplexity import CAVEATS
 from studio import conversations as conv
 from studio.access import Access
-from studio.service import ChatService, inspect_options
+from studio.service import ChatService, ChatTurn, inspect_options
 from ui import inspect_render as draw
-from ui.errors import typed_token_id, user_error
+from ui.errors import boundary, typed_token_id, user_error
 
 MODES = ["model probability", "after the sampler"]
 
@@ -139,6 +139,7 @@ class InspectPanel:
                 self.ppl_last = gr.Button("Use the selected reply")
                 self.ppl_source = gr.Button("Use its first source passage")
                 self.ppl_go = gr.Button("Score", variant="primary", elem_id="ppl-score")
+                self.ppl_stop = gr.Button("Stop", variant="stop", elem_id="ppl-stop")
             self.ppl_summary = gr.Markdown(elem_id="ppl-summary")
             self.ppl_view = gr.HighlightedText(
                 label="Surprisal: the redder, the less the model expected the token",
@@ -189,6 +190,7 @@ class InspectPanel:
                     elem_id="compare-classic",
                     interactive="beam" in caps.strategies,
                 )
+                self.cmp_stop = gr.Button("Stop", variant="stop", elem_id="compare-stop")
             self.cmp_note = gr.Markdown(_no_beam(caps), elem_id="compare-note")
             self.cmp_table = gr.Dataframe(
                 headers=["strategy", "reply", "log-probability", "mean per token", "tokens/s"],
@@ -197,6 +199,17 @@ class InspectPanel:
                 interactive=False,
                 elem_id="compare-table",
             )
+
+    @property
+    def recording_inputs(self) -> list:
+        """What a chat turn records about its tokens: its controls, for the turn's inputs."""
+        return [self.top_logprobs, self.threshold]
+
+    def read_recording(self, values: dict):
+        """The ``InspectOptions`` from an event's values, keyed by component."""
+        return inspect_options(
+            top_logprobs=values[self.top_logprobs], confidence_threshold=values[self.threshold]
+        )
 
     def refresh(self) -> list:
         """Updates of the capability notes and controls, for the backend loaded now."""
@@ -300,9 +313,10 @@ class InspectPanel:
             [index, i],
         )
 
+    @boundary
     def branch(self, conversation, selected, alt_id, persona_id, own, request: gr.Request):
         """Regenerate the selected reply from the selected token on, with ``alt_id`` there."""
-        caller = self._caller(request)
+        caller = self.access.caller(request)
         if not selected or alt_id is None:
             raise user_error("Select a token of a reply, then an alternative, first.")
         key, position = selected
@@ -319,18 +333,11 @@ class InspectPanel:
                 top_logprobs=max(1, len(tokens[0]["top"])), reply_prefix_ids=forced
             )
             persona = self.service.personas.get(persona_id, own)
-            *_, result = self.service.run(
-                caller,
-                conversation[user_at]["content"],
-                history,
-                persona,
-                settings,
-                inspect=options,
-            )
+            turn = ChatTurn(conversation[user_at]["content"], history, persona, settings,
+                            inspect=options)  # fmt: skip
+            *_, result = self.service.run(caller, turn)
         except Cancelled:
             return conversation, gr.update(), gr.update()
-        except ChatStudioError as exc:
-            raise user_error(exc) from None
         # The branch waits beside the reply, with its own stats, seed and tokens, until kept.
         reply = dict(conversation[index])
         reply["meta"] = dict(reply["meta"], branch=conv.reply_meta(result))
@@ -338,6 +345,7 @@ class InspectPanel:
         text = f"**Branch** (starts with your chosen token):\n\n{draw.html.escape(result.reply)}"
         return conversation, text, gr.update(visible=True)
 
+    @boundary
     def keep_branch(self, conversation, index):
         """Make the latest branch the reply, as a new version: the original reply, and what
         followed it, stay one step back (‹ version in the chat)."""
@@ -352,12 +360,6 @@ class InspectPanel:
         kept = conv.new_version(before, index, reply)
         return kept, gr.update(visible=False), "", gr.update(choices=self.reply_choices(kept),
                                                              value=str(index))  # fmt: skip
-
-    def _caller(self, request):
-        try:
-            return self.access.caller(request)
-        except ChatStudioError as exc:
-            raise user_error(exc) from None
 
 
 def _where(key) -> tuple[int | None, str, int]:

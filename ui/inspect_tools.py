@@ -8,54 +8,43 @@ does, and works out its caller first.
 from __future__ import annotations
 
 import math
-import threading
-from contextlib import nullcontext
 
 import gradio as gr
 
-from chat.errors import Cancelled, ChatStudioError
 from studio import requests as req
 from studio.service import ChatService
 from ui import inspect_render as draw
-from ui.errors import typed_token_id, user_error
+from ui.errors import boundary, typed_token_id, user_error
 from ui.inspect_panel import InspectPanel, reply_at
-from ui.settings_panel import FIELDS, SettingsPanel
-
-
-def _fail(exc):
-    raise user_error(exc) from None
+from ui.settings_panel import SettingsPanel
 
 
 class InspectTools:
     """The tools' handlers, bound to the service; ``wire`` connects them to the page."""
 
-    def __init__(self, service: ChatService, panel: InspectPanel, ui=None):
+    def __init__(self, service: ChatService, panel: InspectPanel, ui):
         self.service = service
         self.panel = panel
-        self.ui = ui  # the ChatUI: who calls, and whether anyone still listens
-
-    def _watch(self, request, cancel: threading.Event):
-        """Set ``cancel`` once nobody listens for this caller's result any more."""
-        if self.ui is None:
-            return nullcontext()
-        return self.ui.watch(self.ui.caller(request).session, cancel)
+        self.ui = ui  # the ChatUI: who calls; its ``job`` ends the work on Stop or departure
+        self.settings: SettingsPanel | None = None  # the chat's decoding settings (``wire``)
 
     # -- next-token explorer -------------------------------------------------------------
 
-    def predict(self, text, template, reply, k, persona_id, own, conversation, *settings_values):
+    @boundary
+    def predict(self, text, template, reply, k, persona_id, own, conversation,
+                request: gr.Request, *settings_values):  # fmt: skip
         """Tokenization of the text, and the next-token distribution after it."""
-        settings = SettingsPanel.values_to_dict(settings_values[: len(FIELDS)])
+        settings = self.settings.read(dict(zip(self.settings.components, settings_values,
+                                               strict=True)))  # fmt: skip
         settings.update(num_return_sequences=1, num_beams=1)
         if settings["strategy"] == "beam":
             settings["strategy"] = "greedy"
-        try:
-            persona = self.service.personas.get(persona_id, own)
-            history = _history(conversation) if template else None
+        persona = self.service.personas.get(persona_id, own)
+        history = _history(conversation) if template else None
+        with self.ui.job(request) as cancel:
             out = self.service.next_token(
-                text, k, settings, bool(template), persona, history, reply or ""
+                text, k, settings, bool(template), persona, history, reply or "", cancel
             )
-        except ChatStudioError as exc:
-            _fail(exc)
         rows = [dict(c) for c in out["candidates"]]
         split = [(t["text"], f"{t['id']}") for t in out["tokens"]]
         note = (
@@ -70,20 +59,24 @@ class InspectTools:
             out,
         )
 
-    def step(self, how, text, template, reply, steps, result, picked, k, persona_id, own,
-             conversation, *settings_values):  # fmt: skip
+    @boundary
+    def step(self, how, request: gr.Request, text, template, reply, steps, result, picked, k,
+             persona_id, own, conversation, *settings_values):  # fmt: skip
         """Append a token, then predict again: one step, so quick clicks never use stale data."""
         text, reply, steps = self.append(text, template, reply, steps, result, how, picked)
-        shown = self.predict(text, template, reply, k, persona_id, own, conversation,
+        shown = self.predict(text, template, reply, k, persona_id, own, conversation, request,
                              *settings_values)  # fmt: skip
         return (text, reply, steps, *shown)
 
-    def back(self, text, template, reply, steps, k, persona_id, own, conversation, *settings):
+    @boundary
+    def back(self, text, template, reply, steps, k, persona_id, own, conversation,
+             request: gr.Request, *settings):  # fmt: skip
         """Undo the last step, and predict again."""
         text, reply, steps = self.undo(text, reply, steps)
         return (text, reply, steps, *self.predict(text, template, reply, k, persona_id, own,
-                                                  conversation, *settings))  # fmt: skip
+                                                  conversation, request, *settings))  # fmt: skip
 
+    @boundary
     def append(self, text, template, reply, steps, result, how, picked):
         """Append the top, a sampled or the picked token; remember the step for Undo."""
         if not result:
@@ -102,10 +95,7 @@ class InspectTools:
         return text + piece, reply, steps
 
     def _piece(self, token_id: int) -> str:
-        try:
-            return self.service.piece(token_id)
-        except ChatStudioError as exc:
-            _fail(exc)
+        return self.service.piece(token_id)
 
     @staticmethod
     def undo(text, reply, steps):
@@ -117,12 +107,11 @@ class InspectTools:
 
     # -- perplexity, attention, comparison -------------------------------------------------
 
-    def perplexity(self, text):
+    @boundary
+    def perplexity(self, text, request: gr.Request):
         """Summary, coloured surprisal, the most surprising tokens."""
-        try:
-            out = self.service.perplexity(text)
-        except ChatStudioError as exc:
-            _fail(exc)
+        with self.ui.job(request) as cancel:
+            out = self.service.perplexity(text, cancel)
         gauge = out["ai_score"]
         verdict = "reads machine-like" if gauge >= 0.5 else "reads human-like"
         summary = (
@@ -137,16 +126,15 @@ class InspectTools:
         ]
         return summary, draw.surprisal_spans(out["tokens"]), table
 
-    def attention(self, text, layer, head):
+    @boundary
+    def attention(self, text, layer, head, request: gr.Request):
         """The heatmap of one layer (a head, or the average over heads)."""
         head = str(head if head is not None else "").strip()
         if head and not head.lstrip("-").isdigit():
             raise user_error(f"head: a number from 0, or empty for the average; got {head!r}")
         head = int(head) if head else None
-        try:
-            out = self.service.attention(text, -1 if layer is None else layer, head)
-        except ChatStudioError as exc:
-            _fail(exc)
+        with self.ui.job(request) as cancel:
+            out = self.service.attention(text, -1 if layer is None else layer, head, cancel)
         which = "the average over heads" if head is None else f"head {head}"
         title = (  # numbered from 0, said once: layers 0..N-1, heads 0..H-1
             f"Layer {out['layer']} (layers 0–{out['layers'] - 1}), {which} "
@@ -155,6 +143,7 @@ class InspectTools:
         )
         return draw.heatmap(out["tokens"], out["weights"], title)
 
+    @boundary
     def compare(self, conversation, persona_id, own, classic=False, progress=None, request=None):
         """The last message under several strategies: the table grows one row at a time."""
         from chat.compare import CLASSIC, STANDARD
@@ -165,33 +154,42 @@ class InspectTools:
         last = users[-1]
         history = [{"role": m["role"], "content": m["content"]} for m in conversation[:last]]
         strategies, rows = CLASSIC if classic else STANDARD, []
-        cancel = threading.Event()
-        try:
-            persona = self.service.personas.get(persona_id, own)
-            with self._watch(request, cancel):
-                for i, (label, settings) in enumerate(strategies):
-                    if progress is not None:
-                        progress((i, len(strategies)), desc=f"Generating: {label}", unit="replies")
-                    message = conversation[last]["content"]
-                    pair = [{"label": label, "settings": settings}]
-                    rows += self.service.compare(message, history, persona, pair, cancel=cancel)
-                    yield draw.comparison_rows(rows)
-        except Cancelled:
-            return
-        except ChatStudioError as exc:
-            _fail(exc)
+        persona = self.service.personas.get(persona_id, own)
+        with self.ui.job(request) as cancel:
+            for i, (label, settings) in enumerate(strategies):
+                if progress is not None:
+                    progress((i, len(strategies)), desc=f"Generating: {label}", unit="replies")
+                message = conversation[last]["content"]
+                pair = [{"label": label, "settings": settings}]
+                rows += self.service.compare(message, history, persona, pair, cancel=cancel)
+                yield draw.comparison_rows(rows)
+
+    @boundary
+    def stop(self, request: gr.Request):
+        """Stop this caller's running tools (the tab's Stop buttons; the chat's Stop too)."""
+        self.ui.stop_jobs(self.ui.caller(request).session)
 
     def _compare_handler(self, classic: bool):
         """The page's handler for one comparison button (with Gradio's progress bar)."""
 
+        @boundary
         def handler(conversation, persona_id, own, request: gr.Request,
                     progress=gr.Progress()):  # noqa: B008  # fmt: skip
             yield from self.compare(conversation, persona_id, own, classic, progress, request)
 
         return handler
 
+    def _stepper(self, how: str):
+        """The page's handler for one of the append buttons (``how``: top, sampled, pick)."""
+
+        def handler(request: gr.Request, *values):
+            return self.step(how, request, *values)
+
+        return handler
+
     # -- API ------------------------------------------------------------------------------
 
+    @boundary
     def api_next_token(
         self,
         text: str,
@@ -201,42 +199,44 @@ class InspectTools:
         persona: str = "assistant",
         reply_so_far: str = "",
         history: list[dict] | None = None,
+        request: gr.Request = None,
     ) -> dict:
-        """Next-token distribution after ``text``: its tokens, and candidates (raw and sampled)."""
-        try:
-            r = req.parse_request(
-                req.NextTokenRequest,
-                text=text,
-                top_k=top_k,
-                settings=settings,
-                template=template,
-                persona=persona,
-                reply_so_far=reply_so_far,
-                history=history,
-            )
-            card = self.service.personas.get(r.persona)
+        """Next-token distribution after ``text``: its tokens, and candidates (raw and sampled).
+        Like every tool's endpoint, it stops once nobody waits for its result."""
+        r = req.parse_request(
+            req.NextTokenRequest,
+            text=text,
+            top_k=top_k,
+            settings=settings,
+            template=template,
+            persona=persona,
+            reply_so_far=reply_so_far,
+            history=history,
+        )
+        card = self.service.personas.get(r.persona)
+        with self.ui.job(request) as cancel:
             return self.service.next_token(
-                r.text, r.top_k, r.settings, r.template, card, r.history, r.reply_so_far
+                r.text, r.top_k, r.settings, r.template, card, r.history, r.reply_so_far, cancel
             )
-        except ChatStudioError as exc:
-            _fail(exc)
 
-    def api_perplexity(self, text: str) -> dict:
+    @boundary
+    def api_perplexity(self, text: str, request: gr.Request = None) -> dict:
         """Perplexity, per-token log-probabilities, burstiness, entropy and the AI-text gauge."""
-        try:
-            return self.service.perplexity(req.parse_request(req.TextRequest, text=text).text)
-        except ChatStudioError as exc:
-            _fail(exc)
+        text = req.parse_request(req.TextRequest, text=text).text
+        with self.ui.job(request) as cancel:
+            return self.service.perplexity(text, cancel)
 
-    def api_attention(self, text: str, layer: int = -1, head: int | None = None) -> dict:
+    @boundary
+    def api_attention(
+        self, text: str, layer: int = -1, head: int | None = None, request: gr.Request = None
+    ) -> dict:
         """Attention weights of a layer over ``text`` (averaged over heads when head is None)."""
-        try:
-            self.service.capabilities.require("attention")  # its reason first
-            r = req.parse_request(req.AttentionRequest, text=text, layer=layer, head=head)
-            return self.service.attention(r.text, r.layer, r.head)
-        except ChatStudioError as exc:
-            _fail(exc)
+        self.service.capabilities.require("attention")  # its reason first
+        r = req.parse_request(req.AttentionRequest, text=text, layer=layer, head=head)
+        with self.ui.job(request) as cancel:
+            return self.service.attention(r.text, r.layer, r.head, cancel)
 
+    @boundary
     def api_compare(
         self,
         message: str,
@@ -252,15 +252,11 @@ class InspectTools:
         strategy is held to the app's reply-token and time limits, and the
         comparison stops once nobody waits for its result.
         """
-        cancel = threading.Event()
-        try:
-            card = self.service.personas.get(persona)
-            with self._watch(request, cancel):
-                return self.service.compare(
-                    message, history, card, strategies or None, max_new_tokens, cancel
-                )
-        except ChatStudioError as exc:
-            _fail(exc)
+        card = self.service.personas.get(persona)
+        with self.ui.job(request) as cancel:
+            return self.service.compare(
+                message, history, card, strategies or None, max_new_tokens, cancel
+            )
 
     def api_model(self) -> dict:
         """What is loaded and what it can show: model info and capabilities (with reasons)."""
@@ -278,6 +274,7 @@ class InspectTools:
 
     def wire(self, chat) -> None:
         """Connect the Inspect tab to the chat (``chat``: its conversation, persona, settings)."""
+        self.settings = chat.panel  # the decoding settings the explorer's sampler shows
         # The named endpoints first: the page's own events must not take their names.
         api = {"concurrency_limit": chat.slots + 2, "concurrency_id": chat.generate}
         gr.api(self.api_next_token, api_name="next_token", **api)
@@ -312,7 +309,7 @@ class InspectTools:
         chat.changed().append(kept)  # saved like any other change
         chat.on_open.append((p.refresh_replies, chat.conversation, [p.reply_pick, *show]))
         nt_in = [p.nt_text, p.nt_template, p.nt_reply, p.nt_k, chat.persona, chat.own]
-        nt_in += [chat.conversation, *chat.settings]
+        nt_in += [chat.conversation, *self.settings.components]
         nt_out = [p.nt_split, p.nt_bars, p.nt_pick, p.nt_result]
         p.nt_go.click(self.predict, nt_in, nt_out, **slot)
         p.nt_template.change(lambda t: gr.update(visible=t), p.nt_template, p.nt_reply, **hidden)
@@ -321,7 +318,7 @@ class InspectTools:
         step_out = [p.nt_text, p.nt_reply, p.nt_steps, *nt_out]
         for button, how in ((p.nt_top, "top"), (p.nt_sampled, "sampled"), (p.nt_append, "pick")):
             button.click(
-                lambda *values, how=how: self.step(how, *values),
+                self._stepper(how),
                 step_in,
                 step_out,
                 trigger_mode="once",
@@ -339,6 +336,8 @@ class InspectTools:
         cmp_in = [chat.conversation, chat.persona, chat.own]
         for button, classic in ((p.cmp_go, False), (p.cmp_classic, True)):
             button.click(self._compare_handler(classic), cmp_in, p.cmp_table, **slot)
+        for button in (p.ppl_stop, p.cmp_stop):
+            button.click(self.stop, None, None, queue=False, **hidden)
 
 
 def _history(conversation: list[dict]) -> list[dict]:

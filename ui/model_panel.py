@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import gradio as gr
 
-from chat.errors import ChatStudioError
 from studio.model_switch import ModelSwitcher, catalog
 from ui import render
 from ui.background import Background
-from ui.errors import user_error
+from ui.errors import boundary, user_error
 
 
 class ModelPanel:
@@ -50,15 +49,13 @@ class ModelPanel:
             self.service.capabilities.to_api(),
         )
 
+    @boundary
     def load(self, entry_id, backend, request: gr.Request):
         """Load the picked model, saying how long it has taken so far; the banner and the
         controls follow. (Loaders report no fraction done, so no percentage is shown.)"""
         if not entry_id:
             raise user_error("Pick a model first.")
-        try:
-            caller = self.switcher.access.caller(request)
-        except ChatStudioError as exc:
-            raise user_error(exc) from None
+        caller = self.switcher.access.caller(request)
         job = Background(lambda: self.switcher.load(caller, entry_id, backend))
         while not job.done.wait(1.0):
             yield (
@@ -67,8 +64,6 @@ class ModelPanel:
                 gr.update(),
                 gr.update(),
             )
-        if isinstance(job.error, ChatStudioError):
-            raise user_error(job.error) from None
         if job.error is not None:
             raise job.error
         loaded = job.result
@@ -78,4 +73,3 @@ class ModelPanel:
             self.service.capabilities.to_api(),
             render.model_banner(self.service.info),
         )
-

@@ -22,7 +22,7 @@ from personas.store import add_own, card_to_yaml, parse_card, remove_own, slugif
 from studio.access import Access
 from studio.uploads import remove_upload
 from ui.downloads import Download
-from ui.errors import user_error
+from ui.errors import boundary, user_error
 
 MARKS = {"shipped": "", "shared": " (shared)", "mine": " (mine)"}
 NEW_CARD = (
@@ -201,32 +201,29 @@ class PersonaEditor:
         own, pid = add_own(own, card)
         return pid, own
 
+    @boundary
     def save_card(self, text: str, own: dict, request: gr.Request):
         """Validate the YAML and save it as the caller's persona."""
-        try:
-            pid, own = self._keep(parse_card(text, "card"), own, request)
-        except ChatStudioError as exc:
-            raise user_error(exc) from None
+        pid, own = self._keep(parse_card(text, "card"), own, request)
         gr.Info(f"Saved as persona {pid!r}.")
         return own, pid
 
+    @boundary
     def delete_card(self, persona_id: str, own: dict, request: gr.Request):
         """Delete one of the caller's personas (admins: a shared one) and go back to the default."""
-        try:
-            caller = self.access.caller(request)
-            source = self.store.source(persona_id, own)
-            if source == "mine":
-                own = remove_own(own, persona_id)
-            elif source == "shared":
-                self.access.require_admin(caller, "delete shared personas")
-                self.store.delete_shared(persona_id)
-            else:
-                raise ChatStudioError(f"{persona_id!r} is a shipped persona and cannot be deleted.")
-        except ChatStudioError as exc:
-            raise user_error(exc) from None
+        caller = self.access.caller(request)
+        source = self.store.source(persona_id, own)
+        if source == "mine":
+            own = remove_own(own, persona_id)
+        elif source == "shared":
+            self.access.require_admin(caller, "delete shared personas")
+            self.store.delete_shared(persona_id)
+        else:
+            raise user_error(f"{persona_id!r} is a shipped persona and cannot be deleted.")
         gr.Info(f"Deleted {persona_id!r}.")
         return own, "assistant"
 
+    @boundary
     def import_file(self, file, own: dict, request: gr.Request):
         """Import a character card V2 (JSON or PNG) as the caller's persona."""
         path = Path(file if isinstance(file, str) else file.name)
@@ -235,18 +232,14 @@ class PersonaEditor:
                 raise ChatStudioError(f"Card files are limited to {MAX_CARD_BYTES // 2**20} MB.")
             card = import_card(path.read_bytes(), path.name)
             pid, own = self._keep(card, own, request)
-        except ChatStudioError as exc:
-            raise user_error(exc) from None
         finally:
             remove_upload(path)  # uploads are never kept
         gr.Info(f"Imported as persona {pid!r}.")
         return own, pid
 
+    @boundary
     def export_card(self, persona_id: str, own: dict):
         """The selected card as character card V2 JSON, saved by the browser."""
-        try:
-            card = self.store.get(persona_id, own)
-        except ChatStudioError as exc:
-            raise user_error(exc) from None
+        card = self.store.get(persona_id, own)
         text = json.dumps(card_to_v2(card), ensure_ascii=False, indent=2)
         return text, f"{slugify(card.name)}.json"

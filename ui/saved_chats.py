@@ -25,7 +25,7 @@ from studio import conversations as conv
 from studio import datasets
 from studio.uploads import remove_upload
 from ui.downloads import SAVE_JS, Download
-from ui.errors import user_error
+from ui.errors import boundary, user_error
 
 CHATS_KEY = "chat-studio-chats"
 MAX_IMPORT_BYTES = 5 * 2**20
@@ -183,6 +183,7 @@ class SavedChats:
         return json.dumps(chats, ensure_ascii=False, indent=2), "chats.json"
 
     @staticmethod
+    @boundary
     def import_chats(file, chats):
         """Add the chats of a JSON file (a chat export, a list of them, or ``chats.json``)."""
         path = Path(file if isinstance(file, str) else file.name)
@@ -195,8 +196,6 @@ class SavedChats:
                 raise ChatStudioError(f"{path.name} is not a JSON chat file: {exc}") from None
             items = raw if isinstance(raw, list) else [raw]
             messages = datasets.conversations_from(items)
-        except ChatStudioError as exc:
-            raise user_error(exc) from None
         finally:
             remove_upload(path)
         records = []
@@ -221,14 +220,12 @@ class SavedChats:
         return chats, gr.update(choices=choices(chats))
 
     @staticmethod
+    @boundary
     def dataset(kind, chats):
         """Training rows from the saved chats, as JSONL, with what was dropped."""
         if not chats:
             raise user_error("No saved chats yet: chat, like or dislike replies, then export.")
-        try:
-            data = datasets.export(kind, chats)
-        except ChatStudioError as exc:
-            raise user_error(exc) from None
+        data = datasets.export(kind, chats)
         name = "sft.jsonl" if kind == "sft" else "preference.jsonl"
         return data.jsonl(), name, f"`{name}`: {data.summary()}"
 

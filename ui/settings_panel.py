@@ -174,9 +174,15 @@ class SettingsPanel:
         data["seed"] = -1 if data["seed"] is None else data["seed"]
         return [data[f] for f in FIELDS]
 
+    def read(self, values: dict) -> dict:
+        """The settings dict for ``parse_settings`` from an event's values, keyed by
+        component (Gradio's values of ``components``, zipped with them)."""
+        return self.values_to_dict([values[self.controls[f]] for f in FIELDS])
+
     @staticmethod
     def values_to_dict(values) -> dict:
-        """Turn control values back into a settings dict for ``parse_settings``."""
+        """Control values in ``FIELDS`` order (as this browser keeps them) as a settings
+        dict for ``parse_settings``."""
         data = dict(zip(FIELDS, values, strict=True))
         for name in ("top_k", "max_new_tokens", "num_return_sequences", "num_beams"):
             data[name] = _whole(data[name], name)
