@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from chat.backends.standin import EOS, VOCAB, StandinBackend, reply_for
-from chat.engine import ChatEngine
+from chat.engine import ChatEngine, TurnRequest
 from chat.errors import InputError
 from chat.inspection import Inspector
 from chat.models import load_backend, resolve_model
@@ -30,7 +30,7 @@ def standin():
 
 def final(backend, message, **kw):
     settings = DecodingSettings(**kw.pop("settings", GREEDY))
-    *_, last = ChatEngine(backend).stream_turn(message, [], SYSTEM, settings, **kw)
+    *_, last = ChatEngine(backend).stream_turn(TurnRequest(message, [], SYSTEM, settings, **kw))
     return last
 
 
