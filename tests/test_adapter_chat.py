@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from chat.backends.transformers_backend import TransformersBackend
-from chat.engine import ChatEngine
+from chat.engine import ChatEngine, TurnRequest
 from chat.errors import ModelLoadError
 from chat.inspection import Inspector
 from chat.models import ModelSpec, resolve_model, with_adapter
@@ -37,7 +37,9 @@ def tuned(trained):
 def reply(backend, top_logprobs=0):
     engine = ChatEngine(backend)
     *_, last = engine.stream_turn(
-        PROMPT[0]["content"], [], [], DecodingSettings(**GREEDY), top_logprobs=top_logprobs
+        TurnRequest(
+            PROMPT[0]["content"], [], [], DecodingSettings(**GREEDY), top_logprobs=top_logprobs
+        )
     )
     return last
 

@@ -41,7 +41,7 @@ def compare_replies(base, tuned, prompts: list, settings: DecodingSettings | dic
     """One row per prompt: ``{"prompt", "messages", "reference", "base", "tuned", "same",
     "seed"}`` (plus ``base_reward``/``tuned_reward`` when ``reward`` has
     ``.score(prompt_messages, reply)``). Both replies use the same seed and settings."""
-    from chat.engine import ChatEngine
+    from chat.engine import ChatEngine, TurnRequest
 
     if isinstance(settings, dict) or settings is None:
         settings = DecodingSettings(**(settings or {}))
@@ -57,7 +57,9 @@ def compare_replies(base, tuned, prompts: list, settings: DecodingSettings | dic
         history = [m for m in messages[:-1] if m["role"] != "system"]
         row = {"prompt": messages[-1]["content"], "messages": messages, "reference": reference}
         for side, engine in engines.items():
-            *_, last = engine.stream_turn(messages[-1]["content"], history, prefix, settings)
+            *_, last = engine.stream_turn(
+                TurnRequest(messages[-1]["content"], history, prefix, settings)
+            )
             row[side] = last.reply
         row["same"] = row["base"] == row["tuned"]
         row["seed"] = settings.seed
