@@ -280,15 +280,13 @@ def _train_in_child(spec: JobSpec, report, stop_event, adapter_id: str):
 
     torch.set_num_threads(spec.settings.threads)
     started = time.monotonic()
-    from training.adapters import load_adapter, merged
     from training.model import load_base
-    from training.run import train
+    from training.run import start_model, train
 
     model, tokenizer = load_base(spec.model)
     if spec.settings.start_from:
         report({"event": "message", "message": f"Merging {spec.settings.start_from}..."})
-        model = merged(load_adapter(model, Path(spec.out_dir) / spec.settings.start_from))
-        model.train()
+    model = start_model(model, spec.out_dir, spec.settings.start_from)
     if stop_event.is_set():
         return "stopped", "Stopped before training began; nothing was saved.", None
     result = train(
