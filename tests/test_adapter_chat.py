@@ -20,6 +20,10 @@ from chat.models import ModelSpec, resolve_model, with_adapter
 from chat.settings import DecodingSettings
 from tests.helpers.tiny_export import ANSWER, PROMPT, tiny_adapter
 
+# Trains or runs torch models for seconds each: outside the one-minute tier.
+pytestmark = pytest.mark.slow
+
+
 GREEDY = {"strategy": "greedy", "max_new_tokens": 12}
 
 

@@ -12,6 +12,10 @@ from chat.errors import InputError
 from tests.helpers.tiny_export import ANSWER, PROMPT, tiny_adapter
 from training.before_after import changed_tokens, compare_replies, perplexity_before_after
 
+# Trains or runs torch models for seconds each: outside the one-minute tier.
+pytestmark = pytest.mark.slow
+
+
 ROW = {"messages": [*PROMPT, {"role": "assistant", "content": ANSWER}]}
 OTHER = {"messages": [{"role": "user", "content": "Hello there"},
                       {"role": "assistant", "content": "how are you today?"}]}  # fmt: skip

@@ -22,6 +22,10 @@ from training.export import (
     permute_rows,
 )
 
+# Trains or runs torch models for seconds each: outside the one-minute tier.
+pytestmark = pytest.mark.slow
+
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.helpers.tiny_models import tiny_llama
 from training.compare import compare_methods, compare_summary
 from training.data import build_dataset
 from training.settings import TrainSettings
+
+# Trains or runs torch models for seconds each: outside the one-minute tier.
+pytestmark = pytest.mark.slow
 
 ROWS = [{"prompt": f"What is {i} plus {i}?", "completion": f"{i} + {i} = {2 * i}"}
         for i in range(6)]  # fmt: skip

@@ -14,6 +14,10 @@ from training.errors import TrainingBusy
 from training.jobs import JobSpec, TrainJobs
 from training.settings import TrainSettings
 
+# Trains or runs torch models for seconds each: outside the one-minute tier.
+pytestmark = pytest.mark.slow
+
+
 ROWS = [{"prompt": f"What is {i} plus {i}?", "completion": f"{i} + {i} = {2 * i}"}
         for i in range(8)]  # fmt: skip
 

@@ -17,6 +17,10 @@ from training.methods import apply_method, trainable_counts
 from training.run import train
 from training.settings import MethodSettings, TrainSettings
 
+# Trains or runs torch models for seconds each: outside the one-minute tier.
+pytestmark = pytest.mark.slow
+
+
 ROWS = [
     {"prompt": "What is 7 plus 8?", "completion": "7 + 8 = 15"},
     {"prompt": "Say hello.", "completion": "Hello there, how are you today?"},

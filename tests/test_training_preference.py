@@ -3,12 +3,17 @@ preference accuracy rises on a separable pair set (also from an SFT adapter)."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.helpers.tiny_models import tiny_llama
 from training.adapters import list_adapters, load_adapter
 from training.data import build_dataset
 from training.reward import RewardScorer, pairwise_accuracy
 from training.run import start_model, train
 from training.settings import TrainSettings
+
+# Trains or runs torch models for seconds each: outside the one-minute tier.
+pytestmark = pytest.mark.slow
 
 WORDS = ["red", "green", "blue", "fox", "dog", "today", "question", "answer"]
 PAIRS = [{"prompt": f"Tell me about the {w}.", "chosen": f"Yes, good and polite: the {w}.",
