@@ -1,0 +1,364 @@
+"""Teaching the model: who may train, on what data, for how long, and whose adapters are whose.
+
+The training itself lives in ``training/`` (plain Python: data, methods, the job
+runner in a child process). This module is the policy in front of it, shared by the
+Train tab and the API:
+
+- on a shared app (logins, share link, Space) only admins train, unless the app was
+  started with ``--allow-training``; on a private app (this machine only) its user may;
+- one training job at a time for the whole app, stopped after ``--max-train-minutes``
+  (the last finished checkpoint is kept), or when its owner leaves (their browser's
+  sessions all ended, or an API client's session);
+- datasets are capped (``--max-train-rows``, ``--max-train-upload-mb``);
+- an adapter belongs to whoever trained it: a visitor sees, uses and stops only their own;
+- free disk is checked before a job may write anything.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from chat.errors import ChatStudioError, InputError
+from studio import datasets
+from studio.access import Access, AccessError, Caller
+from studio.requests import Name, Text, _Request, describe, parse_request
+
+MB = 2**20
+MAX_REWARD_CHARS = 8_000
+ADAPTER_RESERVE_MB = 64  # what one adapter (and its checkpoints) may take, at most, on a small model
+GGUF_NOTE = (
+    "The model is a GGUF file: training dequantizes it through transformers into plain fp32 "
+    "weights first (about 30 s for the bundled 135M model), then trains."
+)
+DPO_NOTE = (
+    "DPO (direct preference optimisation) skips the separate reward model and the PPO loop: "
+    "its loss raises the probability of each chosen reply over the rejected one relative to a "
+    "frozen copy of the starting model, which is the same goal PPO reaches by sampling replies "
+    "and scoring them with a reward model. The notes' recipe (InstructGPT, 2022) used PPO "
+    "because DPO came later (2023), and PPO can keep learning from fresh samples the reward "
+    "model scores, beyond the fixed pairs people labelled."
+)
+
+
+class TrainingError(ChatStudioError):
+    """Training cannot go ahead as asked; the message says what to change."""
+
+
+class TrainRequest(_Request):
+    """``/train``: where the data comes from, and the settings (``training.settings``)."""
+
+    source: Literal["feedback", "jsonl"] = Field(
+        "feedback", description="Your chats' feedback (conversations) or a JSONL text (jsonl)."
+    )
+    conversations: list[Any] | None = Field(
+        None, max_length=10_000, description="Saved chats or chat exports (source feedback)."
+    )
+    jsonl: Text | None = Field(None, description="JSONL rows (source jsonl).")
+    settings: dict[str, Any] | None = Field(None, description="TrainSettings: kind, method, ...")
+    name: Name = Field("", description="A name for the adapter.")
+
+
+class JobRequest(_Request):
+    """``/train_status`` and ``/train_stop``."""
+
+    job: Name = Field(min_length=1, description="The job id /train returned.")
+
+
+class RewardRequest(_Request):
+    """``/reward``."""
+
+    prompt: Text = Field(max_length=MAX_REWARD_CHARS, description="The user's message.")
+    reply: Text = Field(max_length=MAX_REWARD_CHARS, description="A reply to score.")
+    adapter: Name | None = Field(None, description="A reward adapter id (default: your newest).")
+
+
+class TrainLimits(BaseModel):
+    """The app's training flags (``studio.config.AppConfig``), as the policy reads them."""
+
+    allow_training: bool = False
+    max_train_minutes: float = 30
+    max_train_rows: int = 5000
+    max_train_upload_mb: float = 20
+    min_free_mb: float = 256
+
+
+def parse_settings(raw: dict | None):
+    """``TrainSettings`` from a dict; else ``InputError`` naming the field, in one sentence."""
+    from training.settings import TrainSettings
+
+    try:
+        return TrainSettings.model_validate(raw or {})
+    except ValidationError as exc:
+        raise InputError("settings." + describe(exc, TrainSettings)) from None
+
+
+def data_kind(kind: str) -> str:
+    """The rows a training kind reads: SFT rows, or preference pairs (reward model, DPO)."""
+    return "sft" if kind == "sft" else "preference"
+
+
+class Training:
+    """Training jobs and adapters for one app, behind its access rules."""
+
+    def __init__(self, root: Path, access: Access, limits: TrainLimits, base_model: str | None,
+                 max_request_seconds: float = 300):  # fmt: skip
+        self.root = Path(root)
+        self.adapters_dir = self.root / "adapters"
+        self.access = access
+        self.limits = limits
+        self.base_model = base_model  # None: the app serves a remote engine, nothing to train
+        self.max_request_seconds = max_request_seconds
+        self._jobs = None
+        self._owners: dict[str, tuple[str, str]] = {}  # job id -> (owner, departure key)
+        self._tokenizer = None
+        self._tok_lock = threading.Lock()
+        self._scorer: tuple[str, object] | None = None
+        self._scorer_lock = threading.Lock()
+        access.on_owner_end(self._departed)
+
+    # -- who ------------------------------------------------------------------------------
+
+    def may_train(self, caller: Caller) -> bool:
+        """Admins may; on a shared app, visitors only with ``--allow-training``."""
+        return caller.admin or self.limits.allow_training
+
+    def check(self, caller: Caller) -> None:
+        """Raise ``AccessError`` unless ``caller`` may train here."""
+        if not self.may_train(caller):
+            raise AccessError(
+                "Training takes this machine's cores for minutes, so on a shared app only "
+                "admins may train (or start the app with --allow-training)."
+            )
+        if self.base_model is None:
+            raise TrainingError(
+                "This app serves a remote engine, which cannot be trained here: start it with "
+                "a local model (--model PATH, or the bundled one) to train."
+            )
+
+    def owner(self, caller: Caller) -> str:
+        """Whose adapters: a login's, else the browser's (or API session's); on a private app
+        without logins, the one user's ("")."""
+        if self.access.logins:
+            return f"user:{caller.user}"
+        if self.access.private:
+            return ""
+        return self.access.owner(caller.session)
+
+    # -- data -----------------------------------------------------------------------------
+
+    def rows(self, req: TrainRequest, kind: str) -> tuple[list[dict], list[str]]:
+        """The request's rows (normalised) and the bad JSONL lines, within the caps."""
+        from training.data import normalise_rows, parse_jsonl
+
+        errors: list[str] = []
+        if req.source == "jsonl":
+            text = req.jsonl or ""
+            cap = int(self.limits.max_train_upload_mb * MB)
+            if len(text.encode("utf-8", "replace")) > cap:
+                raise InputError(
+                    f"jsonl: over {self.limits.max_train_upload_mb:g} MB "
+                    "(--max-train-upload-mb); send a smaller dataset."
+                )
+            if not text.strip():
+                raise InputError("jsonl: empty; upload a JSONL file of training rows.")
+            parsed = parse_jsonl(text, data_kind(kind))
+            rows, errors = parsed.rows, list(parsed.errors)
+        else:
+            budget = datasets.Budget(seconds=self.max_request_seconds)
+            rows = datasets.export(data_kind(kind), req.conversations or [], budget).rows
+            if kind == "sft":  # both shapes of each reply come out; train on one
+                rows = [r for r in rows if "messages" in r]
+        if len(rows) > self.limits.max_train_rows:
+            raise InputError(
+                f"The dataset has {len(rows):,} rows; this app trains on at most "
+                f"{self.limits.max_train_rows:,} (--max-train-rows). Send fewer rows."
+            )
+        if not rows:
+            what = "liked or kept replies" if kind == "sft" else "preference pairs"
+            raise TrainingError(
+                f"No {what} to train on"
+                + (f" ({len(errors)} bad line(s): {errors[0]})" if errors else "")
+                + ". Like replies in the chat (or retry and pick one), or upload JSONL rows."
+            )
+        return normalise_rows(rows, data_kind(kind)), errors
+
+    def tokenizer(self):
+        """The base model's tokenizer (loaded once; the GGUF's chat template applied)."""
+        with self._tok_lock:
+            if self._tokenizer is None:
+                from chat.backends.hf_loading import _gguf_chat_template, _load, _locate
+
+                import transformers
+
+                where, gguf_file, local = _locate(self.base_model, None)
+                extra = {"gguf_file": gguf_file} if gguf_file else {}
+                tok = _load(transformers.AutoTokenizer, self.base_model, where, local, **extra)
+                if gguf_file and not tok.chat_template and local:
+                    tok.chat_template = _gguf_chat_template(Path(where) / gguf_file)
+                if tok.pad_token_id is None:
+                    tok.pad_token = tok.eos_token
+                self._tokenizer = tok
+            return self._tokenizer
+
+    def prepare(self, caller: Caller, values: dict):
+        """``(request, settings, TrainData, bad lines)``: validated and capped."""
+        from training.data import build_dataset
+
+        self.check(caller)
+        req = parse_request(TrainRequest, **values)
+        settings = parse_settings(req.settings)
+        rows, errors = self.rows(req, settings.kind)
+        data = build_dataset(rows, data_kind(settings.kind), settings, self.tokenizer())
+        return req, settings, data, errors, rows
+
+    def inspect_data(self, caller: Caller, values: dict) -> dict:
+        """What training would read: counts, bad lines, and the first example as trained."""
+        from training.data import preview
+
+        _, settings, data, errors, rows = self.prepare(caller, values)
+        out = {"counts": dict(data.counts), "errors": errors[:50], "n_errors": len(errors)}
+        first = rows[0]
+        if data_kind(settings.kind) == "preference":  # the chosen reply, as it is scored
+            first = {"messages": list(first["prompt"])
+                     + [{"role": "assistant", "content": first["chosen"]}]}  # fmt: skip
+        out["preview"] = preview(self.tokenizer(), first, settings.max_length)
+        return out
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    def jobs(self):
+        """The job runner (made on first use: it imports the training core)."""
+        if self._jobs is None:
+            from training.jobs import TrainJobs
+
+            self._jobs = TrainJobs(self.root / "jobs")
+        return self._jobs
+
+    def check_disk(self) -> None:
+        """Refuse to start when the adapter could eat into the disk reserve."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(self.root).free
+        need = (self.limits.min_free_mb + ADAPTER_RESERVE_MB) * MB
+        if free < need:
+            raise TrainingError(
+                f"Only {free / MB:,.0f} MB of disk is free; training keeps "
+                f"{self.limits.min_free_mb:,.0f} MB in reserve (--min-free-mb) plus "
+                f"{ADAPTER_RESERVE_MB} MB for the adapter. Delete old adapters or free disk."
+            )
+
+    def start(self, caller: Caller, values: dict) -> dict:
+        """Start a job; ``{"job", "counts", "errors", "note"}``. One job at a time."""
+        from training.jobs import JobSpec
+
+        req, settings, data, errors, _ = self.prepare(caller, values)
+        self.check_disk()
+        if settings.start_from:
+            self.adapter(caller, settings.start_from)  # one of the caller's own, or refused
+        owner = self.owner(caller)
+        name = (req.name or "").strip()[:60] or f"{settings.kind}-{settings.method.method}"
+        spec = JobSpec(
+            model=self.base_model,
+            data=data,
+            settings=settings,
+            out_dir=self.adapters_dir,
+            max_seconds=self.limits.max_train_minutes * 60,
+            name=name,
+            owner=owner,
+        )
+        try:
+            job = self.jobs().start(spec)
+        except ChatStudioError as exc:
+            if type(exc).__name__ == "TrainingBusy":
+                raise TrainingError(
+                    "Another training job is running on this app (one at a time); wait for it "
+                    "to finish, then start yours."
+                ) from None
+            raise
+        self._owners[job] = (owner, self.access.owner(caller.session))
+        note = GGUF_NOTE if str(self.base_model).endswith(".gguf") else ""
+        return {"job": job, "counts": dict(data.counts), "errors": errors[:50], "note": note}
+
+    def _own_job(self, caller: Caller, job: str) -> str:
+        req = parse_request(JobRequest, job=job)
+        owner = self._owners.get(req.job)
+        if owner is None or owner[0] != self.owner(caller):
+            raise AccessError(f"No training job {req.job[:40]!r} of yours; start one with /train.")
+        return req.job
+
+    def status(self, caller: Caller, job: str) -> dict:
+        """Step, losses, metrics and state of one of the caller's jobs."""
+        return self.jobs().status(self._own_job(caller, job))
+
+    def stop(self, caller: Caller, job: str) -> dict:
+        """Stop one of the caller's jobs; its last finished checkpoint is kept."""
+        job = self._own_job(caller, job)
+        self.jobs().stop(job)
+        return self.jobs().status(job)
+
+    def _departed(self, key: str) -> None:
+        """The owner left (browser gone, API session over): their running job stops."""
+        for job, (_, departure) in list(self._owners.items()):
+            if departure == key and self._jobs is not None:
+                if self._jobs.status(job).get("state") in ("starting", "running"):
+                    self._jobs.stop(job)
+
+    def close(self) -> None:
+        """Stop any job (the app is going away)."""
+        if self._jobs is not None:
+            self._jobs.close()
+
+    # -- adapters -------------------------------------------------------------------------
+
+    def adapters(self, caller: Caller) -> list[dict]:
+        """The caller's adapters (on a private app without logins: all of them)."""
+        from training.adapters import list_adapters
+
+        owner = self.owner(caller)
+        if not self.adapters_dir.is_dir():
+            return []
+        return list_adapters(self.adapters_dir, owner=owner if owner else None)
+
+    def adapter(self, caller: Caller, adapter_id: str) -> dict:
+        """One of the caller's adapters by id, else ``AccessError``."""
+        for meta in self.adapters(caller):
+            if meta.get("id") == adapter_id:
+                return meta
+        raise AccessError(f"No adapter {adapter_id[:40]!r} of yours; see /adapters for yours.")
+
+    def reward(self, caller: Caller, prompt: str, reply: str, adapter: str | None = None) -> dict:
+        """The reward model's score of ``reply`` to ``prompt``: ``{"score", "adapter"}``."""
+        from training.reward import RewardScorer
+
+        req = parse_request(RewardRequest, prompt=prompt, reply=reply, adapter=adapter)
+        mine = [a for a in self.adapters(caller) if a.get("kind") == "reward"]
+        if req.adapter:
+            mine = [a for a in mine if a.get("id") == req.adapter]
+        if not mine:
+            raise TrainingError(
+                "No reward model of yours here: train one in the Train tab (kind: reward, on "
+                "preference pairs), then score replies with it."
+            )
+        meta = max(mine, key=lambda a: str(a.get("created", "")))
+        with self._scorer_lock:  # one scorer in memory, one scoring at a time
+            if self._scorer is None or self._scorer[0] != meta["id"]:
+                self._scorer = (meta["id"], RewardScorer.load(self.adapters_dir / meta["id"]))
+            prompt_messages = [{"role": "user", "content": req.prompt}]
+            score = self._scorer[1].score(prompt_messages, req.reply)
+        return {"score": round(float(score), 4), "adapter": meta["id"]}
+
+
+def for_config(config, access: Access) -> Training:
+    """The app's ``Training``: its flags, its data folder, and the model it started with."""
+    base = None
+    if not config.openai_base_url:
+        from chat.models import default_model_path
+
+        base = str(config.model) if config.model else str(default_model_path())
+    limits = TrainLimits(**{k: getattr(config, k) for k in TrainLimits.model_fields})
+    return Training(config.data_dir / "training", access, limits, base,
+                    config.max_request_seconds)  # fmt: skip
