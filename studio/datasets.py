@@ -14,7 +14,7 @@ This module turns a user's chats into the data the first two steps read:
 
 Exact and near duplicates are dropped (the same normalised text, or a
 similarity ratio of 0.9 or more by ``difflib``, found through a MinHash index:
-``studio.dedup``), and the result says how many went and why.
+``training.dedup``), and the result says how many went and why.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from chat.errors import Cancelled, InputError
 from chat.rag_formats import has_markers
-from studio.dedup import NearIndex, signature
+from training.dedup import NearIndex, signature
 
 MAX_MESSAGES = 20_000  # messages in one export request, all chats together
 MAX_ROW_CHARS = 32_000_000  # characters of the rows built (each reply's row repeats its chat)

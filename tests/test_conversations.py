@@ -131,7 +131,7 @@ def _variants(seed: int = 7) -> list[str]:
 def test_the_near_duplicate_index_keeps_what_difflib_keeps():
     import difflib
 
-    from studio.dedup import NearIndex, is_near
+    from training.dedup import NearIndex, is_near
 
     def near(a, b):  # the old check, run against every kept text
         m = difflib.SequenceMatcher(None, a, b, autojunk=False)
