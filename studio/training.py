@@ -23,14 +23,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from chat.errors import ChatStudioError, InputError
+from chat.errors import InputError
 from studio import datasets
 from studio.access import Access, AccessError, Caller
 from studio.requests import Name, Text, _Request, describe, parse_request
+from training.errors import TrainingBusy, TrainingError
 
 MB = 2**20
 MAX_REWARD_CHARS = 8_000
-ADAPTER_RESERVE_MB = 64  # what one adapter (and its checkpoints) may take, at most, on a small model
+ADAPTER_RESERVE_MB = 64  # room for one adapter and its checkpoints on a small model
 GGUF_NOTE = (
     "The model is a GGUF file: training dequantizes it through transformers into plain fp32 "
     "weights first (about 30 s for the bundled 135M model), then trains."
@@ -43,10 +44,6 @@ DPO_NOTE = (
     "because DPO came later (2023), and PPO can keep learning from fresh samples the reward "
     "model scores, beyond the fixed pairs people labelled."
 )
-
-
-class TrainingError(ChatStudioError):
-    """Training cannot go ahead as asked; the message says what to change."""
 
 
 class TrainRequest(_Request):
@@ -152,8 +149,8 @@ class Training:
     # -- data -----------------------------------------------------------------------------
 
     def rows(self, req: TrainRequest, kind: str) -> tuple[list[dict], list[str]]:
-        """The request's rows (normalised) and the bad JSONL lines, within the caps."""
-        from training.data import normalise_rows, parse_jsonl
+        """The request's rows and the bad JSONL lines, within the caps."""
+        from training.data import parse_jsonl
 
         errors: list[str] = []
         if req.source == "jsonl":
@@ -171,8 +168,6 @@ class Training:
         else:
             budget = datasets.Budget(seconds=self.max_request_seconds)
             rows = datasets.export(data_kind(kind), req.conversations or [], budget).rows
-            if kind == "sft":  # both shapes of each reply come out; train on one
-                rows = [r for r in rows if "messages" in r]
         if len(rows) > self.limits.max_train_rows:
             raise InputError(
                 f"The dataset has {len(rows):,} rows; this app trains on at most "
@@ -185,15 +180,15 @@ class Training:
                 + (f" ({len(errors)} bad line(s): {errors[0]})" if errors else "")
                 + ". Like replies in the chat (or retry and pick one), or upload JSONL rows."
             )
-        return normalise_rows(rows, data_kind(kind)), errors
+        return rows, errors
 
     def tokenizer(self):
         """The base model's tokenizer (loaded once; the GGUF's chat template applied)."""
         with self._tok_lock:
             if self._tokenizer is None:
-                from chat.backends.hf_loading import _gguf_chat_template, _load, _locate
-
                 import transformers
+
+                from chat.backends.hf_loading import _gguf_chat_template, _load, _locate
 
                 where, gguf_file, local = _locate(self.base_model, None)
                 extra = {"gguf_file": gguf_file} if gguf_file else {}
@@ -222,10 +217,7 @@ class Training:
 
         _, settings, data, errors, rows = self.prepare(caller, values)
         out = {"counts": dict(data.counts), "errors": errors[:50], "n_errors": len(errors)}
-        first = rows[0]
-        if data_kind(settings.kind) == "preference":  # the chosen reply, as it is scored
-            first = {"messages": list(first["prompt"])
-                     + [{"role": "assistant", "content": first["chosen"]}]}  # fmt: skip
+        first = (data.train or data.eval or rows)[0]  # a pair shows its prompt and chosen reply
         out["preview"] = preview(self.tokenizer(), first, settings.max_length)
         return out
 
@@ -272,13 +264,11 @@ class Training:
         )
         try:
             job = self.jobs().start(spec)
-        except ChatStudioError as exc:
-            if type(exc).__name__ == "TrainingBusy":
-                raise TrainingError(
-                    "Another training job is running on this app (one at a time); wait for it "
-                    "to finish, then start yours."
-                ) from None
-            raise
+        except TrainingBusy:
+            raise TrainingError(
+                "Another training job is running on this app (one at a time); wait for it "
+                "to finish, then start yours."
+            ) from None
         self._owners[job] = (owner, self.access.owner(caller.session))
         note = GGUF_NOTE if str(self.base_model).endswith(".gguf") else ""
         return {"job": job, "counts": dict(data.counts), "errors": errors[:50], "note": note}
@@ -292,7 +282,8 @@ class Training:
 
     def status(self, caller: Caller, job: str) -> dict:
         """Step, losses, metrics and state of one of the caller's jobs."""
-        return self.jobs().status(self._own_job(caller, job))
+        job = self._own_job(caller, job)
+        return self.jobs().status(job)
 
     def stop(self, caller: Caller, job: str) -> dict:
         """Stop one of the caller's jobs; its last finished checkpoint is kept."""

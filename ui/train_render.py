@@ -21,9 +21,7 @@ def counts_md(counts: dict, errors: list[str], n_errors: int | None = None) -> s
         f"{c.get('duplicates', 0)} exact and {c.get('near_duplicates', 0)} near duplicate(s) "
         "dropped"
     )
-    parts.append(
-        f"{c.get('truncated', 0)} truncated and {c.get('dropped', 0)} dropped as too long"
-    )
+    parts.append(f"{c.get('truncated', 0)} truncated and {c.get('dropped', 0)} dropped as too long")
     parts.append(f"**{c.get('train', 0)}** to train on, **{c.get('eval', 0)}** held out")
     out = " · ".join(parts)
     n_errors = len(errors) if n_errors is None else n_errors
