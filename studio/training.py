@@ -245,10 +245,10 @@ class Training:
 
     def start(self, caller: Caller, values: dict) -> dict:
         """Start a job; ``{"job", "counts", "errors", "note"}``. One job at a time."""
-        from training.jobs import JobSpec
-
         req, settings, data, errors, _ = self.prepare(caller, values)
         self.check_disk()
+        from training.jobs import JobSpec
+
         if settings.start_from:
             self.adapter(caller, settings.start_from)  # one of the caller's own, or refused
         owner = self.owner(caller)
@@ -307,11 +307,11 @@ class Training:
 
     def adapters(self, caller: Caller) -> list[dict]:
         """The caller's adapters (on a private app without logins: all of them)."""
-        from training.adapters import list_adapters
-
         owner = self.owner(caller)
         if not self.adapters_dir.is_dir():
             return []
+        from training.adapters import list_adapters
+
         return list_adapters(self.adapters_dir, owner=owner if owner else None)
 
     def adapter(self, caller: Caller, adapter_id: str) -> dict:
@@ -323,8 +323,6 @@ class Training:
 
     def reward(self, caller: Caller, prompt: str, reply: str, adapter: str | None = None) -> dict:
         """The reward model's score of ``reply`` to ``prompt``: ``{"score", "adapter"}``."""
-        from training.reward import RewardScorer
-
         req = parse_request(RewardRequest, prompt=prompt, reply=reply, adapter=adapter)
         mine = [a for a in self.adapters(caller) if a.get("kind") == "reward"]
         if req.adapter:
@@ -335,6 +333,8 @@ class Training:
                 "preference pairs), then score replies with it."
             )
         meta = max(mine, key=lambda a: str(a.get("created", "")))
+        from training.reward import RewardScorer
+
         with self._scorer_lock:  # one scorer in memory, one scoring at a time
             if self._scorer is None or self._scorer[0] != meta["id"]:
                 self._scorer = (meta["id"], RewardScorer.load(self.adapters_dir / meta["id"]))

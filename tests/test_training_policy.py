@@ -8,7 +8,7 @@ import pytest
 
 from chat.errors import InputError
 from studio.access import Access, AccessError, Caller
-from studio.training import TrainLimits, Training, parse_settings
+from studio.training import Training, TrainLimits, parse_settings
 from tests.helpers.tiny_models import save_tiny
 from training.errors import TrainingError
 from training.settings import TrainSettings
