@@ -312,7 +312,8 @@ class Training:
             return []
         from training.adapters import list_adapters
 
-        return list_adapters(self.adapters_dir, owner=owner if owner else None)
+        listed = list_adapters(self.adapters_dir, owner=owner if owner else None)
+        return [{k: v for k, v in a.items() if k != "path"} for a in listed]  # no server paths
 
     def adapter(self, caller: Caller, adapter_id: str) -> dict:
         """One of the caller's adapters by id, else ``AccessError``."""
