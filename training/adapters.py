@@ -50,8 +50,18 @@ def make_meta(adapter_id, name, settings, base_model, owner, result, state) -> d
         "total_params": result.total_params,
         "owner": owner,
         "start_from": settings.start_from,
+        "held_out_accuracy": _held_out_accuracy(result.metrics),
         "settings": settings.model_dump(),
     }
+
+
+def _held_out_accuracy(metrics: list[dict]) -> float | None:
+    """The last evaluation's pairwise accuracy (reward model) or preference accuracy (DPO)."""
+    for m in reversed(metrics):
+        for key in ("eval_accuracy", "eval_rewards/accuracies"):
+            if key in m:
+                return m[key]
+    return None
 
 
 def _fsync_tree(folder: Path) -> None:

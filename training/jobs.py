@@ -40,6 +40,7 @@ class JobSpec:
     max_seconds: float = 3600.0
     name: str = ""
     owner: str = ""
+    compare_steps: int | None = None  # set: run every method this many steps (compare.py)
 
 
 class _Job:
@@ -56,7 +57,7 @@ class _Job:
             "remaining_s": None, "train_loss": [], "eval_loss": [], "metrics": [],
             "message": "Loading the base model...", "adapter": None, "kind": spec.settings.kind,
             "method": spec.settings.method.method, "name": spec.name, "owner": spec.owner,
-            "trainable": None, "total_params": None,
+            "trainable": None, "total_params": None, "compare": [],
         }  # fmt: skip
 
 
@@ -233,6 +234,9 @@ def _apply(job: _Job, e: dict) -> None:
         s["metrics"].append({k: v for k, v in e.items() if k != "event"})
     elif kind == "checkpoint":
         s["adapter"] = e["adapter"]
+    elif kind == "compare_row":
+        s["compare"].append({k: v for k, v in e.items() if k != "event"})
+        s["step"] = len(s["compare"])
     elif kind == "message":
         s["message"] = e["message"]
     elif kind == "end":
@@ -280,15 +284,15 @@ def _train_in_child(spec: JobSpec, report, stop_event, adapter_id: str):
 
     torch.set_num_threads(spec.settings.threads)
     started = time.monotonic()
-    from training.adapters import load_adapter, merged
     from training.model import load_base
-    from training.run import train
+    from training.run import start_model, train
 
     model, tokenizer = load_base(spec.model)
+    if spec.compare_steps:
+        return _compare_in_child(spec, (model, tokenizer), report, stop_event)
     if spec.settings.start_from:
         report({"event": "message", "message": f"Merging {spec.settings.start_from}..."})
-        model = merged(load_adapter(model, Path(spec.out_dir) / spec.settings.start_from))
-        model.train()
+    model = start_model(model, spec.out_dir, spec.settings.start_from)
     if stop_event.is_set():
         return "stopped", "Stopped before training began; nothing was saved.", None
     result = train(
@@ -298,6 +302,16 @@ def _train_in_child(spec: JobSpec, report, stop_event, adapter_id: str):
         max_seconds=max(1.0, spec.max_seconds - (time.monotonic() - started)),
     )  # fmt: skip
     return result.state, result.message, result.adapter
+
+
+def _compare_in_child(spec: JobSpec, loaded, report, stop_event):
+    from training.compare import METHODS, compare_methods, compare_summary
+
+    report({"event": "start", "total": len(METHODS), "trainable": None, "total_params": None})
+    rows = compare_methods(loaded, spec.data, spec.compare_steps, spec.settings,
+                           report=report, should_stop=stop_event.is_set)  # fmt: skip
+    state = "stopped" if stop_event.is_set() else "finished"
+    return state, compare_summary(rows), None
 
 
 def _failure(exc: Exception) -> str:

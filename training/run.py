@@ -66,6 +66,18 @@ def seq_cls_from(causal, tokenizer):
     return seq
 
 
+def start_model(model, out_dir: Path, start_from: str | None):
+    """The model a run starts from: the base, or the base with ``start_from`` (an adapter in
+    ``out_dir``, e.g. SFT before DPO) merged into its weights."""
+    if not start_from:
+        return model
+    from training.adapters import load_adapter, merged
+
+    net = merged(load_adapter(model, Path(out_dir) / start_from))
+    net.train()
+    return net
+
+
 def _config(kind: str, settings: TrainSettings, out: str, steps: int, has_eval: bool):
     import trl
 
