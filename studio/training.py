@@ -58,6 +58,9 @@ class TrainRequest(_Request):
     jsonl: Text | None = Field(None, description="JSONL rows (source jsonl).")
     settings: dict[str, Any] | None = Field(None, description="TrainSettings: kind, method, ...")
     name: Name = Field("", description="A name for the adapter.")
+    compare_steps: int | None = Field(
+        None, ge=1, le=50, description="Instead: run every method this many steps and compare."
+    )
 
 
 class JobRequest(_Request):
@@ -72,6 +75,22 @@ class RewardRequest(_Request):
     prompt: Text = Field(max_length=MAX_REWARD_CHARS, description="The user's message.")
     reply: Text = Field(max_length=MAX_REWARD_CHARS, description="A reply to score.")
     adapter: Name | None = Field(None, description="A reward adapter id (default: your newest).")
+
+
+class RankRequest(_Request):
+    """Best of n by reward: the replies to rank."""
+
+    prompt: Text = Field(max_length=MAX_REWARD_CHARS, description="The user's message.")
+    replies: list[Text] = Field(min_length=1, max_length=16, description="Replies to rank.")
+
+
+class ExportRequest(_Request):
+    """An adapter to export, and how."""
+
+    adapter: Name = Field(min_length=1, description="An adapter id of yours.")
+    form: Literal["peft", "merged", "gguf"] = Field(
+        "peft", description="peft folder, merged model folder, or GGUF LoRA for llama.cpp."
+    )
 
 
 class TrainLimits(BaseModel):
@@ -116,6 +135,7 @@ class Training:
         self._tok_lock = threading.Lock()
         self._scorer: tuple[str, object] | None = None
         self._scorer_lock = threading.Lock()
+        self._export_lock = threading.Lock()
         access.on_owner_end(self._departed)
 
     # -- who ------------------------------------------------------------------------------
@@ -231,16 +251,16 @@ class Training:
             self._jobs = TrainJobs(self.root / "jobs")
         return self._jobs
 
-    def check_disk(self) -> None:
-        """Refuse to start when the adapter could eat into the disk reserve."""
+    def check_disk(self, extra_mb: float = 0) -> None:
+        """Refuse to write when the adapter (or export) could eat into the disk reserve."""
         self.root.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(self.root).free
-        need = (self.limits.min_free_mb + ADAPTER_RESERVE_MB) * MB
-        if free < need:
+        room = ADAPTER_RESERVE_MB + extra_mb
+        if free < (self.limits.min_free_mb + room) * MB:
             raise TrainingError(
-                f"Only {free / MB:,.0f} MB of disk is free; training keeps "
-                f"{self.limits.min_free_mb:,.0f} MB in reserve (--min-free-mb) plus "
-                f"{ADAPTER_RESERVE_MB} MB for the adapter. Delete old adapters or free disk."
+                f"Only {free / MB:,.0f} MB of disk is free; this app keeps "
+                f"{self.limits.min_free_mb:,.0f} MB in reserve (--min-free-mb) and this needs "
+                f"about {room:,.0f} MB more: delete old adapters or free some disk."
             )
 
     def start(self, caller: Caller, values: dict) -> dict:
@@ -261,6 +281,7 @@ class Training:
             max_seconds=self.limits.max_train_minutes * 60,
             name=name,
             owner=owner,
+            compare_steps=req.compare_steps,
         )
         try:
             job = self.jobs().start(spec)
@@ -325,9 +346,26 @@ class Training:
     def reward(self, caller: Caller, prompt: str, reply: str, adapter: str | None = None) -> dict:
         """The reward model's score of ``reply`` to ``prompt``: ``{"score", "adapter"}``."""
         req = parse_request(RewardRequest, prompt=prompt, reply=reply, adapter=adapter)
+        scorer, meta = self._reward_model(caller, req.adapter)
+        with self._scorer_lock:
+            score = scorer.score([{"role": "user", "content": req.prompt}], req.reply)
+        return {"score": round(float(score), 4), "adapter": meta["id"]}
+
+    def rank(self, caller: Caller, prompt: str, replies: list[str]) -> dict:
+        """Best of n by reward: ``{"order": indices best first, "scores", "adapter"}``."""
+        req = parse_request(RankRequest, prompt=prompt, replies=replies)
+        scorer, meta = self._reward_model(caller, None)
+        with self._scorer_lock:
+            scores = scorer.scores([{"role": "user", "content": req.prompt}], req.replies)
+        order = sorted(range(len(scores)), key=lambda i: -scores[i])
+        return {"order": order, "scores": [round(float(x), 4) for x in scores],
+                "adapter": meta["id"]}  # fmt: skip
+
+    def _reward_model(self, caller: Caller, adapter: str | None):
+        """The caller's reward model (the one named, else their newest), loaded once."""
         mine = [a for a in self.adapters(caller) if a.get("kind") == "reward"]
-        if req.adapter:
-            mine = [a for a in mine if a.get("id") == req.adapter]
+        if adapter:
+            mine = [a for a in mine if a.get("id") == adapter]
         if not mine:
             raise TrainingError(
                 "No reward model of yours here: train one in the Train tab (kind: reward, on "
@@ -339,9 +377,39 @@ class Training:
         with self._scorer_lock:  # one scorer in memory, one scoring at a time
             if self._scorer is None or self._scorer[0] != meta["id"]:
                 self._scorer = (meta["id"], RewardScorer.load(self.adapters_dir / meta["id"]))
-            prompt_messages = [{"role": "user", "content": req.prompt}]
-            score = self._scorer[1].score(prompt_messages, req.reply)
-        return {"score": round(float(score), 4), "adapter": meta["id"]}
+            return self._scorer[1], meta
+
+    def export(self, caller: Caller, adapter: str, form: str = "peft") -> Path:
+        """One of the caller's adapters exported: a zip of the peft or merged folder, or the
+        GGUF LoRA file (for ``Llama(model_path=..., lora_path=...)``)."""
+        from training import export
+
+        req = parse_request(ExportRequest, adapter=adapter, form=form)
+        meta = self.adapter(caller, req.adapter)
+        if not self.may_train(caller):
+            raise AccessError("Exporting runs the model on this machine: only admins may here.")
+        self.check_disk(extra_mb=0 if req.form == "peft" else 4 * self._base_mb())
+        src = self.adapters_dir / meta["id"]
+        out = self.root / "exports" / f"{meta['id']}-{req.form}"
+        with self._export_lock:  # one export at a time: merging loads the whole model
+            shutil.rmtree(out, ignore_errors=True)
+            if req.form == "gguf":
+                if not str(self.base_model).endswith(".gguf"):
+                    raise TrainingError(
+                        "A GGUF LoRA adapter needs a GGUF base model; this app trains a "
+                        "transformers folder, so export the peft or merged folder instead."
+                    )
+                return export.export_gguf_lora(src, self.base_model, out.with_suffix(".gguf"))
+            made = (export.export_peft if req.form == "peft" else export.export_merged)(src, out)
+            zipped = shutil.make_archive(str(out), "zip", made)
+            shutil.rmtree(made, ignore_errors=True)
+            return Path(zipped)
+
+    def _base_mb(self) -> float:
+        path = Path(self.base_model or "")
+        if path.is_file():
+            return path.stat().st_size / MB
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / MB
 
 
 def for_config(config, access: Access) -> Training:

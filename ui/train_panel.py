@@ -77,10 +77,10 @@ def _component(name: str, field):
                          elem_id=eid)  # fmt: skip
     if ann in (int, float) or (optional and args and args[0] in (int, float)):
         kind = ann if ann in (int, float) else args[0]
-        extra = " Empty: the default." if optional else ""
-        return gr.Number(value=default, label=label, info=info + extra, minimum=low,
-                         maximum=high, precision=0 if kind is int else None,
-                         elem_id=eid)  # fmt: skip
+        extra = " Empty or 0: the default." if optional else ""
+        # No bounds here: the settings model checks them and says what to send instead.
+        return gr.Number(value=default, label=label, info=info + extra,
+                         precision=0 if kind is int else None, elem_id=eid)  # fmt: skip
     if optional and args and typing.get_origin(args[0]) is list:
         return gr.Textbox(value=", ".join(default or []), label=label, elem_id=eid,
                           info=info + " Comma-separated; empty: the default.")  # fmt: skip
@@ -99,6 +99,8 @@ def form_values(names: list[str], fields: dict, values: list) -> dict:
                 value = [v.strip() for v in value.split(",") if v.strip()] or None
             elif not value and type(None) in args:
                 value = None
+        if value == 0 and type(None) in args and not isinstance(value, bool):
+            value = None  # an emptied number box sends 0
         if isinstance(value, float) and (ann is int or int in args) and value == int(value):
             value = int(value)
         where = out
@@ -157,7 +159,15 @@ class TrainPanel:
         with gr.Row():
             self.start_btn = gr.Button("Start training", variant="primary", elem_id="train-start")
             self.stop_btn = gr.Button("Stop", variant="stop", elem_id="train-stop")
+        with gr.Row():
+            self.compare_steps = gr.Slider(
+                1, 50, value=5, step=1, label="Steps per method", elem_id="compare-steps",
+                info="Compare every method on this data, each this many steps (SFT).",
+            )  # fmt: skip
+            self.compare_btn = gr.Button("Compare every method", elem_id="train-compare")
         self.progress = gr.HTML(elem_id="train-bar")
+        self.compare = gr.Dataframe(headers=render.COMPARE_HEADERS, interactive=False,
+                                    visible=False, elem_id="compare-table")  # fmt: skip
         with gr.Row():
             self.loss_plot = gr.LinePlot(x="step", y="value", color="series", label="Loss",
                                          elem_id="train-loss")  # fmt: skip
@@ -169,12 +179,25 @@ class TrainPanel:
             self.refresh_btn = gr.Button("Refresh", size="sm", elem_id="train-refresh")
             self.adapters = gr.Dataframe(headers=render.ADAPTER_HEADERS, interactive=False,
                                          elem_id="train-adapters")  # fmt: skip
+            with gr.Row():
+                self.pick = gr.Dropdown([], label="Adapter", elem_id="adapter-pick", scale=2)
+                self.form = gr.Radio(
+                    [("peft folder (zip)", "peft"), ("merged model (zip)", "merged"),
+                     ("GGUF LoRA for llama.cpp", "gguf")],
+                    value="peft", label="Export as", elem_id="export-form", scale=3,
+                )  # fmt: skip
+                self.export_btn = gr.Button("Export", elem_id="train-export", scale=1)
+            self.exported = gr.File(label="Exported", elem_id="train-exported")
         with gr.Accordion("4 · Reward model: score a reply", open=False):
             with gr.Row():
                 self.r_prompt = gr.Textbox(label="Prompt", elem_id="reward-prompt")
                 self.r_reply = gr.Textbox(label="Reply", elem_id="reward-reply")
             self.r_btn = gr.Button("Score with my reward model", elem_id="reward-score")
             self.r_out = gr.Markdown(elem_id="reward-out")
+            self.r_many = gr.Textbox(label="Candidate replies, one per line", lines=4,
+                                     elem_id="reward-candidates")  # fmt: skip
+            self.rank_btn = gr.Button("Best of n by reward", elem_id="reward-rank")
+            self.rank_out = gr.Markdown(elem_id="reward-ranked")
 
     # ----- handlers ------------------------------------------------------------------
 
@@ -198,11 +221,15 @@ class TrainPanel:
         return (render.counts_md(out["counts"], out["errors"], out["n_errors"]),
                 render.preview_html(out["preview"]))  # fmt: skip
 
-    def start(self, source, upload, chats, name, *values, request: gr.Request = None):
+    def start(self, source, upload, chats, name, *values, request: gr.Request = None,
+              compare_steps=None):  # fmt: skip
         """Start a job; the timer then follows it."""
         caller = self.app.caller(request)
+        job = self._values(source, upload, chats, values, name)
+        if compare_steps:
+            job["compare_steps"] = int(compare_steps)
         try:
-            out = self.training.start(caller, self._values(source, upload, chats, values, name))
+            out = self.training.start(caller, job)
         except ChatStudioError as exc:
             raise user_error(exc) from None
         counts = render.counts_md(out["counts"], out["errors"])
@@ -210,20 +237,27 @@ class TrainPanel:
         return (out["job"], gr.Timer(active=True), counts,
                 f"<progress max='1' value='0'></progress><div>starting…</div>{note}")  # fmt: skip
 
+    def start_compare(self, *values, request: gr.Request = None):
+        """Every method on the same data for a few steps each (one job; the table fills in)."""
+        return self.start(*values[:-1], request=request, compare_steps=values[-1])
+
     def poll(self, job, request: gr.Request = None):
         """The job's progress and charts; the timer stops once it is over."""
         if not job:
-            return gr.Timer(active=False), gr.update(), gr.update(), gr.update(), gr.update()
+            return gr.Timer(active=False), *[gr.update()] * 6
         caller = self.app.caller(request)
         try:
             status = self.training.status(caller, job)
         except ChatStudioError as exc:
-            return gr.Timer(active=False), str(exc), gr.update(), gr.update(), gr.update()
+            return gr.Timer(active=False), str(exc), *[gr.update()] * 5
         over = status.get("state") not in ("starting", "running")
-        adapters = self.listing(request) if over else gr.update()
+        listed = self.listing(request) if over else (gr.update(), gr.update())
+        compared = status.get("compare") or []
+        table = (gr.update(value=render.compare_rows(compared), visible=True) if compared
+                 else gr.update())  # fmt: skip
         return (gr.Timer(active=not over), render.progress_html(status),
                 _frame(render.loss_rows(status)), _frame(render.metric_rows(status)),
-                adapters)  # fmt: skip
+                *listed, table)  # fmt: skip
 
     def stop(self, job, request: gr.Request = None):
         """Stop the job (its last finished checkpoint is kept)."""
@@ -237,14 +271,36 @@ class TrainPanel:
         return render.progress_html(status)
 
     def listing(self, request: gr.Request = None):
-        """The caller's adapters as table rows."""
+        """The caller's adapters as table rows, and the export picker's choices."""
         caller = self.app.caller(request)
-        return render.adapter_rows(self.training.adapters(caller))
+        adapters = self.training.adapters(caller)
+        picks = [(f"{a.get('name') or a['id']} ({a['id']})", a["id"]) for a in adapters]
+        return render.adapter_rows(adapters), gr.update(choices=picks)
+
+    def export(self, adapter, form, request: gr.Request = None):
+        """The picked adapter as a file to download."""
+        if not adapter:
+            raise user_error("Pick one of your adapters first.")
+        caller = self.app.caller(request)
+        try:
+            return str(self.training.export(caller, adapter, form))
+        except ChatStudioError as exc:
+            raise user_error(exc) from None
 
     def score(self, prompt, reply, request: gr.Request = None):
         """The reward model's score of a reply."""
         out = self.api_reward(prompt or "", reply or "", None, request)
         return f"Reward **{out['score']:+.3f}** (reward model `{out['adapter']}`)"
+
+    def rank(self, prompt, replies, request: gr.Request = None):
+        """Best of n by reward: the candidates, best first, with their scores."""
+        caller = self.app.caller(request)
+        lines = [r.strip() for r in (replies or "").splitlines() if r.strip()]
+        try:
+            out = self.training.rank(caller, prompt or "", lines)
+        except ChatStudioError as exc:
+            raise user_error(exc) from None
+        return render.ranked_md(lines, out)
 
     # ----- API -----------------------------------------------------------------------
 
@@ -324,12 +380,25 @@ class TrainPanel:
                              [self.job, self.timer, self.counts, self.progress],
                              concurrency_limit=1, concurrency_id="train-check",
                              **HIDDEN)  # fmt: skip
-        follow = [self.timer, self.progress, self.loss_plot, self.metric_plot, self.adapters]
+        self.compare_btn.click(
+            self.start_compare,
+            [*data, self.name, *self.controls, self.compare_steps],
+            [self.job, self.timer, self.counts, self.progress],
+            concurrency_limit=1, concurrency_id="train-check", **HIDDEN,
+        )  # fmt: skip
+        follow = [self.timer, self.progress, self.loss_plot, self.metric_plot, self.adapters,
+                  self.pick, self.compare]  # fmt: skip
         self.timer.tick(self.poll, self.job, follow, queue=False, **HIDDEN)
         self.stop_btn.click(self.stop, self.job, self.progress, **HIDDEN)
-        self.refresh_btn.click(self.listing, None, self.adapters, **HIDDEN)
-        self.r_btn.click(self.score, [self.r_prompt, self.r_reply], self.r_out, **HIDDEN)
-        demo.load(self.listing, None, self.adapters, **HIDDEN)
+        self.refresh_btn.click(self.listing, None, [self.adapters, self.pick], **HIDDEN)
+        self.export_btn.click(self.export, [self.pick, self.form], self.exported,
+                              concurrency_limit=1, concurrency_id="train-export",
+                              **HIDDEN)  # fmt: skip
+        self.r_btn.click(self.score, [self.r_prompt, self.r_reply], self.r_out,
+                         concurrency_limit=1, concurrency_id="reward", **HIDDEN)  # fmt: skip
+        self.rank_btn.click(self.rank, [self.r_prompt, self.r_many], self.rank_out,
+                            concurrency_limit=1, concurrency_id="reward", **HIDDEN)  # fmt: skip
+        demo.load(self.listing, None, [self.adapters, self.pick], **HIDDEN)
 
 
 def _frame(rows: list[dict]):

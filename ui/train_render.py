@@ -81,7 +81,8 @@ def loss_rows(status: dict) -> list[dict]:
 
 
 METRICS = {"rewards/margins": "reward margin", "rewards/accuracies": "preference accuracy",
-           "eval_accuracy": "pairwise accuracy (held out)"}  # fmt: skip
+           "accuracy": "pairwise accuracy", "eval_accuracy": "pairwise accuracy (held out)",
+           "eval_rewards/accuracies": "preference accuracy (held out)"}  # fmt: skip
 
 
 def metric_rows(status: dict) -> list[dict]:
@@ -114,3 +115,28 @@ def adapter_rows(adapters: list[dict]) -> list[list]:
 
 ADAPTER_HEADERS = ["id", "name", "kind", "method", "steps", "train loss", "eval loss", "MB",
                    "created"]  # fmt: skip
+
+
+COMPARE_HEADERS = ["method", "trainable", "share %", "adapter KB", "s per step", "extra MiB",
+                   "train loss", "eval loss", "note"]  # fmt: skip
+
+
+def compare_rows(rows: list[dict]) -> list[list]:
+    """The "which PEFT method" table, one row per method."""
+
+    def num(v, scale=1.0, digits=3):
+        return round(float(v) * scale, digits) if isinstance(v, (int, float)) else None
+
+    return [[r.get("method"), r.get("trainable"), num(r.get("share"), 100, 3),
+             num(r.get("adapter_bytes"), 1 / 1024, 1), num(r.get("s_per_step")),
+             num(r.get("peak_mib"), 1, 1), num(r.get("train_loss"), 1, 4),
+             num(r.get("eval_loss"), 1, 4), r.get("note") or ""] for r in rows]  # fmt: skip
+
+
+def ranked_md(replies: list[str], out: dict) -> str:
+    """Best of n by reward: the candidates best first, with their scores."""
+    lines = [f"Ranked by the reward model `{out['adapter']}` (higher is preferred):", ""]
+    for rank, i in enumerate(out["order"], start=1):
+        text = html.escape(replies[i][:300]).replace("|", "\\|")
+        lines.append(f"{rank}. **{out['scores'][i]:+.3f}** · {text}")
+    return "\n".join(lines)
