@@ -5,10 +5,12 @@ Tiny randomly initialised models made in the test: Llama-style (no biases) and G
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests.helpers.tiny_models import tiny_gpt2, tiny_llama
-from training.adapters import list_adapters, load_adapter, save_adapter
+from training.adapters import list_adapters, load_adapter, recover, save_adapter
 from training.data import build_dataset
 from training.errors import TrainingError
 from training.methods import apply_method, trainable_counts
@@ -102,4 +104,17 @@ def test_a_save_that_dies_half_way_leaves_the_last_checkpoint(tmp_path):
     (meta,) = list_adapters(tmp_path)
     assert meta["steps"] == 10
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a1", "half"]  # no temporary folder
+    load_adapter(tiny_llama()[0], tmp_path / "a1")
+
+
+def test_an_adapter_set_aside_by_a_dead_save_still_lists_and_recover_restores_it(tmp_path):
+    model, tok = tiny_llama()
+    net = apply_method(model, MethodSettings(method="lora"))
+    save_adapter(net, tok, tmp_path, "a1", {"id": "a1", "steps": 10})
+    os.replace(tmp_path / "a1", tmp_path / ".old-a1")  # died between the two renames
+    (tmp_path / ".tmp-a1-live").mkdir()  # a save in progress: listing leaves it alone
+    (meta,) = list_adapters(tmp_path)
+    assert meta["steps"] == 10 and (tmp_path / ".tmp-a1-live").is_dir()
+    recover(tmp_path)  # once no save runs
+    assert [p.name for p in tmp_path.iterdir()] == ["a1"]
     load_adapter(tiny_llama()[0], tmp_path / "a1")

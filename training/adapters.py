@@ -118,7 +118,8 @@ def _swap_in(tmp: Path, dest: Path) -> None:
 
 
 def recover(root: Path) -> None:
-    """Tidy ``root`` after a killed save: restore an adapter set aside, drop temporary folders."""
+    """Tidy ``root`` after a killed save: restore an adapter set aside, drop temporary folders.
+    Only when no save is running (the job runner calls it once its child has ended)."""
     root = Path(root)
     if not root.is_dir():
         return
@@ -144,15 +145,27 @@ def read_meta(adapter_dir: Path) -> dict:
         ) from None
 
 
+def _folders(root: Path) -> list[Path]:
+    """Adapter folders under ``root``: a finished save, or one set aside by a save that died
+    between its two renames (read where it lies; ``recover`` moves it back). Temporary folders
+    a dead save left over an hour ago are removed; a live save's are left alone."""
+    found: dict[str, Path] = {}
+    for path in sorted(root.iterdir()) if root.is_dir() else []:
+        if path.name.startswith(".tmp-"):
+            if time.time() - path.stat().st_mtime > 3600:
+                shutil.rmtree(path, ignore_errors=True)
+        elif path.name.startswith(".old-"):
+            found.setdefault(path.name.removeprefix(".old-"), path)
+        elif not path.name.startswith(".") and (path / META).is_file():
+            found[path.name] = path
+    return list(found.values())
+
+
 def list_adapters(root: Path, owner: str | None = None) -> list[dict]:
     """Saved adapters under ``root`` (newest first), each its meta plus ``size_bytes`` and
     ``path``; only ``owner``'s when one is given."""
-    root = Path(root)
-    recover(root)
     out = []
-    for folder in sorted(root.iterdir()) if root.is_dir() else []:
-        if folder.name.startswith(".") or not (folder / META).is_file():
-            continue
+    for folder in _folders(Path(root)):
         try:
             meta = read_meta(folder)
         except UnknownAdapter:

@@ -57,7 +57,7 @@ class _Job:
             "remaining_s": None, "train_loss": [], "eval_loss": [], "metrics": [],
             "message": "Loading the base model...", "adapter": None, "kind": spec.settings.kind,
             "method": spec.settings.method.method, "name": spec.name, "owner": spec.owner,
-            "trainable": None, "total_params": None, "compare": [],
+            "trainable": None, "total_params": None, "compare": [], "peak_mib": None,
         }  # fmt: skip
 
 
@@ -240,7 +240,8 @@ def _apply(job: _Job, e: dict) -> None:
     elif kind == "message":
         s["message"] = e["message"]
     elif kind == "end":
-        s.update(state=e["state"], message=e["message"], remaining_s=0)
+        s.update(state=e["state"], message=e["message"], remaining_s=0,
+                 peak_mib=e.get("peak_mib"))  # fmt: skip
         s["adapter"] = e.get("adapter") or s["adapter"]
         s["elapsed_s"] = round(time.monotonic() - job.started, 1)
 
@@ -276,7 +277,11 @@ def child_main(spec: JobSpec, progress: str, stop_event, adapter_id: str) -> Non
             state, message, adapter = _train_in_child(spec, report, stop_event, adapter_id)
         except Exception as exc:  # noqa: BLE001 - every failure becomes the job's message
             state, message, adapter = "failed", _failure(exc), None
-        report({"event": "end", "state": state, "message": message, "adapter": adapter})
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        report({"event": "end", "state": state, "message": message, "adapter": adapter,
+                "peak_mib": round(peak, 1)})  # fmt: skip
 
 
 def _train_in_child(spec: JobSpec, report, stop_event, adapter_id: str):
