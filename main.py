@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     log.addHandler(logging.StreamHandler(sys.stdout))
     log.setLevel(logging.INFO)
     log.propagate = False
-    from chat.models import load_backend, remote_model, resolve_model
+    from chat.models import load_backend, remote_model, resolve_model, with_adapter
     from studio.datadir import InstanceLock
     from studio.launch import build, serve
 
@@ -43,7 +43,12 @@ def main(argv: list[str] | None = None) -> int:
         if config.openai_base_url:
             spec = remote_model(config.openai_base_url, config.openai_model)
         else:
-            spec = resolve_model(config.model, config.backend)
+            runs_on = config.backend
+            if config.adapter and runs_on == "auto":
+                runs_on = "transformers"  # adapters run on transformers, a .gguf dequantized
+            spec = resolve_model(config.model, runs_on)
+            if config.adapter:
+                spec = with_adapter(spec, config.adapter)
         print(f"Loading {spec.source} with {spec.backend} ...", flush=True)
         backend = load_backend(
             spec,

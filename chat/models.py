@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.metadata
 import subprocess
@@ -43,6 +44,7 @@ class ModelSpec:
     source: str  # a file, a folder, a hub id, or an engine's base URL
     gguf_file: str | None = None
     model: str | None = None  # an OpenAI-compatible engine's model name
+    adapter: str | None = None  # a trained adapter folder applied on top (transformers)
 
 
 def resolve_model(model: str | None, backend: str = "auto") -> ModelSpec:
@@ -73,6 +75,22 @@ def resolve_model(model: str | None, backend: str = "auto") -> ModelSpec:
             "folder, a .gguf file or a hub id, or run without --model for the bundled SmolLM2."
         )
     return ModelSpec("transformers", str(model if model else path))
+
+
+def with_adapter(spec: ModelSpec, adapter: str | Path) -> ModelSpec:
+    """``spec`` with a trained adapter folder on top (``--adapter``); transformers runs it."""
+    folder = Path(adapter).expanduser()
+    if not folder.is_dir():
+        raise ModelLoadError(
+            f"Adapter folder not found: {folder}. Pass --adapter with a folder the Train tab "
+            "saved (it holds adapter_meta.json)."
+        )
+    if spec.backend != "transformers":
+        raise ModelLoadError(
+            "An adapter runs on the transformers backend (which dequantizes a .gguf model): "
+            "use --backend transformers or auto with --adapter."
+        )
+    return dataclasses.replace(spec, adapter=str(folder))
 
 
 def remote_model(base_url: str, model: str | None = None) -> ModelSpec:
@@ -146,4 +164,6 @@ def load_backend(
         return LlamaCppBackend(**options)
     from chat.backends.transformers_backend import TransformersBackend
 
-    return TransformersBackend(spec.source, gguf_file=spec.gguf_file, device=device, n_ctx=n_ctx)
+    return TransformersBackend(
+        spec.source, gguf_file=spec.gguf_file, device=device, n_ctx=n_ctx, adapter=spec.adapter
+    )

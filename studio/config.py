@@ -62,6 +62,11 @@ class AppConfig(Limits):
         description="A .gguf file, a local Hugging Face model folder, or a hub id such as gpt2 "
         "(default: the bundled SmolLM2-135M-Instruct Q4_1).",
     )
+    adapter: str | None = Field(
+        None,
+        description="A trained adapter folder (from the Train tab) to chat with on top of "
+        "--model; it runs on transformers.",
+    )
     backend: Literal["auto", "llama-cpp", "transformers"] = Field(
         "auto", description="Which runtime loads the model (auto: .gguf -> llama-cpp)."
     )

@@ -18,12 +18,15 @@ from studio.access import Access, Caller
 from studio.config import AppConfig
 
 
-def catalog(config: AppConfig, backend=None) -> list[dict]:
+def catalog(
+    config: AppConfig, backend=None, owner: str | None = None, adapters: bool = True
+) -> list[dict]:
     """``{id, label, kind}`` of every model loadable without a download.
 
     The bundled GGUF, ``.gguf`` files under ``--models-dir`` (default
-    ``<data dir>/models``), causal LMs in the Hugging Face cache, and the
-    models a remote engine lists. Ids never hold a server path.
+    ``<data dir>/models``), causal LMs in the Hugging Face cache, the
+    models a remote engine lists, and trained adapters (``owner``'s only, when
+    given; see ``adapter_owner``). Ids never hold a server path.
     """
     entries = []
     try:
@@ -46,7 +49,43 @@ def catalog(config: AppConfig, backend=None) -> list[dict]:
                 )  # fmt: skip
         except ChatStudioError:
             pass
+    if adapters:
+        entries += _adapters(config, owner)
     return entries
+
+
+def adapters_dir(config: AppConfig) -> Path:
+    """Where the Train tab saves adapters: ``<data dir>/training/adapters/<id>/``."""
+    return Path(config.data_dir) / "training" / "adapters"
+
+
+def _adapters(config: AppConfig, owner: str | None) -> list[dict]:
+    """Trained adapters (a folder with ``adapter_meta.json``), newest first; they run on
+    transformers over the base model they name."""
+    from chat.backends.hf_adapter import read_meta
+
+    folder = adapters_dir(config)
+    out = []
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if path.name.startswith(".") or not (path / "adapter_meta.json").is_file():
+            continue
+        try:
+            meta = read_meta(path)
+        except ChatStudioError:
+            continue
+        if meta.get("kind") == "reward" or not meta.get("base_model"):
+            continue  # a reward model scores replies; it does not chat
+        if owner is not None and meta.get("owner", "") != owner:
+            continue
+        base = Path(str(meta["base_model"])).name
+        out.append(
+            {"id": f"adapter:{path.name}", "created": meta.get("created", ""),
+             "label": f"{meta.get('name') or path.name} ({meta.get('kind', 'sft')} "
+                      f"{meta.get('method', 'adapter')} on {base}, transformers)",
+             "kind": "adapter", "source": str(path), "base": str(meta["base_model"])}
+        )  # fmt: skip
+    out.sort(key=lambda e: e["created"], reverse=True)
+    return out
 
 
 def _gguf(path: Path, where: str) -> dict:
@@ -88,6 +127,11 @@ def spec_for(entry: dict, runtime_backend: str) -> ModelSpec:
         return ModelSpec("openai", entry["source"], model=entry["model"])
     if entry["kind"] == "hf":
         return ModelSpec("transformers", entry["source"])
+    if entry["kind"] == "adapter":  # always transformers: llama.cpp cannot apply a peft folder
+        base = Path(entry["base"])
+        if base.suffix == ".gguf":
+            return ModelSpec("transformers", str(base.parent), base.name, adapter=entry["source"])
+        return ModelSpec("transformers", entry["base"], adapter=entry["source"])
     path = Path(entry["source"])
     if runtime_backend == "transformers":
         return ModelSpec("transformers", str(path.parent), gguf_file=path.name)
@@ -106,6 +150,21 @@ class ModelSwitcher:
         """Admins may; visitors of a shared app only with ``--allow-model-switch``."""
         return caller.admin or self.config.allow_model_switch
 
+    def adapter_owner(self, caller: Caller) -> str | None:
+        """Whose adapters ``caller`` sees (as the Train tab stores them): a login's, else the
+        browser's; on a private app without logins, all (None)."""
+        if self.access.logins:
+            return f"user:{caller.user}"
+        if self.access.private:
+            return None
+        return self.access.owner(caller.session)
+
+    def entries(self, caller: Caller | None) -> list[dict]:
+        """What ``caller`` may pick (no adapters for a caller not known yet)."""
+        if caller is None:
+            return catalog(self.config, self.engine.backend, adapters=False)
+        return catalog(self.config, self.engine.backend, self.adapter_owner(caller))
+
     def load(self, caller: Caller, entry_id: str, backend: str = "llama-cpp") -> dict:
         """Load the catalog entry ``entry_id``; returns what is loaded now, with the time taken."""
         if not self.may_switch(caller):
@@ -115,7 +174,7 @@ class ModelSwitcher:
                 "One model serves everyone here, so only admins may load another "
                 "(or start the app with --allow-model-switch)."
             )
-        entries = {e["id"]: e for e in catalog(self.config, self.engine.backend)}
+        entries = {e["id"]: e for e in self.entries(caller)}
         if entry_id not in entries:
             raise ModelLoadError(f"Unknown model {entry_id!r}; refresh the list and pick again.")
         old_name = self.engine.backend.info.model
@@ -157,6 +216,9 @@ def _unpathed(exc: Exception, entry: dict) -> str:
         path = Path(entry["source"])
         name = entry["id"].removeprefix("gguf:")
         text = text.replace(str(path), name).replace(str(path.parent), "the models folder")
+    if entry["kind"] == "adapter":
+        text = text.replace(entry["source"], entry["id"].removeprefix("adapter:"))
+        text = text.replace(str(Path(entry["source"]).parent), "the adapters folder")
     return text
 
 

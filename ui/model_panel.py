@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from chat.errors import ChatStudioError
-from studio.model_switch import ModelSwitcher, catalog
+from studio.model_switch import ModelSwitcher
 from ui import render
 from ui.background import Background
 from ui.errors import user_error
@@ -19,7 +19,8 @@ class ModelPanel:
         self.service = service
         gr.Markdown(
             "Models this machine has: the bundled one, `.gguf` files in the models folder "
-            "(`--models-dir`), models in the Hugging Face cache, and a remote engine's models. "
+            "(`--models-dir`), models in the Hugging Face cache, a remote engine's models, and "
+            "your trained adapters (they run on transformers, whatever the choice below). "
             "Nothing is downloaded. Loading frees the previous model once the new one is ready; "
             "if it fails, the previous one keeps serving."
         )
@@ -42,9 +43,14 @@ class ModelPanel:
         self.status = gr.Markdown(elem_id="model-status")
         self.capabilities = gr.JSON(label="What the loaded model can show", elem_id="model-caps")
 
-    def choices(self):
-        """The picker's choices and what is loaded now."""
-        entries = catalog(self.switcher.config, self.service.engine.backend)
+    def choices(self, request: gr.Request):
+        """The picker's choices (the caller's own trained adapters among them) and what is
+        loaded now."""
+        try:
+            caller = self.switcher.access.caller(request)
+        except ChatStudioError:
+            caller = None
+        entries = self.switcher.entries(caller)
         return (
             gr.update(choices=[(e["label"], e["id"]) for e in entries]),
             self.service.capabilities.to_api(),

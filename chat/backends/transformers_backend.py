@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from chat.backends import hf_inspect
+from chat.backends import hf_adapter, hf_inspect
 from chat.backends.base import Capabilities, Delta, GenerationRequest, ModelInfo
 from chat.backends.hf_loading import _gguf_chat_template, _load, _locate, _window
 from chat.backends.threads import ThreadTuner
@@ -41,7 +41,11 @@ class TransformersBackend:
         gguf_file: str | None = None,
         device: str = "auto",
         n_ctx: int | None = None,
+        adapter: str | None = None,
+        merge_adapter: bool = True,
     ):
+        """``adapter``: a trained adapter folder to chat with, merged into the weights
+        (``merge_adapter``) or applied by peft's layers around them."""
         try:
             import torch
             import transformers
@@ -72,6 +76,8 @@ class TransformersBackend:
         log.info(
             "Loaded %s with transformers in %.1f s", gguf_file or model, time.perf_counter() - t0
         )
+        if adapter:
+            self.model = hf_adapter.apply_adapter(self.model, adapter, merge=merge_adapter)
         self.model.to(self._device).eval()
 
         tok = self.tokenizer
@@ -90,8 +96,11 @@ class TransformersBackend:
             pad = tok.pad_token_id
         self._pad_id = pad if pad is not None else min(self._eos_ids, default=0)
 
+        name = (gguf_file or Path(where).name) if local else model
+        if adapter:
+            name = f"{name} + adapter {hf_adapter.adapter_name(Path(adapter))}"
         self.info = ModelInfo(
-            model=(gguf_file or Path(where).name) if local else model,
+            model=name,
             backend="transformers",
             device=self._device.type,
             n_ctx=_window(self.model.config, n_ctx, model),
