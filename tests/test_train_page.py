@@ -87,3 +87,13 @@ def test_train_tab_starts_from_liked_replies_charts_the_loss_and_stops(tpage):
     wait_text(page, "#train-bar", "stopped", "Adapter saved", timeout=120000)
     adapter = page.locator("#train-bar code").inner_text()
     wait_text(page, "#train-adapters", adapter)
+
+    # Before and after: the adapter just saved against the base model, on the held-out prompt.
+    page.locator("#adapter-pick input").click()
+    page.get_by_role("option").filter(has_text=adapter).first.click()
+    page.locator("#ba-run").click()
+    page.wait_for_selector("#ba-out .base-reply", timeout=180000)
+    assert page.locator("#ba-out .tuned-reply").count() == page.locator(
+        "#ba-out .base-reply"
+    ).count() >= 1
+    assert "held-out answers" in text(page, "#ba-out")

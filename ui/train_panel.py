@@ -130,6 +130,7 @@ class TrainPanel:
         self.app = app  # the ChatUI: callers and departure watching
         self.chats = chats  # the saved chats (a BrowserState): the feedback source
         self.job = gr.State(None)
+        self._ba = None  # studio.before_after.BeforeAfter, made on first use
         gr.Markdown(INTRO)
         with gr.Accordion("1 · Data", open=True):
             with gr.Row():
@@ -198,6 +199,12 @@ class TrainPanel:
                                      elem_id="reward-candidates")  # fmt: skip
             self.rank_btn = gr.Button("Best of n by reward", elem_id="reward-rank")
             self.rank_out = gr.Markdown(elem_id="reward-ranked")
+        with gr.Accordion("5 · Before and after", open=True):
+            gr.Markdown("The adapter picked above against the base model. Prompts: yours (one "
+                        "per line), else the held-out prompts of your last job.")  # fmt: skip
+            self.ba_prompts = gr.Textbox(label="Prompts", lines=2, elem_id="ba-prompts")
+            self.ba_btn = gr.Button("Compare base and tuned", elem_id="ba-run")
+            self.ba_out = gr.HTML(elem_id="ba-out")
 
     # ----- handlers ------------------------------------------------------------------
 
@@ -286,6 +293,22 @@ class TrainPanel:
             return str(self.training.export(caller, adapter, form))
         except ChatStudioError as exc:
             raise user_error(exc) from None
+
+    def before_after(self, adapter, prompts, request: gr.Request = None):
+        """Base and tuned replies side by side (the two models load once: about a minute)."""
+        from studio.before_after import BeforeAfter
+
+        if not adapter:
+            raise user_error("Pick one of your adapters first (section 3).")
+        caller = self.app.caller(request)
+        lines = [p.strip() for p in (prompts or "").splitlines() if p.strip()]
+        if self._ba is None:
+            self._ba = BeforeAfter(self.training)
+        try:
+            out = self._ba.compare(caller, {"adapter": adapter, "prompts": lines})
+        except ChatStudioError as exc:
+            raise user_error(exc) from None
+        return render.before_after_html(out)
 
     def score(self, prompt, reply, request: gr.Request = None):
         """The reward model's score of a reply."""
@@ -398,6 +421,9 @@ class TrainPanel:
                          concurrency_limit=1, concurrency_id="reward", **HIDDEN)  # fmt: skip
         self.rank_btn.click(self.rank, [self.r_prompt, self.r_many], self.rank_out,
                             concurrency_limit=1, concurrency_id="reward", **HIDDEN)  # fmt: skip
+        self.ba_btn.click(self.before_after, [self.pick, self.ba_prompts], self.ba_out,
+                          concurrency_limit=1, concurrency_id="train-export",
+                          **HIDDEN)  # fmt: skip
         demo.load(self.listing, None, [self.adapters, self.pick], **HIDDEN)
 
 

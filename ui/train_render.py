@@ -140,3 +140,38 @@ def ranked_md(replies: list[str], out: dict) -> str:
         text = html.escape(replies[i][:300]).replace("|", "\\|")
         lines.append(f"{rank}. **{out['scores'][i]:+.3f}** · {text}")
     return "\n".join(lines)
+
+
+def before_after_html(out: dict) -> str:
+    """Base and tuned replies side by side, the most changed tokens, perplexity and reward."""
+    esc = html.escape
+    parts = [f"<p>Adapter <code>{esc(out['adapter'])}</code>; same prompt, seed and settings "
+             "(greedy) for both models.</p>"]  # fmt: skip
+    for row in out["rows"]:
+        rewards = ""
+        if "base_reward" in row:
+            rewards = f" · reward {row['base_reward']:+.3f} → {row['tuned_reward']:+.3f}"
+        parts.append(
+            f"<div class='train-pair'><p><b>{esc(row['prompt'])}</b>"
+            f"{' · identical replies' if row['same'] else ''}{rewards}</p>"
+            "<div style='display:flex; gap:8px'>"
+            f"<div class='train-side base-reply' style='flex:1'><i>base</i><br>{esc(row['base'])}"
+            "</div>"
+            f"<div class='train-side tuned-reply' style='flex:1'><i>tuned</i><br>"
+            f"{esc(row['tuned'])}</div></div></div>"
+        )  # fmt: skip
+    changed = out.get("changed")
+    if changed:
+        items = ", ".join(
+            f"<code>{esc(t['text'])}</code> {t['base']:.3f} → {t['tuned']:.3f}"
+            for t in changed["most_changed"]
+        )
+        parts.append(f"<p>Tokens of the first reply whose probability moved most: {items}</p>")
+    ppl = out.get("perplexity")
+    if ppl:
+        parts.append(
+            f"<p>Perplexity of the held-out answers ({ppl['tokens']} tokens): base "
+            f"<b>{ppl['base']:.3f}</b> → tuned <b>{ppl['tuned']:.3f}</b> (lower: the tuned model "
+            "finds those answers less surprising).</p>"
+        )
+    return "".join(parts)
