@@ -160,3 +160,29 @@ def test_the_catalog_lists_each_owners_adapters(tmp_path):
         "SmolLM2.gguf",
     )
     assert spec.adapter == str(tmp_path / "training" / "adapters" / "mine")
+
+
+def test_the_model_tab_loads_only_its_owners_adapter(trained, tmp_path):
+    import shutil
+
+    from chat.errors import ChatStudioError
+    from studio.access import Access, Caller
+    from studio.config import AppConfig
+    from studio.model_switch import ModelSwitcher
+
+    base, adapter = trained
+    saved = tmp_path / "training" / "adapters" / "a1"
+    shutil.copytree(adapter, saved)
+    meta = json.loads((saved / "adapter_meta.json").read_text())
+    (saved / "adapter_meta.json").write_text(json.dumps({**meta, "owner": "user:alice"}))
+    access = Access(b"secret", logins=True, admins={"alice", "bob"}, private=False)
+    engine = ChatEngine(TransformersBackend(str(base), device="cpu"))
+    switcher = ModelSwitcher(engine, AppConfig(data_dir=tmp_path, device="cpu"), access)
+    bob = Caller(session="s-bob", user="bob", admin=True)
+    assert not [e for e in switcher.entries(bob) if e["kind"] == "adapter"]
+    with pytest.raises(ChatStudioError, match="Unknown model"):
+        switcher.load(bob, "adapter:a1")
+    alice = Caller(session="s-alice", user="alice", admin=True)
+    loaded = switcher.load(alice, "adapter:a1", backend="llama-cpp")  # adapters: transformers
+    assert (loaded["model"], loaded["backend"]) == ("base + adapter tiny", "transformers")
+    assert reply(engine.backend).reply == ANSWER

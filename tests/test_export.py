@@ -178,3 +178,38 @@ def test_gguf_export_refuses_other_methods(trained, tmp_path):
     (ia3 / "adapter_config.json").write_text(json.dumps({**config, "peft_type": "IA3"}))
     with pytest.raises(ExportError, match="Only LoRA adapters"):
         export_gguf_lora(ia3, tmp_path / "whatever.gguf", tmp_path / "x.gguf")
+
+
+def test_an_adapter_trained_on_top_of_another_exports_as_their_sum(trained, tmp_path):
+    """DPO started from an SFT adapter: the merged export and the GGUF file carry both."""
+    import torch
+    from gguf import GGUFReader
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tests.helpers.tiny_export import save_adapter, train_lora
+
+    base, first = trained
+    tok = AutoTokenizer.from_pretrained(base)
+    start = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), first)
+    second = train_lora(start.merge_and_unload(), tok, answer="7 + 8 = 16", steps=5)
+    on_top = save_adapter(second, first.parent / "a2", str(base), name="dpo")
+    meta = json.loads((on_top / "adapter_meta.json").read_text())
+    (on_top / "adapter_meta.json").write_text(json.dumps({**meta, "start_from": first.name}))
+    want = second.merge_and_unload()  # base + first + second
+
+    merged = AutoModelForCausalLM.from_pretrained(export_merged(on_top, tmp_path / "merged"))
+    key = "model.layers.1.self_attn.v_proj.weight"
+    torch.testing.assert_close(merged.state_dict()[key], want.state_dict()[key])
+
+    out = export_gguf_lora(
+        on_top, _stand_in_gguf(tmp_path / "base.gguf", base), tmp_path / "stacked.gguf"
+    )
+    r = GGUFReader(str(out))
+    tensors = {t.name: t.data for t in r.tensors}
+    alpha = float(r.fields["adapter.lora.alpha"].contents())
+    a, b = tensors["blk.1.attn_v.weight.lora_a"], tensors["blk.1.attn_v.weight.lora_b"]
+    assert a.shape[0] == b.shape[1] == alpha == 8  # two rank-4 LoRAs, stacked
+    plain = AutoModelForCausalLM.from_pretrained(base).state_dict()[key].numpy()
+    delta = alpha / a.shape[0] * b @ a  # what llama.cpp adds to W
+    np.testing.assert_allclose(plain + delta, want.state_dict()[key].numpy(), atol=1e-5)

@@ -75,16 +75,23 @@ def export_merged(adapter_dir: str | Path, dest: str | Path, base: str | None = 
 
 
 def merge(net, adapter_dir: str | Path):
-    """``net`` with the adapter's weights added in; a plain transformers model again."""
-    from peft import PeftModel
+    """``net`` with the adapter's weights added in (an adapter it started from first); a
+    plain transformers model again."""
+    from chat.backends.hf_adapter import BITFIT_FILE, apply_adapter, read_meta
 
-    config = _config(Path(adapter_dir))
-    if config.get("peft_type") in _PROMPT_LEARNING:
+    folder = Path(adapter_dir)
+    if read_meta(folder).get("kind") == "reward":
         raise ExportError(
-            f"A {config['peft_type']} adapter adds virtual tokens instead of changing weights, "
-            "so it cannot be merged; export the peft folder instead."
+            "A reward model scores replies with its own head; export its peft folder instead."
         )
-    return PeftModel.from_pretrained(net, str(adapter_dir)).merge_and_unload()
+    if not (folder / BITFIT_FILE).is_file():
+        config = _config(folder)
+        if config.get("peft_type") in _PROMPT_LEARNING:
+            raise ExportError(
+                f"A {config['peft_type']} adapter adds virtual tokens instead of changing "
+                "weights, so it cannot be merged; export the peft folder instead."
+            )
+    return apply_adapter(net, folder, merge=True)
 
 
 _PROMPT_LEARNING = {"PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING", "MULTITASK_PROMPT_TUNING"}
@@ -120,17 +127,17 @@ def export_gguf_lora(adapter_dir: str | Path, base_gguf: str | Path, dest: str |
     from gguf import GGUFReader, GGUFType, GGUFWriter, Keys
 
     src = _adapter_folder(adapter_dir)
-    config = _config(src)
-    if config.get("peft_type") != "LORA":
+    chain = _chain(src)
+    if len(chain) == 1:
+        rank_alpha, pairs = _scaled_pairs(src)
+    else:  # an adapter trained on top of another: one LoRA of their summed updates
+        rank_alpha, pairs = _stacked(chain)
+    if not Path(base_gguf).is_file():
         raise ExportError(
-            f"Only LoRA adapters can become GGUF adapters (this one is "
-            f"{config.get('peft_type', 'unknown')}); export the peft folder or a merged model."
+            f"GGUF model not found: {base_gguf}. Pass the .gguf file the adapter's base "
+            "model was converted from (the bundled SmolLM2 for adapters trained here)."
         )
-    if config.get("use_dora"):
-        raise ExportError("llama.cpp cannot apply DoRA adapters; train a plain LoRA to export.")
     base = _base_layout(GGUFReader(str(base_gguf)), Path(base_gguf))
-    rank_alpha = float(config["lora_alpha"])
-    pairs = _lora_pairs(src)
     tensors = []
     for hf_name, (a, b) in sorted(pairs.items()):
         name = _gguf_name(hf_name, base)
@@ -146,13 +153,6 @@ def export_gguf_lora(adapter_dir: str | Path, base_gguf: str | Path, dest: str |
                 f"{name} is {want[1]}x{want[0]}: this adapter was trained on another base model."
             )
         tensors.append((name, a, b))
-    if config.get("use_rslora"):  # peft scales by alpha/sqrt(r), llama.cpp by alpha/r
-        rank_alpha *= math.sqrt(int(config["r"]))
-    if config.get("rank_pattern") or config.get("alpha_pattern"):
-        raise ExportError(
-            "This adapter uses different ranks or alphas per layer; llama.cpp applies one "
-            "alpha to all, so train it with a single rank and alpha to export to GGUF."
-        )
 
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -176,6 +176,64 @@ def export_gguf_lora(adapter_dir: str | Path, base_gguf: str | Path, dest: str |
         Path(tmp).unlink(missing_ok=True)
         raise
     return dest
+
+
+def _chain(folder: Path) -> list[Path]:
+    """The adapter and those it was trained on top of (``start_from``), first one first."""
+    from chat.backends.hf_adapter import read_meta
+
+    chain = [folder]
+    while parent := read_meta(chain[0]).get("start_from"):
+        if len(chain) > 4:
+            raise ExportError(f"{folder.name}: its chain of start_from adapters is too long.")
+        chain.insert(0, folder.parent / parent)
+    return chain
+
+
+def _scaled_pairs(folder: Path) -> tuple[float, dict]:
+    """``(alpha as llama.cpp reads it, {module: (A, B)})`` of one LoRA adapter folder."""
+    config = _config(folder) if (folder / "adapter_config.json").is_file() else {}
+    if config.get("peft_type") != "LORA":
+        raise ExportError(
+            f"Only LoRA adapters can become GGUF adapters ({folder.name} is "
+            f"{config.get('peft_type', 'BitFit')}); export the peft folder or a merged model."
+        )
+    if config.get("use_dora"):
+        raise ExportError("llama.cpp cannot apply DoRA adapters; train a plain LoRA to export.")
+    if config.get("rank_pattern") or config.get("alpha_pattern"):
+        raise ExportError(
+            "This adapter uses different ranks or alphas per layer; llama.cpp applies one "
+            "alpha to all, so train it with a single rank and alpha to export to GGUF."
+        )
+    alpha = float(config["lora_alpha"])
+    if config.get("use_rslora"):  # peft scales by alpha/sqrt(r), llama.cpp by alpha/r
+        alpha *= math.sqrt(int(config["r"]))
+    return alpha, _lora_pairs(folder)
+
+
+def _stacked(chain: list[Path]) -> tuple[float, dict]:
+    """Several LoRAs as one: ``sum_i s_i B_i A_i = [s_1 B_1 ... s_n B_n] @ [A_1; ...; A_n]``.
+
+    Each scale goes into its B; every module is padded with zeros to the same rank R, and
+    alpha = R, so llama.cpp's alpha/rank is 1 for all.
+    """
+    import numpy as np
+
+    parts: dict[str, list] = {}
+    for folder in chain:
+        alpha, pairs = _scaled_pairs(folder)
+        for name, (a, b) in pairs.items():
+            parts.setdefault(name, []).append((a, b * (alpha / a.shape[0])))
+    rank = max(sum(a.shape[0] for a, _ in ab) for ab in parts.values())
+    out = {}
+    for name, ab in parts.items():
+        a = np.concatenate([x for x, _ in ab], axis=0)
+        b = np.concatenate([y for _, y in ab], axis=1)
+        pad = rank - a.shape[0]
+        a = np.pad(a, ((0, pad), (0, 0)))
+        b = np.pad(b, ((0, 0), (0, pad)))
+        out[name] = (a, b)
+    return float(rank), out
 
 
 def permute_rows(weights, n_head: int):
@@ -265,7 +323,8 @@ def _lora_pairs(folder: Path) -> dict:
 
 def _adapter_folder(adapter_dir: str | Path) -> Path:
     folder = Path(adapter_dir)
-    if not (folder / "adapter_config.json").is_file():
+    names = ("adapter_config.json", "bitfit.safetensors")
+    if not any((folder / name).is_file() for name in names):
         raise ExportError(
             f"{folder} is not a peft adapter folder (no adapter_config.json); pick a trained "
             "adapter from the list."
