@@ -88,3 +88,29 @@ def test_stop_keeps_the_last_finished_checkpoint(client):
 def test_no_reward_model_yet_is_one_sentence(client):
     with pytest.raises(AppError, match="No reward model of yours"):
         client.predict(prompt="Hi", reply="Hello", api_name="/reward")
+
+
+PAIRS = "\n".join(
+    json.dumps({"prompt": q, "chosen": good, "rejected": bad})
+    for q, good, bad in [
+        ("What is 7 plus 8?", "7 + 8 = 15", "no"),
+        ("Say hello.", "Hello there!", "no"),
+        ("What is the capital of France?", "Paris.", "no"),
+        ("Is the fox quick?", "Yes, the quick brown fox.", "no"),
+    ]
+)
+
+
+def test_a_reward_model_scores_replies_and_ranks_candidates(client, tiny_app):
+    settings = {"kind": "reward", "max_steps": 30, "batch_size": 4, "eval_share": 0.0,
+                "eval_every": 30, "learning_rate": 0.01}  # fmt: skip
+    job = client.predict(source="jsonl", jsonl=PAIRS, settings=settings, api_name="/train")["job"]
+    final = follow(client, job)[-1]
+    assert final["state"] == "finished" and final["adapter"], final
+    good = client.predict(prompt="Say hello.", reply="Hello there!", api_name="/reward")
+    bad = client.predict(prompt="Say hello.", reply="no", api_name="/reward")
+    assert good["adapter"] == bad["adapter"] == final["adapter"]
+    assert good["score"] > bad["score"]  # it learnt the training pairs' preference
+    caller = tiny_app.access.caller(None)
+    ranked = tiny_app.ui.training.rank(caller, "Say hello.", ["no", "Hello there!"])
+    assert ranked["order"] == [1, 0] and ranked["adapter"] == final["adapter"]
