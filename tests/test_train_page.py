@@ -97,3 +97,40 @@ def test_train_tab_starts_from_liked_replies_charts_the_loss_and_stops(tpage):
         "#ba-out .base-reply"
     ).count() >= 1
     assert "held-out answers" in text(page, "#ba-out")
+
+
+def test_screenshot_of_training_the_bundled_model(browser, gguf_backend, tmp_path):
+    """The README's Train tab picture and figures: 10 LoRA steps on the bundled model."""
+    import json
+    import os
+    from pathlib import Path
+
+    if not os.environ.get("CHAT_STUDIO_SCREENSHOTS"):
+        pytest.skip("set CHAT_STUDIO_SCREENSHOTS=1 to refresh docs/train.png")
+    studio = start_studio(gguf_backend, tmp_path / "data")  # trains the bundled GGUF itself
+    try:
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        page.goto(studio.demo.local_url)
+        page.wait_for_selector("#message textarea")
+        for question in ("What is 7 plus 8?", "What is 2 plus 2?", "Say hello."):
+            send(page, question)
+            wait_until_done(page, timeout=90000)
+            page.locator("#chatbot button[aria-label='Like']").last.click()
+        page.wait_for_timeout(800)
+        open_tab(page, "Train")
+        page.locator("#train-check").click()
+        wait_text(page, "#train-counts", "rows loaded", timeout=120000)
+        fill_number(page, "train-max-steps", 10)
+        fill_number(page, "train-eval-every", 5)
+        page.locator("#train-start").click()
+        wait_text(page, "#train-bar", "finished", timeout=600000)
+        page.locator("#train-start").scroll_into_view_if_needed()
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(Path(__file__).resolve().parents[1] / "docs" / "train.png"))
+        caller = studio.access.caller(None)
+        job = next(iter(studio.ui.training._owners))
+        print(json.dumps(studio.ui.training.status(caller, job)))
+        context.close()
+    finally:
+        studio.close()

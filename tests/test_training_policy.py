@@ -121,3 +121,23 @@ def test_the_form_is_built_from_the_settings_model():
     parsed = parse_settings(form_values(names, fields, values))
     assert parsed.method.lora_r == 16 and parsed.method.target_modules == ["q_proj", "v_proj"]
     assert parsed.max_steps is None and parsed.start_from is None
+
+
+def test_free_disk_is_checked_before_a_job_writes(tmp_path, tiny):
+    t = make(tmp_path, tiny, min_free_mb=10_000_000)  # more than any disk has free
+    with pytest.raises(TrainingError, match="--min-free-mb"):
+        t.start(ADMIN, {"conversations": CHATS, "settings": {"max_steps": 1}})
+    assert not (tmp_path / "training" / "jobs").exists()  # nothing was started
+
+
+def test_a_job_stops_when_its_owner_leaves(tmp_path, tiny):
+    t = make(tmp_path, tiny, private=False, allow_training=True)
+    try:
+        settings = {"max_steps": 2000, "batch_size": 1, "eval_share": 0.0}
+        job = t.start(VISITOR, {"conversations": CHATS, "settings": settings})["job"]
+        t.access.caller(type("R", (), {"session_hash": VISITOR.session, "username": None})())
+        t.access.close(VISITOR.session)  # an API session that is over: nobody is left to read
+        final = t.jobs().wait(job, timeout=180)
+        assert final["state"] == "stopped", final
+    finally:
+        t.close()
