@@ -114,3 +114,18 @@ def test_a_reward_model_scores_replies_and_ranks_candidates(client, tiny_app):
     caller = tiny_app.access.caller(None)
     ranked = tiny_app.ui.training.rank(caller, "Say hello.", ["no", "Hello there!"])
     assert ranked["order"] == [1, 0] and ranked["adapter"] == final["adapter"]
+
+
+def test_export_gives_the_peft_folder_and_refuses_gguf_on_a_folder_base(client, tiny_app):
+    import zipfile
+
+    training = tiny_app.ui.training
+    caller = tiny_app.access.caller(None)
+    sft = next(a for a in training.adapters(caller) if a["kind"] == "sft")
+    path = training.export(caller, sft["id"], "peft")
+    names = zipfile.ZipFile(path).namelist()
+    assert "adapter_config.json" in names and "adapter_meta.json" in names
+    with pytest.raises(Exception, match="GGUF base model"):
+        training.export(caller, sft["id"], "gguf")
+    with pytest.raises(Exception, match="No adapter"):
+        training.export(caller, "not-mine", "peft")
