@@ -118,3 +118,13 @@ def test_an_adapter_set_aside_by_a_dead_save_still_lists_and_recover_restores_it
     recover(tmp_path)  # once no save runs
     assert [p.name for p in tmp_path.iterdir()] == ["a1"]
     load_adapter(tiny_llama()[0], tmp_path / "a1")
+
+
+def test_the_time_limit_ends_a_run_after_the_step_in_progress(tmp_path):
+    model, tok = tiny_llama()
+    settings = _settings("lora", max_steps=50)
+    data = build_dataset(ROWS, "sft", settings, tok)
+    result = train(model, tok, data, settings, tmp_path, adapter_id="t1", max_seconds=0)
+    assert (result.state, result.steps) == ("stopped", 1) and "time limit" in result.message
+    (meta,) = list_adapters(tmp_path)
+    assert (meta["state"], meta["steps"]) == ("stopped", 1)

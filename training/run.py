@@ -140,9 +140,9 @@ def _datasets(data: TrainData, kind: str):
 class Reporter:
     """Turns trainer logs into progress events and saves checkpoints every ``eval_every``."""
 
-    def __init__(self, report, should_stop, deadline, save, settings, total):
+    def __init__(self, report, should_stop, deadline, save, settings, total, has_eval):
         self.report, self.should_stop, self.deadline = report, should_stop, deadline
-        self.save, self.settings, self.total = save, settings, total
+        self.save, self.settings, self.total, self.has_eval = save, settings, total, has_eval
         self.result = RunResult("finished", 0, total)
         self.started = time.monotonic()
         self.stop_reason = ""
@@ -157,10 +157,12 @@ class Reporter:
                 outer.result.steps = state.global_step
                 outer.report({"event": "step", "step": state.global_step, "total": outer.total,
                               "elapsed_s": time.monotonic() - outer.started})  # fmt: skip
+                n = state.global_step
                 if outer.should_stop():
-                    outer.stop_reason = "Stopped; the last checkpoint is kept."
+                    outer.stop_reason = f"Stopped after step {n}; the adapter so far is saved."
                 elif time.monotonic() > outer.deadline:
-                    outer.stop_reason = "Stopped at the time limit; the last checkpoint is kept."
+                    outer.stop_reason = (f"Stopped at the time limit after step {n}; the adapter "
+                                         "so far is saved.")  # fmt: skip
                 if outer.stop_reason:
                     control.should_training_stop = True
 
@@ -188,8 +190,6 @@ class Reporter:
         if due and model is not None and ("eval_loss" in logs or ("loss" in logs and not
                                                                    self.has_eval)):  # fmt: skip
             self.save(model, "running")
-
-    has_eval = False
 
 
 def _quiet(trainer) -> None:
@@ -235,8 +235,8 @@ def train(
     model = apply_method(model, settings.method, "SEQ_CLS" if kind == "reward" else "CAUSAL_LM")
     trainable, total = trainable_counts(model)
     started = time.monotonic()
-    reporter = Reporter(report, should_stop, started + max_seconds, None, settings, steps)
-    reporter.has_eval = eval_set is not None
+    reporter = Reporter(report, should_stop, started + max_seconds, None, settings, steps,
+                        eval_set is not None)  # fmt: skip
     res = reporter.result
     res.trainable, res.total_params = trainable, total
 
