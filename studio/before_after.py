@@ -74,7 +74,7 @@ class BeforeAfter:
             raise InputError("Type a prompt to compare the two models on (one per line).")
         reward = None
         if any(a.get("kind") == "reward" for a in self.training.adapters(caller)):
-            reward, _ = self.training._reward_model(caller, None)
+            reward, _ = self.training.reward_model(caller, None)
         settings = DecodingSettings(strategy="greedy", max_new_tokens=req.max_new_tokens, seed=0)
         with self._lock:
             base, tuned = self._backends(self.training.adapters_dir / meta["id"])

@@ -352,7 +352,7 @@ class Training:
     def reward(self, caller: Caller, prompt: str, reply: str, adapter: str | None = None) -> dict:
         """The reward model's score of ``reply`` to ``prompt``: ``{"score", "adapter"}``."""
         req = parse_request(RewardRequest, prompt=prompt, reply=reply, adapter=adapter)
-        scorer, meta = self._reward_model(caller, req.adapter)
+        scorer, meta = self.reward_model(caller, req.adapter)
         with self._scorer_lock:
             score = scorer.score([{"role": "user", "content": req.prompt}], req.reply)
         return {"score": round(float(score), 4), "adapter": meta["id"]}
@@ -360,14 +360,14 @@ class Training:
     def rank(self, caller: Caller, prompt: str, replies: list[str]) -> dict:
         """Best of n by reward: ``{"order": indices best first, "scores", "adapter"}``."""
         req = parse_request(RankRequest, prompt=prompt, replies=replies)
-        scorer, meta = self._reward_model(caller, None)
+        scorer, meta = self.reward_model(caller, None)
         with self._scorer_lock:
             scores = scorer.scores([{"role": "user", "content": req.prompt}], req.replies)
         order = sorted(range(len(scores)), key=lambda i: -scores[i])
         return {"order": order, "scores": [round(float(x), 4) for x in scores],
                 "adapter": meta["id"]}  # fmt: skip
 
-    def _reward_model(self, caller: Caller, adapter: str | None):
+    def reward_model(self, caller: Caller, adapter: str | None):
         """The caller's reward model (the one named, else their newest), loaded once."""
         mine = [a for a in self.adapters(caller) if a.get("kind") == "reward"]
         if adapter:

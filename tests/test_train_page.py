@@ -125,7 +125,7 @@ def test_screenshot_of_training_the_bundled_model(browser, gguf_backend, tmp_pat
         fill_number(page, "train-eval-every", 5)
         page.locator("#train-start").click()
         wait_text(page, "#train-bar", "finished", timeout=600000)
-        page.locator("#train-start").scroll_into_view_if_needed()
+        page.locator("#train-start").evaluate("e => e.scrollIntoView({block: 'start'})")
         page.wait_for_timeout(1500)
         page.screenshot(path=str(Path(__file__).resolve().parents[1] / "docs" / "train.png"))
         caller = studio.access.caller(None)
