@@ -367,6 +367,30 @@ class Training:
         return {"order": order, "scores": [round(float(x), 4) for x in scores],
                 "adapter": meta["id"]}  # fmt: skip
 
+    def score_chat(self, caller: Caller, messages: list, limit: int = 20) -> list[dict]:
+        """Every assistant reply of a chat with its reward, and its candidates ranked by it
+        (best of n): ``[{"index", "score", "candidates": [{"text", "score"}] best first}]``."""
+        from chat.text import clean_text
+
+        chat = datasets.conversations_from([messages])[0]
+        scorer, _ = self.reward_model(caller, None)
+        out = []
+        for i, m in enumerate(chat):
+            if m["role"] != "assistant" or i == 0 or len(out) >= limit:
+                continue
+            prompt = [{"role": x["role"], "content": clean_text(x["content"])[:MAX_REWARD_CHARS]}
+                      for x in chat[:i]][-8:]  # fmt: skip
+            texts = [m["content"]] + [c for c in ((m.get("meta") or {}).get("candidates") or [])
+                                      if c != m["content"]][:7]  # fmt: skip
+            texts = [t[:MAX_REWARD_CHARS] for t in texts]
+            with self._scorer_lock:
+                scores = scorer.scores(prompt, texts)
+            ranked = sorted(zip(texts, scores, strict=True), key=lambda p: -p[1])
+            out.append({"index": i, "score": round(float(scores[0]), 4),
+                        "candidates": [{"text": t, "score": round(float(x), 4)}
+                                       for t, x in ranked] if len(texts) > 1 else []})  # fmt: skip
+        return out
+
     def reward_model(self, caller: Caller, adapter: str | None):
         """The caller's reward model (the one named, else their newest), loaded once."""
         mine = [a for a in self.adapters(caller) if a.get("kind") == "reward"]

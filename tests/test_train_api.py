@@ -114,6 +114,12 @@ def test_a_reward_model_scores_replies_and_ranks_candidates(client, tiny_app):
     caller = tiny_app.access.caller(None)
     ranked = tiny_app.ui.training.rank(caller, "Say hello.", ["no", "Hello there!"])
     assert ranked["order"] == [1, 0] and ranked["adapter"] == final["adapter"]
+    chat = [{"role": "user", "content": "Say hello."},
+            {"role": "assistant", "content": "no",
+             "meta": {"candidates": ["no", "Hello there!"], "chosen": 0}}]  # fmt: skip
+    scored = tiny_app.ui.training.score_chat(caller, chat)
+    assert scored[0]["score"] == bad["score"]  # the reply shown, scored as /reward scores it
+    assert [c["text"] for c in scored[0]["candidates"]] == ["Hello there!", "no"]  # best of n
 
 
 def test_export_gives_the_peft_folder_and_refuses_gguf_on_a_folder_base(client, tiny_app):

@@ -199,6 +199,8 @@ class TrainPanel:
                                      elem_id="reward-candidates")  # fmt: skip
             self.rank_btn = gr.Button("Best of n by reward", elem_id="reward-rank")
             self.rank_out = gr.Markdown(elem_id="reward-ranked")
+            self.chat_btn = gr.Button("Score my newest saved chat", elem_id="reward-chat")
+            self.chat_out = gr.Markdown(elem_id="reward-chat-out")
         with gr.Accordion("5 · Before and after", open=True):
             gr.Markdown("The adapter picked above against the base model. Prompts: yours (one "
                         "per line), else the held-out prompts of your last job.")  # fmt: skip
@@ -315,6 +317,18 @@ class TrainPanel:
         out = self.api_reward(prompt or "", reply or "", None, request)
         return f"Reward **{out['score']:+.3f}** (reward model `{out['adapter']}`)"
 
+    def score_chat(self, chats, request: gr.Request = None):
+        """The newest saved chat's replies with their rewards, candidates ranked by reward."""
+        chats = [c for c in chats or [] if isinstance(c, dict) and c.get("messages")]
+        if not chats:
+            raise user_error("No saved chat yet: chat first, then score its replies.")
+        caller = self.app.caller(request)
+        try:
+            scored = self.training.score_chat(caller, chats[0]["messages"])
+        except ChatStudioError as exc:
+            raise user_error(exc) from None
+        return render.chat_rewards_md(chats[0]["messages"], scored)
+
     def rank(self, prompt, replies, request: gr.Request = None):
         """Best of n by reward: the candidates, best first, with their scores."""
         caller = self.app.caller(request)
@@ -419,6 +433,8 @@ class TrainPanel:
                               **HIDDEN)  # fmt: skip
         self.r_btn.click(self.score, [self.r_prompt, self.r_reply], self.r_out,
                          concurrency_limit=1, concurrency_id="reward", **HIDDEN)  # fmt: skip
+        self.chat_btn.click(self.score_chat, self.chats, self.chat_out, concurrency_limit=1,
+                            concurrency_id="reward", **HIDDEN)  # fmt: skip
         self.rank_btn.click(self.rank, [self.r_prompt, self.r_many], self.rank_out,
                             concurrency_limit=1, concurrency_id="reward", **HIDDEN)  # fmt: skip
         self.ba_btn.click(self.before_after, [self.pick, self.ba_prompts], self.ba_out,

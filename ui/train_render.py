@@ -175,3 +175,16 @@ def before_after_html(out: dict) -> str:
             "finds those answers less surprising).</p>"
         )
     return "".join(parts)
+
+
+def chat_rewards_md(chat: list[dict], scored: list[dict]) -> str:
+    """Each reply of the chat with its reward; its candidates ranked by reward (best of n)."""
+    if not scored:
+        return "That chat has no replies to score."
+    lines = []
+    for row in scored:
+        reply = html.escape(chat[row["index"]]["content"][:200]).replace("\n", " ")
+        lines.append(f"- **{row['score']:+.3f}** · {reply}")
+        for k, c in enumerate(row["candidates"], start=1):
+            lines.append(f"    {k}. {c['score']:+.3f} · {html.escape(c['text'][:120])}")
+    return "\n".join(lines)
