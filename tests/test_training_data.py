@@ -122,3 +122,12 @@ def test_preview_marks_only_the_assistant_tokens(tok):
     short = preview(tok, row, 10)
     assert short["truncated"] and len(short["tokens"]) == 10 and short["n_tokens"] > 10
     assert not any(carries for _, carries in short["tokens"])
+
+
+def test_the_tokenizer_alone_loads_from_a_model_folder(tmp_path):
+    from tests.helpers.tiny_models import save_tiny
+    from training.data import load_tokenizer
+
+    tok = load_tokenizer(save_tiny("gpt2", tmp_path / "m"))
+    row = {"prompt": "Hi", "completion": "Hello!"}
+    assert preview(tok, row, 64) == preview(tiny_tokenizer(), row, 64)

@@ -186,6 +186,27 @@ def parse_jsonl(text: str, kind: str) -> ParseResult:
 # -- tokens ----------------------------------------------------------------------------------
 
 
+def load_tokenizer(model: str):
+    """The tokenizer ``load_base(model)`` would give (chat template, pad token), without the
+    weights: enough to build a dataset and its preview in the app's process."""
+    import transformers
+
+    from chat.backends.hf_loading import _gguf_chat_template, _load, _locate
+
+    where, gguf_file, local = _locate(model, None)
+    extra = {"gguf_file": gguf_file} if gguf_file else {}
+    tokenizer = _load(transformers.AutoTokenizer, model, where, local, **extra)
+    if gguf_file and not tokenizer.chat_template and local:
+        from pathlib import Path
+
+        template = _gguf_chat_template(Path(where) / gguf_file)
+        if template:
+            tokenizer.chat_template = template
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def ensure_template(tokenizer) -> None:
     """Give a tokenizer without a chat template the plain fallback one."""
     if not getattr(tokenizer, "chat_template", None):

@@ -169,9 +169,11 @@ class TrainJobs:
             s["elapsed_s"] = round(time.monotonic() - job.started, 1)
         for event in _read_new(job):
             _apply(job, event)
-        if s["state"] not in ACTIVE:
-            return
         proc = job.process
+        if s["state"] not in ACTIVE:
+            if proc is not None:
+                proc.is_alive()  # reaps a child that has ended (no zombie left)
+            return
         now = time.monotonic()
         overran = now - job.started > job.spec.max_seconds + STOP_GRACE_S
         stuck = job.stop_asked is not None and now - job.stop_asked > STOP_GRACE_S
