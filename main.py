@@ -1,7 +1,7 @@
 """GPT Chat Studio: ``python main.py`` serves a chat UI for a local language model.
 
 Wires things together: reads the config, loads the model, builds the app
-(``studio.launch``), serves it. Errors a user can fix are printed as one line,
+(``server.launch``), serves it. Errors a user can fix are printed as one line,
 without a traceback.
 """
 
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from studio import logs
+    from server import logs
 
     logs.install()  # Gradio's own refusals of malformed requests: one line each
     log = logging.getLogger("chat_studio")  # one line per refused request, no tracebacks
@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     log.setLevel(logging.INFO)
     log.propagate = False
     from chat.models import load_backend, remote_model, resolve_model, with_adapter
+    from server.launch import build, serve
     from studio.datadir import InstanceLock
-    from studio.launch import build, serve
 
     try:
         InstanceLock(config.data_dir).acquire().release()  # fail fast, before loading a model
@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
             os.environ.get("CHAT_STUDIO_OPENAI_API_KEY"),
             config.slots(),
         )
-        if getattr(backend, "startup_error", None):
-            print(f"warning: {backend.startup_error}", flush=True)
+        if backend.capabilities.startup_error:
+            print(f"warning: {backend.capabilities.startup_error}", flush=True)
         info = backend.info
         print(
             f"Model: {info.model} | backend: {info.backend} | device: {info.device} | "

@@ -190,7 +190,11 @@ def transformers_pair(max_new: int, runs: int) -> tuple[dict, dict]:
 
     gguf = default_model_path()
     backend = TransformersBackend(str(gguf.parent), gguf_file=gguf.name, device="auto")
-    ids = torch.tensor([backend._encode(backend.render(MESSAGES))], device=backend._device)
+    model, _, device = backend.internals()  # the very model and device the engine runs
+    ids = torch.tensor([backend.tokenize(backend.render(MESSAGES))], device=device)
+    tok = backend.tokenizer  # pad as the backend does: the model's pad, the tokenizer's, EOS
+    pads = (model.generation_config.pad_token_id, tok.pad_token_id, tok.eos_token_id)
+    pad = next((p for p in pads if p is not None), 0)
 
     class Stamps:
         def __init__(self):
@@ -209,13 +213,13 @@ def transformers_pair(max_new: int, runs: int) -> tuple[dict, dict]:
         stamps = Stamps()
         t0 = time.perf_counter()
         with torch.inference_mode():
-            backend.model.generate(
+            model.generate(
                 input_ids=ids,
                 attention_mask=torch.ones_like(ids),
                 max_new_tokens=max_new,
                 do_sample=False,
                 repetition_penalty=1.0,
-                pad_token_id=backend._pad_id,
+                pad_token_id=pad,
                 streamer=stamps,
             )
         return speed(stamps.times, t0)

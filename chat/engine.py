@@ -213,6 +213,7 @@ class ChatEngine:
             "elapsed_s": 0.0,
             "model": info.model,
             "backend": info.backend,
+            "remote": caps.remote,  # answered by an engine elsewhere
             "device": info.device,
             "seed": seed,
             "dropped_turns": fitted.dropped_turns,

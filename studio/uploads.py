@@ -1,51 +1,28 @@
-"""Where uploads land (``<data dir>/uploads``, Gradio's temp folder) and how they go away.
+"""How uploads go away (plain files; ``server.uploads`` points the web server's uploads here).
 
 An upload is deleted once ingested; one never ingested expires after
-``--upload-ttl-minutes``; the part of an upload whose client went away
-mid-way is deleted at once; and the folder is emptied when the app starts
-(no session survives a restart, so nothing in it can still be wanted).
+``--upload-ttl-minutes``; and the folder is emptied when the app starts (no
+session survives a restart, so nothing in it can still be wanted). The part
+of an upload whose client went away mid-way is ``server.uploads``'s to delete.
 """
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import os
 import shutil
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 log = logging.getLogger("chat_studio")
 
 
 def upload_dir() -> Path:
-    """The folder Gradio stores uploads in (``GRADIO_TEMP_DIR``, set at launch)."""
+    """The folder uploads are stored in (``GRADIO_TEMP_DIR``, which ``server.uploads`` sets)."""
     folder = os.environ.get("GRADIO_TEMP_DIR") or str(Path(tempfile.gettempdir()) / "gradio")
     return Path(folder).resolve()
-
-
-_chosen: Path | None = None  # the process's upload folder, once an app has picked it
-
-
-def use_upload_dir(data_dir: str | Path) -> Path:
-    """Point Gradio's uploads at ``<data dir>/uploads`` (call before Gradio is imported).
-
-    One folder per process: Gradio reads ``GRADIO_TEMP_DIR`` both when an app
-    is built and each time it checks that a file was uploaded, so a second app
-    in the same process (tests) shares the first one's folder rather than
-    moving it under the first app's feet. The first app empties it: it holds
-    the data folder's lock, so what is left there belongs to no live session.
-    """
-    global _chosen
-    if _chosen is None:
-        _chosen = (Path(data_dir) / "uploads").resolve()
-        _chosen.mkdir(parents=True, exist_ok=True)
-        clear_folder(_chosen)
-        os.environ["GRADIO_TEMP_DIR"] = str(_chosen)
-    return _chosen
 
 
 def remove_upload(path: str | Path) -> None:
@@ -101,61 +78,3 @@ def start_upload_sweeper(folder: Path, max_age_s: float, stop: threading.Event) 
     thread = threading.Thread(target=loop, daemon=True, name="upload-sweeper")
     thread.start()
     return thread
-
-
-# -- partial uploads ------------------------------------------------------------------------
-# Gradio writes each uploaded file to a temporary file, renamed into place once the request
-# is complete; a client that goes away mid-way leaves it behind. The guard notes the
-# temporary files its request makes, and deletes those never renamed.
-
-_made: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
-    "upload_temp_files", default=None
-)
-
-
-def track_temp_files() -> bool:
-    """Note every temporary file Gradio's upload parser makes; whether this Gradio allows it."""
-    try:
-        from gradio import route_utils
-    except ImportError:
-        return False
-    original = getattr(route_utils, "NamedTemporaryFile", None)
-    if original is None:
-        return False
-    if getattr(original, "_tracked", False):
-        return True
-
-    def tracked(*args, **kwargs):
-        handle = original(*args, **kwargs)
-        made = _made.get()
-        if made is not None:
-            made.append(handle.name)
-        return handle
-
-    tracked._tracked = True
-    route_utils.NamedTemporaryFile = tracked
-    return True
-
-
-@contextmanager
-def partial_uploads():
-    """Within the block, note the upload's temporary files; after it, delete those left.
-
-    Yields a list that holds, after the block, the paths that had to be deleted
-    (the upload did not complete).
-    """
-    made: list[str] = []
-    left: list[str] = []
-    token = _made.set(made)
-    try:
-        yield left
-    finally:
-        _made.reset(token)
-        for name in made:
-            try:
-                os.unlink(name)
-                left.append(name)
-            except FileNotFoundError:
-                pass  # renamed into place: a complete upload
-            except OSError as exc:
-                log.warning("could not delete a partial upload %s: %s", name, exc)

@@ -55,10 +55,18 @@ def smol_transformers():
     return TransformersBackend(str(gguf.parent), gguf_file=gguf.name, device="cpu")
 
 
+@pytest.fixture(scope="session")
+def standin_backend():
+    """The deterministic stand-in model (``chat.backends.standin``), loaded by its name."""
+    from chat.models import load_backend, resolve_model
+
+    return load_backend(resolve_model(None, "standin"))
+
+
 def start_studio(backend, data_dir, **options):
     """The app as ``main.py`` builds and serves it, on a free loopback port."""
+    from server.launch import build, serve
     from studio.config import AppConfig
-    from studio.launch import build, serve
 
     config = AppConfig(host="127.0.0.1", port=free_port(), data_dir=data_dir, **options)
     studio = build(config, backend)
@@ -90,6 +98,22 @@ def client(app):
     from gradio_client import Client
 
     return Client(app[1], verbose=False)
+
+
+@pytest.fixture(scope="session")
+def standin_app(standin_backend, tmp_path_factory):
+    """The real Gradio app on the stand-in model: for wiring, access and validation tests."""
+    studio = start_studio(standin_backend, tmp_path_factory.mktemp("standin"), max_upload_mb=1)
+    yield studio.demo, studio.demo.local_url
+    studio.close()
+
+
+@pytest.fixture(scope="session")
+def standin_client(standin_app):
+    """A ``gradio_client.Client`` connected to the stand-in app."""
+    from gradio_client import Client
+
+    return Client(standin_app[1], verbose=False)
 
 
 CHROMIUM = "/usr/bin/chromium"

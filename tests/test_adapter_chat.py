@@ -7,6 +7,7 @@ A tiny Llama and a LoRA trained on it in the test stand in for the bundled model
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -186,3 +187,40 @@ def test_the_model_tab_loads_only_its_owners_adapter(trained, tmp_path):
     loaded = switcher.load(alice, "adapter:a1", backend="llama-cpp")  # adapters: transformers
     assert (loaded["model"], loaded["backend"]) == ("base + adapter tiny", "transformers")
     assert reply(engine.backend).reply == ANSWER
+
+
+# -- the command line: --adapter ----------------------------------------------------
+
+
+def test_main_chats_with_an_adapter_and_explains_a_wrong_one(trained, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import free_port, spawn_main
+
+    base, adapter = trained
+
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, "main.py", "--data-dir", str(tmp_path / "data"), *args],
+            capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1],
+        )  # fmt: skip
+
+    out = run("--adapter", str(tmp_path / "nope"))
+    assert out.returncode == 1 and "Adapter folder not found" in out.stderr
+    out = run("--adapter", str(adapter), "--backend", "llama-cpp")
+    assert out.returncode == 1 and "--backend transformers" in out.stderr
+    assert "Traceback" not in out.stderr
+    port = free_port()
+    proc = spawn_main("--port", str(port), "--data-dir", str(tmp_path / "data"),
+                      "--model", str(base), "--adapter", str(adapter))  # fmt: skip
+    try:
+        lines = []
+        while not any(f"127.0.0.1:{port}" in line for line in lines[-1:]):
+            line = proc.stdout.readline()
+            assert line, "".join(lines)  # the app exited
+            lines.append(line)
+        assert "Model: base + adapter tiny | backend: transformers" in "".join(lines)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

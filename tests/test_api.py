@@ -1,4 +1,8 @@
-"""End to end: the real app and model, driven through gradio_client's /chat."""
+"""End to end: the real app and model, driven through gradio_client's /chat.
+
+What does not need the model's words (input validation, the personas list)
+runs on the same app serving the stand-in model (``standin_client``).
+"""
 
 import pytest
 from gradio_client.exceptions import AppError
@@ -121,9 +125,9 @@ def test_bad_input_comes_back_as_a_named_error(client, kwargs, expected):
     assert expected in str(err.value)
 
 
-def test_empty_message_is_refused(client):
+def test_empty_message_is_refused(standin_client):
     with pytest.raises(AppError, match="message is empty"):
-        chat(client, "   ")
+        chat(standin_client, "   ")
 
 
 def test_streaming_through_submit(client):
@@ -138,8 +142,8 @@ def test_streaming_through_submit(client):
     assert final["reply"].startswith(partials[1]["reply"][:5])
 
 
-def test_personas_endpoint(client):
-    rows = client.predict(api_name="/personas")
+def test_personas_endpoint(standin_client):
+    rows = standin_client.predict(api_name="/personas")
     assert {
         "id": "assistant",
         "name": "Assistant",

@@ -88,6 +88,7 @@ def together(backend, reqs) -> list[tuple[str, str, int]]:
 
 
 def test_four_concurrent_greedy_replies_equal_each_alone(batched):
+    assert batched.capabilities.parallel == 4  # what the app's concurrency follows
     reqs = [request(batched, q) for q in QUESTIONS]
     solo = [alone(batched, r) for r in reqs]
     steps_before = batched.scheduler.steps

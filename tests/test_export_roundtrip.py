@@ -1,8 +1,10 @@
-"""The GGUF LoRA round trip on the bundled model: train in transformers, run in llama.cpp.
+"""The bundled model, trained for real: the GGUF LoRA round trip, chatting with the adapter,
+and before/after.
 
 A LoRA trained for 15 steps on one chat-templated prompt changes SmolLM2's greedy
 answer; exported as a GGUF adapter and loaded by llama-cpp-python on top of the
 original Q4_1 GGUF, it gives the same greedy reply as the adapter in transformers.
+The same adapter folder then loads in the chat's transformers backend.
 """
 
 from __future__ import annotations
@@ -23,16 +25,17 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     return x - np.log(np.exp(x).sum(-1, keepdims=True))
 
 
-def test_gguf_lora_in_llama_cpp_matches_the_adapter_in_transformers(tmp_path):
+@pytest.fixture(scope="module")
+def lora(tmp_path_factory):
+    """Train a LoRA on the bundled model with a plain AdamW loop; save it; keep what the
+    transformers side saw (greedy replies, logits) for the comparisons."""
     import torch
-    from llama_cpp import Llama
     from peft import LoraConfig, get_peft_model
 
     from training.model import load_base
 
     torch.manual_seed(0)
-    gguf = default_model_path()
-    net, tok = load_base(str(gguf))
+    net, tok = load_base(str(default_model_path()))
     text = tok.apply_chat_template(PROMPT, tokenize=False, add_generation_prompt=True)
     prompt_ids = tok(text, add_special_tokens=False)["input_ids"]
     answer_ids = tok(ANSWER + tok.eos_token, add_special_tokens=False)["input_ids"]
@@ -60,30 +63,58 @@ def test_gguf_lora_in_llama_cpp_matches_the_adapter_in_transformers(tmp_path):
         opt.zero_grad()
     model.eval()
     tuned_ids = greedy(model)
-    tuned = tok.decode(tuned_ids, skip_special_tokens=True)
-    assert before != ANSWER and tuned == ANSWER, (before, tuned)
-    model.save_pretrained(tmp_path / "adapter")
+    folder = tmp_path_factory.mktemp("lora") / "adapter"
+    model.save_pretrained(folder)
     seen = prompt_ids + tuned_ids
     with torch.inference_mode():
-        hf_rows = model(input_ids=torch.tensor([seen])).logits[0].float().numpy()
+        rows = model(input_ids=torch.tensor([seen])).logits[0].float().numpy()
+    return {
+        "folder": folder, "before": before, "prompt_ids": prompt_ids, "seen": seen,
+        "tuned": tok.decode(tuned_ids, skip_special_tokens=True), "rows": rows,
+    }  # fmt: skip
 
-    lora = export_gguf_lora(tmp_path / "adapter", gguf, tmp_path / "adapter.gguf")
+
+def test_training_changed_the_greedy_answer(lora):
+    assert lora["before"] != ANSWER and lora["tuned"] == ANSWER, lora
+
+
+def test_gguf_lora_in_llama_cpp_matches_the_adapter_in_transformers(lora, tmp_path):
+    from llama_cpp import Llama
+
+    gguf = default_model_path()
+    adapter = export_gguf_lora(lora["folder"], gguf, tmp_path / "adapter.gguf")
     llm = Llama(
-        model_path=str(gguf), lora_path=str(lora), n_ctx=512, n_threads=1, logits_all=True,
+        model_path=str(gguf), lora_path=str(adapter), n_ctx=512, n_threads=1, logits_all=True,
         verbose=False,
     )  # fmt: skip
     try:
         # The same chat-templated ids on both sides, so only the weights can differ.
-        out = llm.create_completion(prompt_ids, max_tokens=24, temperature=0.0)
-        assert out["choices"][0]["text"] == tuned
+        out = llm.create_completion(lora["prompt_ids"], max_tokens=24, temperature=0.0)
+        assert out["choices"][0]["text"] == lora["tuned"] == ANSWER
         llm.reset()
-        llm.eval(seen)
-        cpp_rows = np.array(llm.scores[: len(seen)])
+        llm.eval(lora["seen"])
+        cpp_rows = np.array(llm.scores[: len(lora["seen"])])
     finally:
         llm.close()
     # Beyond the greedy reply, the whole distributions agree at every prompt position (the
     # adapter acts there too), up to Q4_1 rounding: measured KL about 0.016 nats, against
     # 0.18 when the q/k rows of B are not permuted for llama.cpp.
-    p_hf, p_cpp = _log_softmax(hf_rows), _log_softmax(cpp_rows)
-    kl = (np.exp(p_hf) * (p_hf - p_cpp)).sum(-1)[: len(prompt_ids)]
+    p_hf, p_cpp = _log_softmax(lora["rows"]), _log_softmax(cpp_rows)
+    kl = (np.exp(p_hf) * (p_hf - p_cpp)).sum(-1)[: len(lora["prompt_ids"])]
     assert kl.mean() < 0.06, kl.mean()
+
+
+def test_chatting_with_the_adapter_and_before_after(lora, smol_transformers):
+    from chat.backends.transformers_backend import TransformersBackend
+    from training.before_after import changed_tokens, compare_replies
+
+    gguf = default_model_path()
+    tuned = TransformersBackend(
+        str(gguf.parent), gguf_file=gguf.name, device="cpu", adapter=str(lora["folder"])
+    )
+    assert tuned.info.model == f"{gguf.name} + adapter adapter"
+    greedy = {"strategy": "greedy", "max_new_tokens": 24}
+    [row] = compare_replies(smol_transformers, tuned, [PROMPT], greedy)
+    assert row["tuned"] == ANSWER and row["base"] != ANSWER  # the app's default settings
+    moved = changed_tokens(smol_transformers, tuned, PROMPT, ANSWER, k=3)["most_changed"]
+    assert moved[0]["tuned"] > 0.9 > moved[0]["base"]

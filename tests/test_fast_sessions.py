@@ -3,7 +3,7 @@
 import gradio as gr
 from gradio import state_holder
 
-from studio import fast_sessions
+from server import fast_sessions
 
 
 def eager(blocks, session):
@@ -18,7 +18,7 @@ def test_configs_are_made_on_demand_and_match_gradios():
         name = gr.Textbox("Ada", label="name")
         gr.Slider(0, 2, 0.7, label="temperature")
         gr.State([1, 2])
-    assert fast_sessions.install()
+    fast_sessions.install()  # raises on a Gradio whose SessionState it does not mirror
     session = state_holder.SessionState(demo)
     assert dict.__len__(session.config_values) == 0  # nothing made yet
     # What Gradio does when an event updates a component: one key, nothing else built.

@@ -30,6 +30,28 @@ def test_the_catalog_offers_what_is_on_this_machine(models_dir):
     assert any(lab.startswith("broken.gguf") for lab in labels)
 
 
+def test_a_remote_engine_adds_its_models_and_a_replaced_model_is_closed(tmp_path):
+    import dataclasses
+
+    from chat.backends.standin import StandinBackend
+    from studio.model_switch import free
+
+    local = StandinBackend()
+    config = AppConfig(data_dir=tmp_path)
+    assert not [e for e in catalog(config, local) if e["kind"] == "remote"]
+    engine = StandinBackend()  # declares ``remote`` and has what chat.backends.base.Remote asks
+    engine.capabilities = dataclasses.replace(engine.capabilities, remote=True)
+    engine.base_url = "http://127.0.0.1:9/v1"
+    engine.models = lambda: ["big", "small"]
+    remote = [e for e in catalog(config, engine) if e["kind"] == "remote"]
+    assert [(e["id"], e["source"], e["model"]) for e in remote] == [
+        ("remote:big", engine.base_url, "big"),
+        ("remote:small", engine.base_url, "small"),
+    ]
+    free(local)
+    assert local.closed
+
+
 def load(app, entry_id, backend="llama-cpp", session="switcher"):
     fn = dependency(app.url, trigger="model-load")
     return queue_call(app.url, fn, [entry_id, backend], session)
@@ -55,13 +77,16 @@ def test_loading_a_model_and_a_failed_load(models_dir):
 
 def test_visitors_of_a_shared_app_may_not_switch_unless_allowed(models_dir):
     second = "gguf:second-copy.gguf"
-    app = start_app(models_dir.parent, "--host", "0.0.0.0")
+    # Who may switch does not depend on the model: the app starts on the stand-in.
+    app = start_app(models_dir.parent, "--host", "0.0.0.0", "--backend", "standin")
     try:
         out = load(app, second)
         assert not out["success"] and "--allow-model-switch" in str(out["output"])
     finally:
         app.stop()
-    app = start_app(models_dir.parent, "--host", "0.0.0.0", "--allow-model-switch")
+    app = start_app(
+        models_dir.parent, "--host", "0.0.0.0", "--allow-model-switch", "--backend", "standin"
+    )
     try:
         assert load(app, second)["success"]
     finally:

@@ -124,6 +124,8 @@ def test_an_engine_that_is_down_is_a_clear_error_and_is_used_once_back(tmp_path)
     port = free_port()
     backend = OpenAIBackend(f"http://127.0.0.1:{port}/v1", timeout=10)
     assert "cannot be reached" in backend.startup_error
+    assert backend.capabilities.startup_error == backend.startup_error  # what main.py prints
+    assert backend.capabilities.remote
     studio = start_studio(backend, tmp_path / "data")
     try:
         client = Client(studio.demo.local_url, verbose=False)
@@ -134,6 +136,7 @@ def test_an_engine_that_is_down_is_a_clear_error_and_is_used_once_back(tmp_path)
         try:
             out = client.predict(message="Say hi.", settings=GREEDY, api_name="/chat")
             assert out["reply"] and out["stats"]["model"].endswith(".gguf")
+            assert out["stats"]["remote"] and backend.capabilities.startup_error is None
         finally:
             server.stop()
     finally:

@@ -308,6 +308,19 @@ def test_gpt2_generate_failure_reaches_the_caller(gpt2, monkeypatch):
         list(gpt2.generate(request, threading.Event()))
 
 
+def test_gpt2_loads_by_name_and_close_frees_the_model(gpt2_dir):
+    import weakref
+
+    from chat.models import load_backend, resolve_model
+
+    backend = load_backend(resolve_model(str(gpt2_dir), "transformers"), device="cpu")
+    assert isinstance(backend, TransformersBackend)
+    model = weakref.ref(backend.model)
+    backend.close()
+    backend.close()  # twice is fine
+    assert backend.model is None and model() is None  # nothing else holds the weights
+
+
 def test_gpt2_n_ctx_beyond_the_model_is_an_error(gpt2_dir):
     with pytest.raises(ModelLoadError, match="--n-ctx 1024"):
         TransformersBackend(str(gpt2_dir), device="cpu", n_ctx=4096)

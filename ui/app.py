@@ -1,6 +1,6 @@
 """The Gradio app: the page's layout and the named API endpoints. Gradio wiring lives in ``ui``.
 
-``ChatUI(service, access).create_app()`` builds the Blocks; ``studio.launch``
+``ChatUI(service, access).create_app()`` builds the Blocks; ``server.launch``
 serves them. The page: a sidebar (your name, saved chats, decoding settings)
 and tabs for Chat (``ui.chat_tab``), Inspect, Documents, Personas and Model.
 The conversation is per browser tab (``gr.State``) and saved in the visitor's
@@ -94,7 +94,7 @@ class ChatUI:
     ):
         self.service = service
         self.access = access or Access(secret=b"local-only", private=True)
-        self.guard = guard  # a studio.web.Guard, when the app runs behind it
+        self.guard = guard  # a server.web.Guard, when the app runs behind it
         self.queue_size = queue_size
         self.default_preset = default_preset
         self.browser_secret = browser_secret

@@ -68,7 +68,9 @@ def stats_line(stats: dict) -> str:
         parts = [f"candidate {stats['candidate']}", candidate_line(stats)]
     elif len(stats.get("candidates") or []) > 1:
         parts = [f"{len(stats['candidates'])} candidates · {parts[0]} in all"]
-    if stats.get("backend") == "openai" or stats.get("answered_by"):
+    # Replies saved before stats carried "remote" name their engine's backend instead.
+    remote = stats.get("remote", stats.get("backend") == "openai")
+    if remote or stats.get("answered_by"):
         who = stats.get("answered_by") or f"{stats.get('model')} ({stats.get('device')})"
         parts.insert(0, f"answered by {who}")
     if stats.get("tokens_per_s") and not stats.get("candidate"):

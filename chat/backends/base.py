@@ -12,6 +12,12 @@ of them (``sampler_probs``), continuing a reply from chosen tokens
 for perplexity) and attention weights (``attention``). A backend that lacks
 one says why in ``Capabilities.missing``; the UI and the API show that reason.
 The methods behind them are in ``Inspectable``.
+
+How a backend runs is declared there too, so that no caller branches on a
+backend's name or probes its attributes: ``remote`` (an engine elsewhere,
+which batches itself), ``parallel`` (generations decoded together) and
+``startup_error``. Backends are chosen by name in ``chat.backends.registry``;
+``close()`` frees what each holds.
 """
 
 from __future__ import annotations
@@ -49,6 +55,10 @@ class Capabilities:
     attention: bool = False
     internals: bool = False  # hidden states, MLP activations and gradients (``explain``)
     missing: Mapping[str, str] = field(default_factory=dict)  # feature -> why it is missing
+    # How it runs, for whoever schedules it (not features a visitor picks):
+    remote: bool = False  # runs elsewhere (an engine's ``Remote`` methods); it batches itself
+    parallel: int = 1  # generations it decodes together (llama.cpp's batching slots)
+    startup_error: str | None = None  # loaded, but not ready yet: why (an engine still down)
 
     def why_not(self, feature: str) -> str | None:
         """None when ``feature`` is available, else the reason it is not."""
@@ -74,10 +84,15 @@ class Capabilities:
     def check(self, settings: DecodingSettings, backend: str) -> None:
         """Raise ``UnsupportedSettingError`` for settings this backend cannot honour."""
         if settings.strategy not in self.strategies:
+            from chat.backends import registry
+
             supported = ", ".join(sorted(self.strategies))
+            offered = " or ".join(registry.offering(settings.strategy))
+            what = "beam search" if settings.strategy == "beam" else settings.strategy
+            hint = f" ({what} needs the {offered} backend)" if offered else ""
             raise UnsupportedSettingError(
                 f"strategy: the {backend} backend does not support {settings.strategy!r}; "
-                f"choose one of: {supported} (beam search needs the transformers backend)"
+                f"choose one of: {supported}{hint}"
             )
         if settings.num_return_sequences > self.max_candidates:
             raise UnsupportedSettingError(
@@ -175,6 +190,18 @@ class Backend(Protocol):
 
     def generate(self, request: GenerationRequest, cancel: threading.Event) -> Iterator[Delta]:
         """Yield deltas until done, or soon after ``cancel`` is set."""
+
+    def close(self) -> None:
+        """Free what the backend holds (model, context, client, process); calling twice is fine."""
+
+
+class Remote(Protocol):
+    """What a backend declaring ``remote`` adds: its engine's address and the models it serves."""
+
+    base_url: str
+
+    def models(self) -> list[str]:
+        """The names of the models the engine serves."""
 
 
 class Inspectable(Protocol):

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from chat.backends import llama_internals as internals
 from chat.backends.base import Delta, GenerationRequest
 from chat.backends.threads import ThreadTuner
 from chat.errors import ChatStudioError
@@ -55,19 +56,11 @@ class _Seq:
         return self.abandoned or self.cancel.is_set()
 
 
-class _CtxShim:
-    """What ``LlamaSampler.sample`` needs of a context: its pointer."""
-
-    def __init__(self, ctx):
-        self.ctx = ctx
-
-
 class BatchScheduler:
     """The thread that decodes every active sequence of one model together."""
 
     def __init__(self, backend, parallel: int, n_ctx: int, tuner: ThreadTuner):
         import llama_cpp
-        from llama_cpp import _internals
 
         self.backend = backend
         self.llm = llm = backend.llm
@@ -80,13 +73,10 @@ class BatchScheduler:
         params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
         params.n_threads = tuner.fixed or tuner.current
         params.n_threads_batch = tuner.batch_threads()
-        self._context = _internals.LlamaContext(model=llm._model, params=params, verbose=False)
+        self._context = internals.new_context(llm, params)
         self.ctx = self._context.ctx
-        self._shim = _CtxShim(self.ctx)
         self.n_batch = llm.n_batch
-        self._batch = _internals.LlamaBatch(
-            n_tokens=max(self.n_batch, parallel), embd=0, n_seq_max=1, verbose=False
-        )
+        self._batch = internals.new_batch(max(self.n_batch, parallel))
         self._mem = llama_cpp.llama_get_memory(self.ctx)
         self._n_vocab = llm.n_vocab()
         self._threads = (params.n_threads, params.n_threads_batch)
@@ -201,8 +191,8 @@ class BatchScheduler:
         self._active.append(seq)
         self.llm.set_seed((request.seed + seq.index) % 2**32)
         temp = 0.0 if s.strategy == "greedy" else s.temperature
-        seq.sampler = self.llm._init_sampler(
-            top_k=s.top_k, top_p=s.top_p, min_p=0.0, temp=temp, repeat_penalty=s.repetition_penalty
+        seq.sampler = internals.new_sampler(
+            self.llm, s.top_k, s.top_p, temp, s.repetition_penalty
         )
         seq.decoder = _Utf8Pieces(self.llm)
         seq.stops = StopFilter(request.stop)
@@ -268,14 +258,12 @@ class BatchScheduler:
 
     def _take(self, seq: _Seq, idx: int) -> None:
         """Sample ``seq``'s next token from batch row ``idx`` and hand it on (as Llama.generate)."""
-        import llama_cpp
-
         request = seq.request
         row = self._row(idx) if request.top_logprobs else None  # before sampling changes nothing
-        token = seq.sampler.sample(self._shim, idx)
+        token = internals.sample(seq.sampler, self.ctx, idx)
         if seq.stopped():
             return self._finish(seq, "cancelled")
-        if llama_cpp.llama_vocab_is_eog(self.llm._model.vocab, token):
+        if internals.is_end(self.llm, token):
             return self._finish(seq, "stop")
         if seq.count >= request.max_new_tokens:
             return self._finish(seq, "length")

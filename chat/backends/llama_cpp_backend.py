@@ -7,10 +7,12 @@ llama.cpp has none, so the capability is not declared.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from chat.backends import llama_internals as internals
 from chat.backends.base import Capabilities, Delta, GenerationRequest, ModelInfo
 from chat.backends.threads import ThreadTuner, physical_cores  # noqa: F401 (re-exported)
 from chat.errors import ModelLoadError
@@ -121,7 +123,7 @@ class LlamaCppBackend:
             backend="llama-cpp",
             device=device_name,
             # Never budget past what the model was trained on, whatever the KV cache holds.
-            n_ctx=min(self.llm.n_ctx(), self.llm._model.n_ctx_train() or self.llm.n_ctx()),
+            n_ctx=min(self.llm.n_ctx(), internals.n_ctx_train(self.llm) or self.llm.n_ctx()),
             chat_template=self._formatter is not None,
             n_vocab=self.llm.n_vocab(),
         )
@@ -129,6 +131,7 @@ class LlamaCppBackend:
         from chat.backends.llama_batch import BatchScheduler
 
         self.parallel = max(1, parallel)
+        self.capabilities = dataclasses.replace(self.capabilities, parallel=self.parallel)
         self.scheduler = BatchScheduler(self, self.parallel, self.llm.n_ctx(), self.tuner)
 
     def close(self) -> None:
@@ -203,12 +206,6 @@ class LlamaCppBackend:
 
     # -- inspection ------------------------------------------------------------------
 
-    def _last_logits(self):
-        import numpy as np
-
-        n_vocab = self.llm.n_vocab()
-        return np.ctypeslib.as_array(self.llm._ctx.get_logits_ith(-1), shape=(n_vocab,)).copy()
-
     def tokenize(self, text: str, special: bool = True) -> list[int]:
         """Token ids of ``text``.
 
@@ -235,7 +232,7 @@ class LlamaCppBackend:
 
         def run():
             llama_cpp.llama_set_n_threads(
-                self.llm._ctx.ctx, self.tuner.current, self.tuner.batch_threads()
+                self.llm.ctx, self.tuner.current, self.tuner.batch_threads()
             )
             return job()
 
@@ -249,7 +246,7 @@ class LlamaCppBackend:
     def _next_logits(self, ids: list[int]):
         self.llm.reset()
         self.llm.eval(list(ids))
-        row = self._last_logits()
+        row = internals.last_logits(self.llm)
         self.llm.reset()
         return row
 
@@ -269,16 +266,14 @@ class LlamaCppBackend:
         from chat.probs import batch_stats
 
         first = max(1, first)
-        llm, n_vocab = self.llm, self.llm.n_vocab()
+        llm = self.llm
         logprobs, entropies = [], []
         llm.reset()
-        llm._ctx.kv_cache_clear()
+        internals.clear_kv(llm)
         try:
             for start in range(0, len(ids), llm.n_batch):
                 batch = ids[start : start + llm.n_batch]
-                llm._batch.set_batch(batch=batch, n_past=start, logits_all=True)
-                llm._ctx.decode(llm._batch)
-                rows = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(len(batch), n_vocab))
+                rows = internals.decode_all_logits(llm, batch, start)
                 # row j predicts token start + j + 1
                 wanted = [j for j in range(len(batch)) if first <= start + j + 1 < len(ids)]
                 if wanted:
@@ -287,7 +282,7 @@ class LlamaCppBackend:
                     logprobs.append(lp)
                     entropies.append(ent)
         finally:
-            llm._ctx.kv_cache_clear()
+            internals.clear_kv(llm)
             llm.reset()
         if not logprobs:
             return np.zeros(0), np.zeros(0)

@@ -70,9 +70,16 @@ class OpenAIBackend:
         try:
             self.refresh()
         except EngineUnavailable as exc:  # start anyway: the server may come up later
-            self.startup_error = str(exc)
-        else:
-            self.startup_error = None
+            self.capabilities = _capabilities(False, MAX_CANDIDATES, startup_error=str(exc))
+
+    @property
+    def startup_error(self) -> str | None:
+        """Why the engine could not be reached at start (None once it answered)."""
+        return self.capabilities.startup_error
+
+    def close(self) -> None:
+        """Close the HTTP client's connections (the engine itself runs on)."""
+        self.client.close()
 
     def _info(self) -> ModelInfo:
         return ModelInfo(
@@ -291,11 +298,15 @@ def _reason(exc: BaseException) -> str:
     return text[:200] if text else type(exc).__name__
 
 
-def _capabilities(logprobs: bool, candidates: int) -> Capabilities:
+def _capabilities(
+    logprobs: bool, candidates: int, startup_error: str | None = None
+) -> Capabilities:
     return Capabilities(
         frozenset({"greedy", "sample"}),
         candidates,
         logprobs=logprobs,
+        remote=True,
+        startup_error=startup_error,
         missing={
             "logprobs": "the server returns no token log-probabilities",
             "sampler_probs": NO_SAMPLER,

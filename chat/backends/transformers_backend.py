@@ -120,6 +120,17 @@ class TransformersBackend:
             internals=True,
         )
 
+    def close(self) -> None:
+        """Drop the model and hand its memory back at once (the GPU's cache too)."""
+        import gc
+
+        if self.model is None:
+            return
+        self.model = None
+        gc.collect()
+        if self._torch.cuda.is_available():
+            self._torch.cuda.empty_cache()
+
     # -- prompt side -------------------------------------------------------
 
     def render(self, messages: list[dict]) -> str:

@@ -28,8 +28,9 @@ from contextlib import contextmanager
 from http.cookies import SimpleCookie
 from pathlib import Path
 
+from server import gradio_internals
+from server.uploads import partial_uploads
 from studio.auth import LoginThrottle
-from studio.uploads import partial_uploads
 
 log = logging.getLogger("chat_studio")
 
@@ -147,9 +148,8 @@ class Guard:
 
     def note_call(self, event_id: str, queue) -> None:
         """A REST call was queued; if it made its own session, end that session when done."""
-        event = queue.event_ids_to_events.get(event_id)
-        if event is None or event.session_hash != event_id:
-            return  # it joined a session the caller named: that one lives on
+        if gradio_internals.session_of_event(queue, event_id) != event_id:
+            return  # it joined a session the caller named (or is gone): that one lives on
         with self._lock:
             self._queue = queue
             self._calls[event_id] = [time.monotonic(), None]
@@ -161,7 +161,7 @@ class Guard:
         result: the reader went away, or never came within ``GRACE_S``.
         """
         now = time.monotonic()
-        running = self._queue.event_ids_to_events if self._queue is not None else {}
+        running = gradio_internals.running_event_ids(self._queue) if self._queue is not None else {}
         with self._lock:
             done = {
                 session
@@ -385,7 +385,7 @@ def client_address(scope) -> str:
     """The client's address as the server resolved it.
 
     Uvicorn replaces the peer with the ``X-Forwarded-For`` client only for a
-    peer listed in ``--forwarded-allow-ips`` (``studio.launch.serve`` sets it),
+    peer listed in ``--forwarded-allow-ips`` (``server.launch.serve`` sets it),
     so a client cannot pick its own address by sending the header.
     """
     return (scope.get("client") or ("unknown", 0))[0]
@@ -418,12 +418,7 @@ def _user(scope) -> str | None:
         cookies.load(cookie_header)
     except Exception:
         return None
-    cookie_id = getattr(app, "cookie_id", None)
-    tokens = getattr(app, "tokens", {})
-    for name in (f"access-token-{cookie_id}", f"access-token-unsecure-{cookie_id}"):
-        if name in cookies and cookies[name].value in tokens:
-            return tokens[cookies[name].value]
-    return None
+    return gradio_internals.login_user(app, cookies)
 
 
 def _boundary(scope) -> bytes | None:
@@ -464,11 +459,7 @@ def _stream_key(scope) -> tuple[str, str] | None:
 
 def _session_of_event(app, event_id: str) -> str:
     """The session an event belongs to (a REST call without one is its own session)."""
-    try:
-        event = app.get_blocks()._queue.event_ids_to_events.get(event_id)
-        return event.session_hash if event is not None else event_id
-    except Exception:
-        return event_id
+    return gradio_internals.session_of_event(gradio_internals.queue_of(app), event_id) or event_id
 
 
 def _noting_call(send, scope, guard: Guard):
@@ -479,15 +470,21 @@ def _noting_call(send, scope, guard: Guard):
         if message["type"] == "http.response.start":
             status["code"] = message["status"]
         elif message["type"] == "http.response.body" and status.get("code") == 200:
-            try:
-                event_id = json.loads(message.get("body") or b"{}").get("event_id")
-                if event_id:
-                    guard.note_call(event_id, scope["app"].get_blocks()._queue)
-            except (ValueError, AttributeError, KeyError):
-                pass  # not a queued call's answer
+            event_id = _event_id(message.get("body"))
+            if event_id:
+                guard.note_call(event_id, gradio_internals.queue_of(scope["app"]))
         await send(message)
 
     return wrapped
+
+
+def _event_id(body: bytes | None) -> str | None:
+    """The ``event_id`` of a queued call's answer (None for any other answer)."""
+    try:
+        answer = json.loads(body or b"{}")
+    except ValueError:
+        return None  # not a queued call's answer
+    return answer.get("event_id") if isinstance(answer, dict) else None
 
 
 def _with_csp(send):

@@ -3,20 +3,17 @@
 Gradio prints a full traceback when a request has too few values for an
 event, or a value outside a component's choices: mistakes of the caller, not
 faults of the app. This filter on standard error turns exactly those into one
-``refused:`` line; every other traceback passes through whole.
+``refused:`` line; every other traceback passes through whole. Gradio's
+wording of them is ``server.gradio_internals.USER_ERRORS``, checked at start.
 """
 
 from __future__ import annotations
 
 import io
-import re
 import sys
 import threading
 
-USER_ERRORS = re.compile(
-    r"^(gradio\.exceptions\.Error: |ValueError: An event handler \(\w+\) didn't receive"
-    r"|gradio\.exceptions\.ComponentProcessingError: Could not preprocess input)"
-)
+from server.gradio_internals import USER_ERRORS
 
 
 class OneLineRefusals(io.TextIOBase):

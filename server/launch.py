@@ -14,13 +14,15 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from chat.errors import ChatStudioError
+from server import gradio_internals
+from server.uploads import track_temp_files, use_upload_dir
+from server.web import Guard
 from studio.access import Access
 from studio.auth import LoginThrottle
 from studio.config import AppConfig
 from studio.datadir import InstanceLock, load_browser_key, load_secret
 from studio.limits import MB
-from studio.uploads import start_upload_sweeper, track_temp_files, use_upload_dir
-from studio.web import Guard
+from studio.uploads import start_upload_sweeper
 
 
 class PortInUse(ChatStudioError):
@@ -70,10 +72,11 @@ def _build(config: AppConfig, backend, lock: InstanceLock) -> Studio:
     # Gradio keeps a record of every event for its monitoring page, 10,000 by default
     # (about 10 MB that a soak of REST calls sees as growth); a few hundred are plenty.
     os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", str(ANALYTICS_EVENTS))
+    gradio_internals.check_version()  # a clear start-up error, before anything is patched
     from chat.engine import ChatEngine
     from personas import PersonaStore
     from retrieval.service import RetrievalService
-    from studio import fast_sessions
+    from server import fast_sessions
     from studio.documents import DocumentAccess
     from studio.service import ChatService
     from ui.app import ChatUI
@@ -133,16 +136,16 @@ def _build(config: AppConfig, backend, lock: InstanceLock) -> Studio:
         training=for_config(config, access),
     )
     demo = ui.create_app()
-    access.on_gone(partial(fast_sessions.forget, demo))  # Gradio's per-session state too
+    gradio_internals.check(demo)  # every internal the server relies on is there
+    access.on_gone(partial(gradio_internals.forget_session, demo))  # Gradio's session state too
     guard.end_session = access.close
     return Studio(config, engine, access, guard, service, retrieval, ui, demo, lock)
 
 
 def default_concurrency(backend) -> int:
     """Generations at once: a remote engine batches them, llama.cpp decodes its slots together."""
-    if backend.info.backend == "openai":
-        return 8
-    return max(1, getattr(backend, "parallel", 1))
+    caps = backend.capabilities
+    return 8 if caps.remote else max(1, caps.parallel)
 
 
 def _cascade(config: AppConfig):
@@ -151,24 +154,27 @@ def _cascade(config: AppConfig):
         return None
     import os
 
-    from chat.backends.openai_backend import OpenAIBackend
     from chat.engine import ChatEngine
+    from chat.models import ModelSpec, load_backend
     from studio.cascade import Cascade
 
     key = os.environ.get("CHAT_STUDIO_CASCADE_API_KEY") or os.environ.get(
         "CHAT_STUDIO_OPENAI_API_KEY"
     )
-    remote = OpenAIBackend(config.cascade_base_url, config.cascade_model, key)
-    if remote.startup_error:
-        print(f"warning: cascade: {remote.startup_error}", flush=True)
-    return Cascade(ChatEngine(remote, concurrency=8), config.cascade_threshold)
+    spec = ModelSpec("openai", config.cascade_base_url, model=config.cascade_model)
+    remote = load_backend(spec, api_key=key)
+    if remote.capabilities.startup_error:
+        print(f"warning: cascade: {remote.capabilities.startup_error}", flush=True)
+    return Cascade(
+        ChatEngine(remote, concurrency=default_concurrency(remote)), config.cascade_threshold
+    )
 
 
 def serve(studio: Studio, quiet: bool = False) -> None:
     """Launch on the configured host and port; raises ``PortInUse`` with the fix."""
     from starlette.middleware import Middleware
 
-    from studio.web import GuardMiddleware
+    from server.web import GuardMiddleware
 
     config = studio.config
     limits = config.limits()
