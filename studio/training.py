@@ -310,13 +310,13 @@ class Training:
     def status(self, caller: Caller, job: str) -> dict:
         """Step, losses, metrics and state of one of the caller's jobs."""
         job = self._own_job(caller, job)
-        return self.jobs().status(job)
+        return _public(self.jobs().status(job))
 
     def stop(self, caller: Caller, job: str) -> dict:
         """Stop one of the caller's jobs; its last finished checkpoint is kept."""
         job = self._own_job(caller, job)
         self.jobs().stop(job)
-        return self.jobs().status(job)
+        return _public(self.jobs().status(job))
 
     def _departed(self, key: str) -> None:
         """The owner left (browser gone, API session over): their running job stops."""
@@ -340,7 +340,7 @@ class Training:
         from training.adapters import list_adapters
 
         listed = list_adapters(self.adapters_dir, owner=owner if owner else None)
-        return [{k: v for k, v in a.items() if k != "path"} for a in listed]  # no server paths
+        return [_public(a) for a in listed]
 
     def adapter(self, caller: Caller, adapter_id: str) -> dict:
         """One of the caller's adapters by id, else ``AccessError``."""
@@ -440,6 +440,11 @@ class Training:
         if path.is_file():
             return path.stat().st_size / MB
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / MB
+
+
+def _public(record: dict) -> dict:
+    """A job's status or an adapter's meta without the server's path or the owner's key."""
+    return {k: v for k, v in record.items() if k not in ("path", "owner")}
 
 
 def for_config(config, access: Access) -> Training:

@@ -68,7 +68,9 @@ def test_a_job_from_liked_replies_trains_reports_losses_and_saves_its_adapter(cl
     listed = client.predict(api_name="/adapters")
     mine = next(a for a in listed if a["id"] == final["adapter"])
     assert mine["name"] == "arith" and mine["kind"] == "sft" and mine["method"] == "lora"
-    assert mine["size_bytes"] > 0 and "path" not in mine  # no server path leaves the app
+    # Neither a server path nor the owner's key leaves the app.
+    assert mine["size_bytes"] > 0 and "path" not in mine and "owner" not in mine
+    assert "owner" not in final
 
 
 def test_stop_keeps_the_last_finished_checkpoint(client):
