@@ -224,3 +224,21 @@ def test_main_chats_with_an_adapter_and_explains_a_wrong_one(trained, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_the_adapters_own_tokenizer_sets_the_prompt_format(trained, tmp_path):
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    base, adapter = trained
+    folder = tmp_path / "with-tokenizer"
+    shutil.copytree(adapter, folder)
+    tok = AutoTokenizer.from_pretrained(base)
+    tok.chat_template = "{% for m in messages %}Q: {{ m['content'] }}\n{% endfor %}A:"
+    tok.save_pretrained(folder)  # as the app's training saves it, with the template it used
+    backend = TransformersBackend(str(base), device="cpu", adapter=str(folder))
+    assert backend.render(PROMPT) == "Q: What is 7 plus 8?\nA:"
+    (folder / "tokenizer_config.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="does not load"):
+        TransformersBackend(str(base), device="cpu", adapter=str(folder))

@@ -86,6 +86,22 @@ def apply_adapter(model, folder: str | Path, merge: bool = True, _depth: int = 0
     return tuned.merge_and_unload() if merge else tuned.get_base_model()
 
 
+def adapter_tokenizer(folder: str | Path):
+    """The tokenizer saved with the adapter (its chat template as trained), or None."""
+    folder = Path(folder)
+    if not (folder / "tokenizer_config.json").is_file():
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(folder))
+    except Exception as exc:  # a damaged copy: say so rather than chat with another template
+        raise ModelLoadError(
+            f"The tokenizer saved with {adapter_name(folder)} does not load ({exc}); "
+            "train the adapter again."
+        ) from None
+
+
 def _bitfit(model, folder: Path):
     """Load BitFit's trained tensors (biases, maybe the head) over the model's own."""
     from safetensors.torch import load_file

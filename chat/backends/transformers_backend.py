@@ -78,6 +78,8 @@ class TransformersBackend:
         )
         if adapter:
             self.model = hf_adapter.apply_adapter(self.model, adapter, merge=merge_adapter)
+            # the prompt format the adapter was trained on, when it saved its tokenizer
+            self.tokenizer = hf_adapter.adapter_tokenizer(adapter) or self.tokenizer
         self.model.to(self._device).eval()
 
         tok = self.tokenizer
