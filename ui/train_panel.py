@@ -170,7 +170,10 @@ class TrainPanel:
         self.compare = gr.Dataframe(headers=render.COMPARE_HEADERS, interactive=False,
                                     visible=False, elem_id="compare-table")  # fmt: skip
         with gr.Row():
+            # A fixed colour per series: the eval loss joins the chart after its first evaluation.
             self.loss_plot = gr.LinePlot(x="step", y="value", color="series", label="Loss",
+                                         color_map={"train loss": "#2563eb",
+                                                    "eval loss": "#f97316"},
                                          elem_id="train-loss")  # fmt: skip
             self.metric_plot = gr.LinePlot(x="step", y="value", color="series",
                                            label="DPO: reward margin and preference accuracy",
