@@ -64,10 +64,10 @@ class BeforeAfter:
         self.training.check(caller)
         req = parse_request(BeforeAfterRequest, **values)
         meta = self.training.adapter(caller, req.adapter)
-        held = self.training.held_out(caller)
-        prompts = [p for p in req.prompts if p.strip()] or [r for r in held if "messages" in r][
-            :MAX_PROMPTS
-        ]
+        held, trained = self.training.held_out(caller)
+        # Your prompts; else the held-out ones; else (nothing held out) the trained ones.
+        rows = [r for r in (held or trained) if "messages" in r]
+        prompts = [p for p in req.prompts if p.strip()] or rows[:MAX_PROMPTS]
         if not prompts:
             from chat.errors import InputError
 

@@ -136,7 +136,7 @@ class Training:
         self._scorer: tuple[str, object] | None = None
         self._scorer_lock = threading.Lock()
         self._export_lock = threading.Lock()
-        self._held: dict[str, list[dict]] = {}  # owner -> their last job's held-out rows
+        self._held: dict[str, tuple] = {}  # owner -> their last job's (held-out, train) rows
         access.on_owner_end(self._departed)
 
     # -- who ------------------------------------------------------------------------------
@@ -292,13 +292,13 @@ class Training:
                 "to finish, then start yours."
             ) from None
         self._owners[job] = (owner, self.access.owner(caller.session))
-        self._held[owner] = list(data.eval)[:50]
+        self._held[owner] = (list(data.eval)[:50], list(data.train)[:10])
         note = GGUF_NOTE if str(self.base_model).endswith(".gguf") else ""
         return {"job": job, "counts": dict(data.counts), "errors": errors[:50], "note": note}
 
-    def held_out(self, caller: Caller) -> list[dict]:
-        """The held-out rows of the caller's last job (for before and after)."""
-        return self._held.get(self.owner(caller), [])
+    def held_out(self, caller: Caller) -> tuple[list[dict], list[dict]]:
+        """The held-out rows of the caller's last job, and some of its training rows."""
+        return self._held.get(self.owner(caller), ([], []))
 
     def _own_job(self, caller: Caller, job: str) -> str:
         req = parse_request(JobRequest, job=job)
