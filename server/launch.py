@@ -47,6 +47,8 @@ class Studio:
     def close(self) -> None:
         """Stop serving and let go of the data folder."""
         self.stop.set()
+        if getattr(self.ui, "training", None) is not None:
+            self.ui.training.close()
         self.demo.close()
         self.lock.release()
 
@@ -121,6 +123,7 @@ def _build(config: AppConfig, backend, lock: InstanceLock) -> Studio:
         cascade=_cascade(config),
     )
     from studio.model_switch import ModelSwitcher
+    from studio.training import for_config
 
     ui = ChatUI(
         service,
@@ -130,6 +133,7 @@ def _build(config: AppConfig, backend, lock: InstanceLock) -> Studio:
         browser_secret=browser_key,
         switcher=ModelSwitcher(engine, config, access),
         explain_cache=config.data_dir / "explain",
+        training=for_config(config, access),
     )
     demo = ui.create_app()
     gradio_internals.check(demo)  # every internal the server relies on is there

@@ -126,6 +126,24 @@ class AppConfig(Limits):
         le=1.0,
         description="Mean token probability under which the cascade engine answers instead.",
     )
+    allow_training: bool = Field(
+        False,
+        description="Let visitors of a shared app train adapters in the Train tab (admins "
+        "always may; on a private app, you may). One job runs at a time.",
+    )
+    max_train_minutes: float = Field(
+        30,
+        gt=0,
+        le=1440,
+        description="Longest one training job may run; it then stops and keeps its last "
+        "finished checkpoint.",
+    )
+    max_train_rows: int = Field(
+        5000, ge=1, le=1_000_000, description="Most rows one training dataset may hold."
+    )
+    max_train_upload_mb: float = Field(
+        20, gt=0, le=1024, description="Largest JSONL training dataset accepted."
+    )
     data_dir: Path = Field(Path("data"), description="Where user data is kept.")
     docs: Path | None = Field(
         None, description="A folder ingested into the shared knowledge base at start."

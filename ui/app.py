@@ -91,6 +91,7 @@ class ChatUI:
         browser_secret: str | None = None,
         switcher=None,
         explain_cache=None,
+        training=None,
     ):
         self.service = service
         self.access = access or Access(secret=b"local-only", private=True)
@@ -100,6 +101,7 @@ class ChatUI:
         self.browser_secret = browser_secret
         self.switcher = switcher  # a studio.model_switch.ModelSwitcher: the Model tab
         self.explain_cache = explain_cache  # where the neuron index is kept between runs
+        self.training = training  # a studio.training.Training: the Train tab
         self.chat = ChatTab(self, service)
         self._jobs: dict[str, set[threading.Event]] = {}  # each session's running jobs
         self._jobs_lock = threading.Lock()
@@ -344,11 +346,15 @@ class ChatUI:
                 if self.switcher is not None:
                     with gr.Tab("Model", elem_id="tab-model"):
                         models = ModelPanel(self.switcher, svc)
+                train = self._train_tab(saved)
             # Named endpoints before the page's events, so no event takes their names.
             api = {"concurrency_limit": c.slots + 2, "concurrency_id": GENERATE}
             gr.api(self.api_chat, api_name="chat", **api)
             gr.api(self.api_personas, api_name="personas")
             gr.api(self.api_export_dataset, api_name="export_dataset")
+            if train:
+                train.register_api()
+                train.wire(demo)
             if docs:
                 docs.wire(demo)
                 docs_tab.select(docs.listing, None, docs.listing_out, **hidden)
@@ -397,6 +403,17 @@ class ChatUI:
             demo.unload(self._end_session)
         demo.queue(max_size=self.queue_size, default_concurrency_limit=1)
         return demo
+
+    def _train_tab(self, saved):
+        """The Train tab, when the app can train (``studio.training``)."""
+        if self.training is None:
+            return None
+        from ui.train_panel import TrainPanel
+        from ui.train_render import CSS
+
+        self.css += CSS
+        with gr.Tab("Train", elem_id="tab-train"):
+            return TrainPanel(self.training, self, saved.chats)
 
     @staticmethod
     def _wire_inspect_action(c, inspect, tabs) -> None:
