@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from chat.errors import ChatStudioError
 from studio.training import DPO_NOTE, Training
 from ui import train_render as render
-from ui.errors import user_error
+from ui.errors import boundary, user_error
 
 HIDDEN = {"api_visibility": "private"}
 MAX_UPLOAD_READ = 1024 * 2**20  # the policy refuses above --max-train-upload-mb anyway
@@ -223,16 +223,15 @@ class TrainPanel:
         chats = [c for c in chats or [] if isinstance(c, dict)]
         return {"source": "feedback", "conversations": chats, "settings": settings, "name": name}
 
+    @boundary
     def check(self, source, upload, chats, *values, request: gr.Request = None):
         """Counts, bad lines and the first example as trained."""
         caller = self.app.caller(request)
-        try:
-            out = self.training.inspect_data(caller, self._values(source, upload, chats, values))
-        except ChatStudioError as exc:
-            raise user_error(exc) from None
+        out = self.training.inspect_data(caller, self._values(source, upload, chats, values))
         return (render.counts_md(out["counts"], out["errors"], out["n_errors"]),
                 render.preview_html(out["preview"]))  # fmt: skip
 
+    @boundary
     def start(self, source, upload, chats, name, *values, request: gr.Request = None,
               compare_steps=None):  # fmt: skip
         """Start a job; the timer then follows it."""
@@ -240,19 +239,18 @@ class TrainPanel:
         job = self._values(source, upload, chats, values, name)
         if compare_steps:
             job["compare_steps"] = int(compare_steps)
-        try:
-            out = self.training.start(caller, job)
-        except ChatStudioError as exc:
-            raise user_error(exc) from None
+        out = self.training.start(caller, job)
         counts = render.counts_md(out["counts"], out["errors"])
         note = f"<div>{out['note']}</div>" if out["note"] else ""
         return (out["job"], gr.Timer(active=True), counts,
                 f"<progress max='1' value='0'></progress><div>starting…</div>{note}")  # fmt: skip
 
+    @boundary
     def start_compare(self, *values, request: gr.Request = None):
         """Every method on the same data for a few steps each (one job; the table fills in)."""
         return self.start(*values[:-1], request=request, compare_steps=values[-1])
 
+    @boundary
     def poll(self, job, request: gr.Request = None):
         """The job's progress and charts; the timer stops once it is over."""
         if not job:
@@ -271,17 +269,16 @@ class TrainPanel:
                 _frame(render.loss_rows(status)), _frame(render.metric_rows(status)),
                 *listed, table)  # fmt: skip
 
+    @boundary
     def stop(self, job, request: gr.Request = None):
         """Stop the job (its last finished checkpoint is kept)."""
         if not job:
             raise user_error("No training job is running here; start one first.")
         caller = self.app.caller(request)
-        try:
-            status = self.training.stop(caller, job)
-        except ChatStudioError as exc:
-            raise user_error(exc) from None
+        status = self.training.stop(caller, job)
         return render.progress_html(status)
 
+    @boundary
     def listing(self, request: gr.Request = None):
         """The caller's adapters as table rows, and the export picker's choices."""
         caller = self.app.caller(request)
@@ -289,16 +286,15 @@ class TrainPanel:
         picks = [(f"{a.get('name') or a['id']} ({a['id']})", a["id"]) for a in adapters]
         return render.adapter_rows(adapters), gr.update(choices=picks)
 
+    @boundary
     def export(self, adapter, form, request: gr.Request = None):
         """The picked adapter as a file to download."""
         if not adapter:
             raise user_error("Pick one of your adapters first.")
         caller = self.app.caller(request)
-        try:
-            return str(self.training.export(caller, adapter, form))
-        except ChatStudioError as exc:
-            raise user_error(exc) from None
+        return str(self.training.export(caller, adapter, form))
 
+    @boundary
     def before_after(self, adapter, prompts, request: gr.Request = None):
         """Base and tuned replies side by side (the two models load once: about a minute)."""
         from studio.before_after import BeforeAfter
@@ -309,41 +305,36 @@ class TrainPanel:
         lines = [p.strip() for p in (prompts or "").splitlines() if p.strip()]
         if self._ba is None:
             self._ba = BeforeAfter(self.training)
-        try:
-            out = self._ba.compare(caller, {"adapter": adapter, "prompts": lines})
-        except ChatStudioError as exc:
-            raise user_error(exc) from None
+        out = self._ba.compare(caller, {"adapter": adapter, "prompts": lines})
         return render.before_after_html(out)
 
+    @boundary
     def score(self, prompt, reply, request: gr.Request = None):
         """The reward model's score of a reply."""
         out = self.api_reward(prompt or "", reply or "", None, request)
         return f"Reward **{out['score']:+.3f}** (reward model `{out['adapter']}`)"
 
+    @boundary
     def score_chat(self, chats, request: gr.Request = None):
         """The newest saved chat's replies with their rewards, candidates ranked by reward."""
         chats = [c for c in chats or [] if isinstance(c, dict) and c.get("messages")]
         if not chats:
             raise user_error("No saved chat yet: chat first, then score its replies.")
         caller = self.app.caller(request)
-        try:
-            scored = self.training.score_chat(caller, chats[0]["messages"])
-        except ChatStudioError as exc:
-            raise user_error(exc) from None
+        scored = self.training.score_chat(caller, chats[0]["messages"])
         return render.chat_rewards_md(chats[0]["messages"], scored)
 
+    @boundary
     def rank(self, prompt, replies, request: gr.Request = None):
         """Best of n by reward: the candidates, best first, with their scores."""
         caller = self.app.caller(request)
         lines = [r.strip() for r in (replies or "").splitlines() if r.strip()]
-        try:
-            out = self.training.rank(caller, prompt or "", lines)
-        except ChatStudioError as exc:
-            raise user_error(exc) from None
+        out = self.training.rank(caller, prompt or "", lines)
         return render.ranked_md(lines, out)
 
     # ----- API -----------------------------------------------------------------------
 
+    @boundary
     def api_train(
         self,
         source: str = "feedback",
@@ -364,43 +355,32 @@ class TrainPanel:
         caller = self.app.caller(request)
         values = {"source": source, "conversations": conversations, "jsonl": jsonl,
                   "settings": settings, "name": name or ""}  # fmt: skip
-        try:
-            return self.training.start(caller, values)
-        except ChatStudioError as exc:
-            raise user_error(exc) from None
+        return self.training.start(caller, values)
 
+    @boundary
     def api_train_status(self, job: str, request: gr.Request = None) -> dict:
         """A job's ``state``, ``step``, ``total_steps``, times, losses, metrics and adapter."""
         caller = self.app.caller(request)
-        try:
-            return self.training.status(caller, job)
-        except ChatStudioError as exc:
-            raise user_error(exc) from None
+        return self.training.status(caller, job)
 
+    @boundary
     def api_train_stop(self, job: str, request: gr.Request = None) -> dict:
         """Stop a job of yours; returns its status (its last finished checkpoint is kept)."""
         caller = self.app.caller(request)
-        try:
-            return self.training.stop(caller, job)
-        except ChatStudioError as exc:
-            raise user_error(exc) from None
+        return self.training.stop(caller, job)
 
+    @boundary
     def api_adapters(self, request: gr.Request = None) -> list[dict]:
         """Your adapters: id, name, kind, method, base_model, created, steps, losses, size."""
         caller = self.app.caller(request)
-        try:
-            return self.training.adapters(caller)
-        except ChatStudioError as exc:
-            raise user_error(exc) from None
+        return self.training.adapters(caller)
 
+    @boundary
     def api_reward(self, prompt: str, reply: str, adapter: str | None = None,
                    request: gr.Request = None) -> dict:  # fmt: skip
         """Your reward model's score of ``reply`` to ``prompt``: ``{"score", "adapter"}``."""
         caller = self.app.caller(request)
-        try:
-            return self.training.reward(caller, prompt, reply, adapter)
-        except ChatStudioError as exc:
-            raise user_error(exc) from None
+        return self.training.reward(caller, prompt, reply, adapter)
 
     def register_api(self) -> None:
         """The named endpoints (before the page's events, so none takes their names)."""
