@@ -381,12 +381,22 @@ class ChatUI:
                 ]
 
             shown = [panel.preset, *panel.components]
+            # What the page sets while it loads (the model's controls, the persona's preset)
+            # must not overwrite the kept settings before they are read back: a busy server
+            # ran those changes first, and a reload lost the visitor's settings.
+            restored = gr.State(False)
             demo.load(refit, None, fitted, **hidden).then(
-                self.restore_settings, [kept_settings, c.persona], shown, **hidden
-            )
+                lambda k, p: [*self.restore_settings(k, p), True],
+                [kept_settings, c.persona], [*shown, restored], **hidden,
+            )  # fmt: skip
+
+            def keep(ready, persona, *values):
+                if not ready:
+                    return gr.skip()
+                return {"persona": persona, "preset": values[0], "values": list(values[1:])}
+
             for control in shown:  # whatever the settings become, this browser keeps them
-                control.change(lambda p, *v: {"persona": p, "preset": v[0], "values": list(v[1:])},
-                               [c.persona, *shown], kept_settings, queue=False,
+                control.change(keep, [restored, c.persona, *shown], kept_settings, queue=False,
                                **hidden)  # fmt: skip
             if self.switcher is not None:
                 listing = [models.pick, models.capabilities]
