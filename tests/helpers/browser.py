@@ -113,3 +113,25 @@ def wait_until_stored(page, key: str, before, timeout: float = 60):
     ``before``, read before the action) and has stopped writing it; returns the value."""
     wait_until(lambda: stored(page, key) != before, timeout, f"the browser to store {key}")
     return settled(lambda: stored(page, key), quiet=0.5, timeout=timeout)
+
+
+def text(page, selector) -> str:
+    """The inner text of the first element ``selector`` matches."""
+    return page.locator(selector).inner_text()
+
+
+def wait_text(page, selector, *needles, timeout=60000):
+    """Wait until the element ``selector`` shows every one of ``needles``."""
+    page.wait_for_function(
+        "([sel, needles]) => { const e = document.querySelector(sel);"
+        " return e && needles.every(n => e.innerText.includes(n)); }",
+        arg=[selector, list(needles)],
+        timeout=timeout,
+    )
+
+
+def fill_number(page, elem_id, value):
+    """Type ``value`` into the number box of the component ``elem_id`` and commit it."""
+    box = page.locator(f"#{elem_id} input[type=number]").first
+    box.fill(str(value))
+    box.press("Enter")
