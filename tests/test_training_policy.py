@@ -83,9 +83,9 @@ def test_jsonl_bad_lines_by_number_and_the_caps(tmp_path, tiny):
 @pytest.mark.parametrize(
     "settings, says",
     [
-        ({"method": {"lora_r": 999}}, "settings.method[lora_r]: input should be less than"),
+        ({"method": {"lora_r": 999}}, "settings.method.lora_r: input should be less than"),
         ({"epochs": "many"}, "settings.epochs: input should be a valid integer"),
-        ({"lr": 1}, "settings.lr: unknown argument; this endpoint takes kind, method"),
+        ({"lr": 1}, "settings.lr: unknown argument; the arguments are: kind, method"),
     ],
 )
 def test_bad_settings_are_one_sentence(settings, says):

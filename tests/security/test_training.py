@@ -60,7 +60,7 @@ def test_a_visitor_may_not_train_on_a_shared_app_without_allow_training(public_a
 def test_bad_settings_and_oversize_data_are_refused_in_one_sentence(training_app):
     visitor = Client(training_app.url, verbose=False)
     for settings, says in [
-        ({"method": {"method": "full"}}, "settings.method[method]"),
+        ({"method": {"method": "full"}}, "settings.method.method"),
         ({"max_steps": 10**9}, "settings.max_steps"),
         ({"batch": 4}, "settings.batch: unknown argument"),
     ]:
