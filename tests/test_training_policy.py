@@ -130,6 +130,7 @@ def test_free_disk_is_checked_before_a_job_writes(tmp_path, tiny):
     assert not (tmp_path / "training" / "jobs").exists()  # nothing was started
 
 
+@pytest.mark.slow  # trains a tiny model in a child process
 def test_a_job_stops_when_its_owner_leaves(tmp_path, tiny):
     t = make(tmp_path, tiny, private=False, allow_training=True)
     try:

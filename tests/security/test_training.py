@@ -17,6 +17,10 @@ from gradio_client.exceptions import AppError
 from tests.helpers.tiny_models import save_tiny
 from tests.security.conftest import start_app
 
+# A real app training a tiny model in a child process: seconds per test, outside the
+# one-minute tier.
+pytestmark = pytest.mark.slow
+
 LIKED = [
     {"role": "user", "content": "What is 7 plus 8?"},
     {"role": "assistant", "content": "7 + 8 = 15", "feedback": "like"},
