@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from chat.errors import InputError
+from chat.errors import Cancelled, InputError
 from studio import datasets
 from studio.access import Access, AccessError, Caller
 from studio.requests import Name, Text, _Request, describe, parse_request
@@ -391,11 +391,34 @@ class Training:
                                        for t, x in ranked] if len(texts) > 1 else []})  # fmt: skip
         return out
 
+    def score_texts(self, caller: Caller, prompt: list[dict], texts: list[str],
+                    adapter: str | None = None, cancel=None) -> tuple[list, dict]:  # fmt: skip
+        """Each text's reward as a reply after ``prompt`` (the caller's reward model), and
+        that model's meta; ``cancel`` set: ``Cancelled`` before the next text."""
+        scorer, meta = self.reward_model(caller, adapter)
+        out = []
+        for text in texts:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("Scoring stopped.")
+            with self._scorer_lock:
+                out.append(round(float(scorer.score(prompt, text)), 4))
+        return out, meta
+
+    def reward_models(self, caller: Caller) -> list[dict]:
+        """The caller's reward models, newest first."""
+        mine = [a for a in self.adapters(caller) if a.get("kind") == "reward"]
+        return sorted(mine, key=lambda a: str(a.get("created", "")), reverse=True)
+
     def reward_model(self, caller: Caller, adapter: str | None):
         """The caller's reward model (the one named, else their newest), loaded once."""
         mine = [a for a in self.adapters(caller) if a.get("kind") == "reward"]
         if adapter:
             mine = [a for a in mine if a.get("id") == adapter]
+            if not mine:
+                raise AccessError(
+                    f"No reward model {adapter[:40]!r} of yours: pick one of yours, or train "
+                    "one in the Train tab (kind: reward, on preference pairs)."
+                )
         if not mine:
             raise TrainingError(
                 "No reward model of yours here: train one in the Train tab (kind: reward, on "

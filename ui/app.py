@@ -31,6 +31,7 @@ from ui.errors import boundary, user_error
 from ui.page_css import LAYOUT_CSS
 from ui.persona_panel import PersonaEditor, persona_choices
 from ui.render import model_banner
+from ui.reward_chat import RewardChat
 from ui.saved_chats import SavedChats, new_id
 from ui.settings_panel import CUSTOM, SettingsPanel
 
@@ -334,6 +335,7 @@ class ChatUI:
             with gr.Tabs(elem_id="tabs") as tabs:
                 with gr.Tab("Chat", id="chat", elem_id="tab-chat"):
                     c = self.chat.build(personas, conversation, own, user, panel)
+                    rewards = RewardChat.maybe(self, c)  # reward scores, with a Train tab
                 with gr.Tab("Inspect", id="inspect", elem_id="tab-inspect"):
                     inspect = InspectPanel(svc, self.access)
                     explain = ExplainPanel(Explainer(svc, self.explain_cache), self)
@@ -362,6 +364,8 @@ class ChatUI:
                 key = gr.BrowserState("", storage_key=BROWSER_KEY, secret=self.browser_secret)
                 demo.load(self._browser_key, key, key, **hidden)
             self.chat.wire(demo, c, inspect, download, docs)
+            if rewards:
+                c.changed().extend(rewards.wire(demo, c, train))  # saved like any change
             InspectTools(svc, inspect, self).wire(c)
             explain.wire(c, inspect)
             self._wire_inspect_action(c, inspect, tabs)

@@ -11,6 +11,7 @@ import json
 import re
 
 from chat.backends.base import ModelInfo
+from studio.chat_rewards import shown_score
 from studio.conversations import versions_of
 from ui import grounded
 
@@ -177,6 +178,9 @@ def chatbot_view(conversation: list[dict]) -> tuple[list[dict], list[int], list[
             current, count = versions_of(msg)
             if count > 1:
                 title = f"version {current}/{count} · " + title
+            reward = shown_score(meta)
+            if reward is not None:  # scored by a reward model (ui.reward_chat)
+                title += f" · reward {reward:+.3f}"
             out.append(
                 {
                     "role": "assistant",

@@ -175,9 +175,10 @@ class TrainPanel:
                                          color_map={"train loss": "#2563eb",
                                                     "eval loss": "#f97316"},
                                          elem_id="train-loss")  # fmt: skip
+            # Shown only for a DPO job (its reward margins and preference accuracy).
             self.metric_plot = gr.LinePlot(x="step", y="value", color="series",
                                            label="DPO: reward margin and preference accuracy",
-                                           elem_id="train-metrics")  # fmt: skip
+                                           visible=False, elem_id="train-metrics")  # fmt: skip
         self.timer = gr.Timer(1.0, active=False)
         with gr.Accordion("3 · Your adapters", open=True):
             self.refresh_btn = gr.Button("Refresh", size="sm", elem_id="train-refresh")
@@ -265,9 +266,12 @@ class TrainPanel:
         compared = status.get("compare") or []
         table = (gr.update(value=render.compare_rows(compared), visible=True) if compared
                  else gr.update())  # fmt: skip
+        dpo = render.dpo_rows(status)
+        metrics = (gr.update(value=_frame(render.chart_rows(dpo, render.DPO_SERIES)),
+                             visible=True) if dpo else gr.update(visible=False))  # fmt: skip
         return (gr.Timer(active=not over), render.progress_html(status),
-                _frame(render.loss_rows(status)), _frame(render.metric_rows(status)),
-                *listed, table)  # fmt: skip
+                _frame(render.chart_rows(render.loss_rows(status), render.LOSS_SERIES)),
+                metrics, *listed, table)  # fmt: skip
 
     @boundary
     def stop(self, job, request: gr.Request = None):

@@ -80,9 +80,26 @@ def loss_rows(status: dict) -> list[dict]:
     return rows
 
 
+LOSS_SERIES = ("train loss", "eval loss")
 METRICS = {"rewards/margins": "reward margin", "rewards/accuracies": "preference accuracy",
            "accuracy": "pairwise accuracy", "eval_accuracy": "pairwise accuracy (held out)",
            "eval_rewards/accuracies": "preference accuracy (held out)"}  # fmt: skip
+DPO_SERIES = ("reward margin", "preference accuracy", "preference accuracy (held out)")
+
+
+def chart_rows(rows: list[dict], series: tuple[str, ...]) -> list[dict]:
+    """``rows`` with one empty point (value NaN, not drawn) for every series named.
+
+    The page's chart fixes its colour scale to the series in the first data it draws and
+    later only swaps the data: the eval loss, which arrives with the first evaluation,
+    was left out of the scale, so neither its line nor its legend entry was drawn.
+    """
+    return [{"step": 0, "value": float("nan"), "series": s} for s in series] + rows
+
+
+def dpo_rows(status: dict) -> list[dict]:
+    """The DPO chart's rows: empty for an SFT or reward job (the chart is then hidden)."""
+    return [r for r in metric_rows(status) if r["series"] in DPO_SERIES]
 
 
 def metric_rows(status: dict) -> list[dict]:
