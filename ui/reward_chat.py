@@ -53,12 +53,14 @@ class RewardChat:
         with c.candidates_row:
             self.rank_btn = gr.Button("Rank by reward", size="sm", interactive=False,
                                       elem_id="rank-by-reward")  # fmt: skip
-        with gr.Row(elem_id="reward-row", equal_height=True):
-            self.pick = gr.Dropdown([NONE], value="", label="Reward model", interactive=False,
-                                    elem_id="reward-pick", scale=3)  # fmt: skip
-            self.score_btn = gr.Button("Score replies", size="sm", interactive=False,
-                                       elem_id="score-replies", scale=1)  # fmt: skip
-        self.note = gr.Markdown(NO_MODEL, elem_id="reward-note")
+        with gr.Column(elem_id="reward-box") as self.box:
+            with gr.Row(equal_height=True):
+                self.pick = gr.Dropdown([NONE], value="", label="Reward model",
+                                        interactive=False, elem_id="reward-pick",
+                                        scale=3)  # fmt: skip
+                self.score_btn = gr.Button("Score replies", size="sm", interactive=False,
+                                           elem_id="score-replies", scale=1)  # fmt: skip
+            self.note = gr.Markdown(NO_MODEL, elem_id="reward-note")
 
     @classmethod
     def maybe(cls, app, c) -> RewardChat | None:
@@ -70,13 +72,17 @@ class RewardChat:
     @boundary
     def refresh(self, current, request: gr.Request = None):
         """The caller's reward models in the picker (the current one kept, else the newest);
-        without one, the controls stay disabled and the note says how to get one."""
-        mine = self.training.reward_models(self.app.caller(request))
+        without one, the controls stay disabled and the note says how to get one (hidden
+        from a visitor who may not train: they cannot get one here)."""
+        caller = self.app.caller(request)
+        mine = self.training.reward_models(caller)
         choices = [NONE] + [(f"{a.get('name') or a['id']} ({a['id']})", a["id"]) for a in mine]
         ids = [a["id"] for a in mine]
         value = current if current in ids else (ids[0] if ids else "")
         note = "" if mine else NO_MODEL
-        return (gr.update(choices=choices, value=value, interactive=bool(mine)),
+        shown = bool(mine) or self.training.may_train(caller)
+        return (gr.update(visible=shown),
+                gr.update(choices=choices, value=value, interactive=bool(mine)),
                 *self.enabled(value), note)  # fmt: skip
 
     @staticmethod
@@ -127,7 +133,7 @@ class RewardChat:
     def wire(self, demo, c, train=None) -> list:
         """Connect the controls; the picker follows the Train tab's list of adapters. Returns
         the events that change the chat (to be saved like any other change)."""
-        listed = [self.pick, self.score_btn, self.rank_btn, self.note]
+        listed = [self.box, self.pick, self.score_btn, self.rank_btn, self.note]
         demo.load(self.refresh, self.pick, listed, **HIDDEN)
         if train is not None:
             train.adapters.change(self.refresh, self.pick, listed, **HIDDEN)

@@ -112,3 +112,30 @@ def test_one_job_at_a_time_and_nobody_sees_or_stops_anothers(training_app):
         with pytest.raises(AppError, match="No adapter"):
             stranger.predict(conversations=[LIKED], api_name="/train",
                              settings={"kind": "sft", "start_from": final["adapter"]})  # fmt: skip
+
+
+PAIRS = "\n".join(
+    json.dumps({"prompt": q, "chosen": good, "rejected": "no"})
+    for q, good in [("Say hello.", "Hello there!"), ("What is 7 plus 8?", "15")]
+)
+
+
+def test_nobody_scores_with_anothers_reward_model(training_app):
+    """/reward (and the Chat tab's scores, through the same check) with an id that is not
+    one of the caller's own reward models: refused in one sentence."""
+    owner = Client(training_app.url, verbose=False)
+    stranger = Client(training_app.url, verbose=False)
+    settings = {"kind": "reward", "max_steps": 2, "batch_size": 2, "eval_share": 0.0,
+                "eval_every": 2}  # fmt: skip
+    job = owner.predict(source="jsonl", jsonl=PAIRS, settings=settings, api_name="/train")
+    final = wait_over(owner, job["job"])
+    assert final["state"] == "finished" and final["adapter"], final
+    mine = owner.predict(prompt="Hi", reply="Hello", adapter=final["adapter"], api_name="/reward")
+    assert mine["adapter"] == final["adapter"]
+    for adapter in (final["adapter"], "../" + final["adapter"]):
+        with pytest.raises(AppError, match="No reward model") as err:
+            stranger.predict(prompt="Hi", reply="Hello", adapter=adapter, api_name="/reward")
+        assert one_sentence(str(err.value)) and "of yours" in str(err.value), err.value
+    with pytest.raises(AppError, match="adapter") as err:
+        stranger.predict(prompt="Hi", reply="Hello", adapter="x" * 5000, api_name="/reward")
+    assert one_sentence(str(err.value)), err.value
