@@ -83,3 +83,10 @@ def test_the_dpo_chart_has_rows_only_for_a_dpo_job():
     dpo = {"metrics": [{"step": 2, "rewards/margins": 0.3, "rewards/accuracies": 1.0}]}
     assert tr.dpo_rows(sft) == [] and tr.dpo_rows(reward) == []
     assert {r["series"] for r in tr.dpo_rows(dpo)} == {"reward margin", "preference accuracy"}
+
+
+def test_a_reward_jobs_accuracy_shows_in_its_progress_line():
+    metrics = [{"step": 2, "accuracy": 0.5}, {"step": 4, "eval_accuracy": 0.75}]
+    status = {"state": "running", "step": 4, "total_steps": 4, "metrics": metrics}
+    assert "pairwise accuracy 0.75" in tr.progress_html(status)
+    assert "accuracy" not in tr.progress_html({"state": "running", "metrics": []})

@@ -64,6 +64,10 @@ def progress_html(status: dict) -> str:
     evals = status.get("eval_loss") or []
     if evals:
         line += f" · eval loss {float(evals[-1][1]):.4f}"
+    accuracy = [m[k] for m in status.get("metrics") or [] for k in ("eval_accuracy", "accuracy")
+                if isinstance(m.get(k), (int, float))]  # fmt: skip
+    if accuracy:  # a reward model's (its DPO chart stays hidden)
+        line += f" · pairwise accuracy {float(accuracy[-1]):.2f}"
     msg = status.get("message") or ""
     tail = f"<div>{html.escape(msg)}</div>" if msg else ""
     if status.get("adapter"):
