@@ -10,7 +10,12 @@ import pytest
 from chat.backends.transformers_backend import TransformersBackend
 from chat.errors import InputError
 from tests.helpers.tiny_export import ANSWER, PROMPT, tiny_adapter
-from training.before_after import changed_tokens, compare_replies, perplexity_before_after
+from training.before_after import (
+    changed_tokens,
+    compare_replies,
+    perplexity_before_after,
+    reply_logprobs,
+)
 
 # Trains or runs torch models for seconds each: outside the one-minute tier.
 pytestmark = pytest.mark.slow
@@ -81,3 +86,13 @@ def test_held_out_perplexity_falls_on_the_trained_answer(models):
     assert out["tokens"] > 8 and out["change"] == pytest.approx(out["tuned"] - out["base"])
     with pytest.raises(InputError, match="No held-out rows"):
         perplexity_before_after(base, tuned, [{"messages": PROMPT}])
+
+
+def test_a_reply_longer_than_the_window_is_scored_as_far_as_it_fits(models):
+    """Before/after on a long reply compares the tokens that fit, instead of failing the view."""
+    base, _ = models
+    long_reply = " ".join(["again"] * (base.info.n_ctx + 50))
+    ids, lps = reply_logprobs(base, PROMPT, long_reply)
+    prompt_ids = base.tokenize(base.render(PROMPT))
+    assert len(prompt_ids) + len(ids) == base.info.n_ctx
+    assert len(lps) == len(ids) and all(lp <= 0 for lp in lps)

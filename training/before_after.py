@@ -74,18 +74,20 @@ def reply_logprobs(
     backend, prompt_messages: list[dict], reply: str
 ) -> tuple[list[int], np.ndarray]:
     """``(reply token ids, their log-probabilities)`` under ``backend`` after the chat-templated
-    prompt: the per-token probabilities the chat's token view shows."""
+    prompt: the per-token probabilities the chat's token view shows. A reply that runs past
+    the model's window is scored as far as the window reaches."""
     prompt = backend.render(prompt_messages)
     prompt_ids = backend.tokenize(prompt)
     ids = backend.tokenize(prompt + reply)
     n = _common_prefix(prompt_ids, ids)
     if n >= len(ids):
         raise InputError("The reply is empty: there is no token to compare.")
-    if len(ids) > backend.info.n_ctx:
+    if n >= backend.info.n_ctx:
         raise InputError(
-            f"Prompt and reply are {len(ids)} tokens, more than the model's window of "
-            f"{backend.info.n_ctx}; compare a shorter reply."
+            f"The prompt alone is {n} tokens, the model's whole window of "
+            f"{backend.info.n_ctx}; compare with a shorter prompt."
         )
+    ids = ids[: backend.info.n_ctx]  # a reply longer than the window: the part that fits
     lps, _ = backend.score(ids, first=max(1, n))
     return ids[max(1, n) :], np.asarray(lps, dtype=np.float64)
 
