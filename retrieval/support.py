@@ -43,7 +43,8 @@ STOPWORDS = set(
     "where why how also only just very more most much many some any each every all both "
     "either neither other another same own up down out off again once if because while "
     "until per one ones s t called named known using used use uses like well one's "
-    "answer question yes sure according passage document documents text reference".split()
+    "answer question yes sure according passage document documents text reference "
+    "around roughly approximately nearly almost exactly precisely get gets got getting".split()
 )  # fmt: skip
 NEGATIONS = {"not", "never", "no", "cannot", "none", "nobody", "nothing", "nowhere", "neither"}
 # Words whose kind has several members, only one of which can be true of a thing.
@@ -62,6 +63,17 @@ CONTRASTS = [
     {"first", "second", "third", "fourth", "fifth", "last"},
     {"left", "right"},
     {"morning", "afternoon", "evening", "night", "midnight", "noon", "dawn", "dusk"},
+    {"inner", "outer", "inside", "outside", "upper", "lower"},
+    {"more", "less", "fewer"},
+    {"most", "least"},
+    {"raw", "cooked"},
+    {"always", "often", "usually", "sometimes", "rarely", "seldom"},
+    {"sweet", "sour", "bitter", "salty"},
+    {"good", "bad"},
+    {"hot", "cold", "warm", "cool"},
+    {"circle", "square", "triangle", "oval"},
+    {"iron", "steel", "stone", "wooden", "brass", "copper", "glass", "concrete"},
+    {"cheapest", "dearest"},
 ]
 _CONTRAST_OF = {w: i for i, kind in enumerate(CONTRASTS) for w in kind}
 # Past forms that suffix stripping does not bring back to the word of the present.
@@ -82,6 +94,14 @@ IRREGULAR = {
     "centimeters": "centimetre", "color": "colour", "colors": "colour", "gray": "grey",
     "final": "last",
 }  # fmt: skip
+# Words that say the same thing in the sentences of a reply and of a passage: each
+# group meets at its first word's stem.
+SYNONYMS = [
+    ("highest", "tallest"), ("summit", "mountain", "peak"), ("cost", "price", "priced"),
+    ("contain", "hold"), ("player", "people", "person", "member"),
+    ("lie", "sit", "stand"), ("run", "last"), ("pick", "harvest", "gather"),
+]  # fmt: skip
+_SYNONYM_OF: dict[str, str] = {}
 _TOKEN_RE = re.compile(r"\d+(?:\.\d+)?|[^\W\d_]+(?:['’][^\W\d_]+)?")
 _PRONOUN_START = {"it", "its", "they", "their", "them", "he", "his", "she", "her", "this",
                   "these", "those", "there", "the"}  # fmt: skip
@@ -100,10 +120,18 @@ def stem(word: str) -> str:
     if word in IRREGULAR:
         return IRREGULAR[word]
     for suffix in ("ings", "ing", "edly", "ed", "ies", "es", "s", "ly"):
+        if suffix == "es" and not re.search(r"(?:s|x|z|ch|sh)es$", word):
+            continue
+        if suffix == "s" and word.endswith("ss"):
+            break  # "pass", "glass"  # "minutes" is "minute" + "s", "boxes" is "box" + "es"
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
             word = word[: -len(suffix)] + ("y" if suffix == "ies" else "")
             break
-    return IRREGULAR.get(word, word)[:6]
+    word = IRREGULAR.get(word, word)[:6]
+    return _SYNONYM_OF.get(word, word)
+
+
+_SYNONYM_OF.update({stem(w): stem(group[0]) for group in SYNONYMS for w in group})
 
 
 @dataclass
@@ -113,12 +141,13 @@ class Tokens:
     words: list[str] = field(default_factory=list)
     stems: list[str] = field(default_factory=list)
     names: set[str] = field(default_factory=set)
+    text: str = ""
 
     @classmethod
     def of(cls, text: str) -> Tokens:
         """The tokens of ``text`` (number words become digits: "twelve" is "12")."""
         text = digits_for_words(text, keep_one=True)
-        out = cls()
+        out = cls(text=text)
         for i, m in enumerate(_TOKEN_RE.finditer(text)):
             word = m.group(0)
             lower = word.lower().replace("’", "'")
@@ -154,11 +183,17 @@ class Tokens:
                 unit = unit or self.words[i + 1]
         return near, unit
 
-    def after(self, number: str) -> set[str]:
-        """Content stems in the ``NUMBER_WINDOW`` words after ``number``."""
+    def after(self, number: str, window: int = NUMBER_WINDOW) -> set[str]:
+        """Content stems in the ``window`` words after ``number``."""
         i = self.words.index(number)
-        return {self.stems[j] for j in range(i + 1, min(len(self.words), i + 1 + NUMBER_WINDOW))
+        return {self.stems[j] for j in range(i + 1, min(len(self.words), i + 1 + window))
                 if self._content_at(j)}  # fmt: skip
+
+    def before(self, number: str) -> int | None:
+        """The index of the content word closest before ``number``, within ``NUMBER_WINDOW``."""
+        i = self.words.index(number)
+        left = [j for j in range(i - 1, max(-1, i - 1 - NUMBER_WINDOW), -1) if self._content_at(j)]
+        return left[0] if left else None
 
     def _content_at(self, j: int) -> bool:
         w = self.words[j]
@@ -174,6 +209,7 @@ class Check:
     hard: bool = False  # a number of the claim is missing from the evidence altogether
     coverage: float = 1.0
     missing: str = ""  # the claim's content words the evidence does not have
+    strong: bool = False  # every content word of the claim is found, not just most
 
 
 def context_of(
@@ -216,18 +252,20 @@ def check(
     """
     s, e = Tokens.of(claim), Tokens.of(evidence)
     heading, previous = Tokens.of(context[0]), Tokens.of(context[1])
+    asked = Tokens.of(question)
     c = Tokens(heading.words + previous.words, heading.stems + previous.stems)
     if question and len(s.content() - s.names) < 2:
         claim = f"{question.rstrip(' ?')}: {claim}"
-        s = Tokens.of(claim)
+        s, asked = Tokens.of(claim), Tokens()  # the question's words are now the claim's
+    given = asked.content() | set(asked.words)
     for test in (_numbers, _names, _contrasts, _negation):
-        found = test(s, e, c, topic)
+        found = test(s, e, Tokens(c.words + asked.words, c.stems + asked.stems), topic)
         if found is not None:
             return found
     clauses = [Tokens.of(part) for part in _CLAUSE_RE.split(claim)]
-    worst = min((_coverage(t, e, c) for t in clauses if len(t.content() - t.names) >= 2),
-                key=lambda found: found.coverage, default=None)  # fmt: skip
-    return worst if worst is not None else _coverage(s, e, c)
+    worst = min((_coverage(t, e, c, given) for t in clauses if len(t.content() - t.names) >= 2),
+                key=lambda found: (found.ok, found.coverage), default=None)  # fmt: skip
+    return worst if worst is not None else _coverage(s, e, c, given)
 
 
 def topic_words(sentences: list[str]) -> frozenset:
@@ -254,11 +292,16 @@ def _numbers(s: Tokens, e: Tokens, c: Tokens, topic: frozenset) -> Check | None:
             return Check(False, f"the passage gives {said}, not {number}", hard=True)
         mine, unit = s.around(number)
         near, their_unit = e.around(number)
-        after = {e_st for e_st in s.after(number)}
-        if unit and their_unit and stem(unit) != stem(their_unit) and stem(their_unit) not in after:
+        if (unit and their_unit and stem(unit) != stem(their_unit)
+                and stem(their_unit) not in s.after(number, 2)
+                and stem(unit) not in e.after(number, 2)):
             return Check(False, f"the passage gives {number} {their_unit}, not {number} {unit}")
         if mine - topic and not (mine & near) - topic:
             return Check(False, f"the passage gives {number} for “{_phrase(e, number)}”")
+        j = s.before(number)  # what the number is said of: "released every 400 hertz"
+        if j is not None and s.stems[j] not in near | topic | set(c.stems) | s.names:
+            return Check(False, f"the passage gives {number} for “{_phrase(e, number)}”, "
+                                f"not for “{s.words[j]}”")  # fmt: skip
     return None
 
 
@@ -294,22 +337,35 @@ def _contrasts(s: Tokens, e: Tokens, c: Tokens, topic: frozenset) -> Check | Non
 
 
 def _negation(s: Tokens, e: Tokens, c: Tokens, topic: frozenset) -> Check | None:
-    mine = bool(NEGATIONS & set(s.words)) or any(w.endswith("n't") for w in s.words)
-    theirs = bool(NEGATIONS & set(e.words)) or any(w.endswith("n't") for w in e.words)
+    mine = _negated(s)
+    # the evidence's clause that shares most words with the claim ("..., but many pages
+    # can no longer be read" does not deny the first half)
+    parts = [Tokens.of(p) for p in _CLAUSE_RE.split(e.text)]
+    theirs = _negated(max(parts, key=lambda t: len(t.content() & s.content()))) if parts else False
     if mine != theirs:
         return Check(False, "the passage says it the other way round (a “not” on one side only)")
     return None
 
 
-def _coverage(s: Tokens, e: Tokens, c: Tokens) -> Check:
+def _negated(t: Tokens) -> bool:
+    return bool(NEGATIONS & set(t.words)) or any(w.endswith("n't") for w in t.words)
+
+
+def _coverage(s: Tokens, e: Tokens, c: Tokens, given: set = frozenset()) -> Check:
+    """Every content word the claim adds to the question must be in the evidence.
+
+    Words of the question (``given``) that the claim restates ("the battery lasts")
+    may be missing, as long as ``MIN_COVERAGE`` of all its words are found.
+    """
     words = s.content() - s.names
     if not words:
-        return Check(True)
+        return Check(True, strong=True)
     found = words & (set(e.stems) | set(c.stems))
     coverage = len(found) / len(words)
-    missing = ", ".join(f"“{w}”" for w in _missing_words(s, words - found)[:3])
-    if coverage >= MIN_COVERAGE:
-        return Check(True, coverage=coverage, missing=missing)
+    new = _missing_words(s, words - found - given)
+    missing = ", ".join(f"“{w}”" for w in (new or _missing_words(s, words - found))[:3])
+    if coverage >= MIN_COVERAGE and not new:
+        return Check(True, coverage=coverage, missing=missing, strong=found | given >= words)
     return Check(False, f"the passage does not say {missing}", coverage=coverage, missing=missing)
 
 
