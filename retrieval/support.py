@@ -292,9 +292,9 @@ def _numbers(s: Tokens, e: Tokens, c: Tokens, topic: frozenset) -> Check | None:
             return Check(False, f"the passage gives {said}, not {number}", hard=True)
         mine, unit = s.around(number)
         near, their_unit = e.around(number)
-        if (unit and their_unit and stem(unit) != stem(their_unit)
-                and stem(their_unit) not in s.after(number, 2)
-                and stem(unit) not in e.after(number, 2)):
+        # "6 guests" is in "6 hungry guests"; "14 vowels" is not in "14 consonants"
+        other = stem(their_unit or "") not in s.after(number, 2) | {stem(unit or "")}
+        if unit and their_unit and other and stem(unit) not in e.after(number, 2):
             return Check(False, f"the passage gives {number} {their_unit}, not {number} {unit}")
         if mine - topic and not (mine & near) - topic:
             return Check(False, f"the passage gives {number} for “{_phrase(e, number)}”")
