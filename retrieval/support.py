@@ -33,6 +33,8 @@ from retrieval.numerals import digits_for_words
 MIN_COVERAGE = 0.6
 # Content words either side of a number that count as what it is attached to.
 NUMBER_WINDOW = 4
+# Content words either side of a name that count as what is said of it.
+NAME_WINDOW = 3
 
 STOPWORDS = set(
     "a an the and or but of to in on at for from by with as into onto over under about "
@@ -44,7 +46,8 @@ STOPWORDS = set(
     "either neither other another same own up down out off again once if because while "
     "until per one ones s t called named known using used use uses like well one's "
     "answer question yes sure according passage document documents text reference "
-    "around roughly approximately nearly almost exactly precisely get gets got getting".split()
+    "around roughly approximately nearly almost exactly precisely get gets got getting "
+    "type types kind kinds sort away located situated".split()
 )  # fmt: skip
 NEGATIONS = {"not", "never", "no", "cannot", "none", "nobody", "nothing", "nowhere", "neither"}
 # Words whose kind has several members, only one of which can be true of a thing.
@@ -112,6 +115,10 @@ _CLAUSE_RE = re.compile(
     r"|\s(?:because|but|although|which means|so that)\s"
 )
 
+_QUOTED_RE = re.compile(r"[\"“][^\"“”]{1,30}[\"”]")
+# Finer: the parts of a sentence a "not" can belong to.
+_PART_RE = re.compile(r"[;:,]|\s(?:and|but|or|so that|because|although|while|whereas)\s")
+
 
 def stem(word: str) -> str:
     """A crude stem: "founded", "founding" and "founder" meet at "found"; "began" at "begin"."""
@@ -148,12 +155,14 @@ class Tokens:
         """The tokens of ``text`` (number words become digits: "twelve" is "12")."""
         text = digits_for_words(text, keep_one=True)
         out = cls(text=text)
+        quoted = [m.span() for m in _QUOTED_RE.finditer(text)]
         for i, m in enumerate(_TOKEN_RE.finditer(text)):
             word = m.group(0)
             lower = word.lower().replace("’", "'")
             out.words.append(lower)
             out.stems.append(lower if lower[0].isdigit() else stem(lower))
-            if i > 0 and word[0].isupper() and lower not in STOPWORDS:
+            in_quotes = any(a < m.start() < b for a, b in quoted)  # "hesh": a name too
+            if (i > 0 and word[0].isupper() or in_quotes) and lower not in STOPWORDS:
                 out.names.add(re.sub(r"'s$", "", lower))
         return out
 
@@ -167,8 +176,8 @@ class Tokens:
     def numbers(self) -> set[str]:
         return {w for w in self.words if w[0].isdigit()}
 
-    def around(self, number: str) -> tuple[set[str], str | None]:
-        """Content stems within ``NUMBER_WINDOW`` of each ``number``, and the word right after.
+    def around(self, number: str, window: int = NUMBER_WINDOW) -> tuple[set[str], str | None]:
+        """Content stems within ``window`` of each ``number``, and the word right after.
 
         The word right after ("minutes", "vowels") says what the number counts.
         """
@@ -176,9 +185,9 @@ class Tokens:
         for i, w in enumerate(self.words):
             if w != number:
                 continue
-            left = [j for j in range(i - 1, -1, -1) if self._content_at(j)][:NUMBER_WINDOW]
+            left = [j for j in range(i - 1, -1, -1) if self._content_at(j)][:window]
             right = [j for j in range(i + 1, len(self.words)) if self._content_at(j)]
-            near |= {self.stems[j] for j in left + right[:NUMBER_WINDOW]}
+            near |= {self.stems[j] for j in left + right[:window]}
             if i + 1 < len(self.words) and self._content_at(i + 1):
                 unit = unit or self.words[i + 1]
         return near, unit
@@ -189,11 +198,20 @@ class Tokens:
         return {self.stems[j] for j in range(i + 1, min(len(self.words), i + 1 + window))
                 if self._content_at(j)}  # fmt: skip
 
-    def before(self, number: str) -> int | None:
-        """The index of the content word closest before ``number``, within ``NUMBER_WINDOW``."""
-        i = self.words.index(number)
-        left = [j for j in range(i - 1, max(-1, i - 1 - NUMBER_WINDOW), -1) if self._content_at(j)]
-        return left[0] if left else None
+    def before(self, word: str, step: int = -1) -> int | None:
+        """The index of the content word (not a name) closest before ``word``, if near.
+
+        ``step=1``: the closest after it.
+        """
+        i = self.words.index(word)
+        end = (
+            max(-1, i - 1 - NUMBER_WINDOW)
+            if step < 0
+            else min(len(self.words), i + 1 + NUMBER_WINDOW)
+        )
+        near = [j for j in range(i + step, end, step)
+                if self._content_at(j) and self.words[j] not in self.names]  # fmt: skip
+        return near[0] if near else None
 
     def _content_at(self, j: int) -> bool:
         w = self.words[j]
@@ -298,6 +316,13 @@ def _numbers(s: Tokens, e: Tokens, c: Tokens, topic: frozenset) -> Check | None:
             return Check(False, f"the passage gives {number} {their_unit}, not {number} {unit}")
         if mine - topic and not (mine & near) - topic:
             return Check(False, f"the passage gives {number} for “{_phrase(e, number)}”")
+        i = e.words.index(number)
+        if {"instead", "rather"} & set(
+            e.words[max(0, i - 3) : i]
+        ):  # "five points instead of three"
+            return Check(
+                False, f"the passage gives {number} as what it is not: “{_phrase(e, number)}”"
+            )
         j = s.before(number)  # what the number is said of: "released every 400 hertz"
         if j is not None and s.stems[j] not in near | topic | set(c.stems) | s.names:
             return Check(False, f"the passage gives {number} for “{_phrase(e, number)}”, "
@@ -307,6 +332,18 @@ def _numbers(s: Tokens, e: Tokens, c: Tokens, topic: frozenset) -> Check | None:
 
 def _names(s: Tokens, e: Tokens, c: Tokens, topic: frozenset) -> Check | None:
     missing = s.names - set(e.words) - set(e.stems)
+    for name in sorted(s.names & set(e.words)):  # "by the engineer Marrowgate": what is it?
+        near, _ = e.around(name, NAME_WINDOW)
+        j = s.before(name)
+        if j is not None and s.stems[j] not in near | topic | set(c.stems):
+            return Check(False, f"the passage names {name.title()} in “{_phrase(e, name)}”, "
+                                f"not with “{s.words[j]}”")  # fmt: skip
+        # "The Lisk tumbles": in the passage, who "tumbles" is the name closest before it
+        j = s.before(name, 1)
+        whose = _name_before(e, s.stems[j]) if j is not None else None
+        if whose and whose not in s.names:
+            return Check(False, f"the passage says “{s.words[j]}” of {whose.title()}, "
+                                f"not of {name.title()}")  # fmt: skip
     if not missing:
         return None
     others = e.names - s.names - set(s.words)
@@ -317,6 +354,14 @@ def _names(s: Tokens, e: Tokens, c: Tokens, topic: frozenset) -> Check | None:
             return Check(False, f"the passage {instead}, not {name.title()}" if named else
                          f"the passage {instead}")  # fmt: skip
     return None
+
+
+def _name_before(e: Tokens, st: str) -> str | None:
+    """The name closest before the first word of ``e`` with stem ``st``."""
+    if st not in e.stems:
+        return None
+    k = e.stems.index(st)
+    return next((e.words[i] for i in range(k - 1, -1, -1) if e.words[i] in e.names), None)
 
 
 def _after_agent(s: Tokens, name: str) -> bool:
@@ -337,13 +382,17 @@ def _contrasts(s: Tokens, e: Tokens, c: Tokens, topic: frozenset) -> Check | Non
 
 
 def _negation(s: Tokens, e: Tokens, c: Tokens, topic: frozenset) -> Check | None:
-    mine = _negated(s)
-    # the evidence's clause that shares most words with the claim ("..., but many pages
-    # can no longer be read" does not deny the first half)
-    parts = [Tokens.of(p) for p in _CLAUSE_RE.split(e.text)]
-    theirs = _negated(max(parts, key=lambda t: len(t.content() & s.content()))) if parts else False
-    if mine != theirs:
-        return Check(False, "the passage says it the other way round (a “not” on one side only)")
+    """Each part of the claim against the part of the evidence that shares most words with it.
+
+    "..., but many pages can no longer be read" does not deny the first half.
+    """
+    theirs = [Tokens.of(p) for p in _PART_RE.split(e.text)]
+    for part in (Tokens.of(p) for p in _PART_RE.split(s.text)):
+        best = max(theirs, key=lambda t: len(t.content() & part.content()))
+        if best.content() & part.content() and _negated(part) != _negated(best):
+            return Check(
+                False, "the passage says it the other way round (a “not” on one side only)"
+            )
     return None
 
 
