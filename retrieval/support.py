@@ -23,6 +23,7 @@ Plain Python over strings; retrieval/attribution.py adds the embedding side.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -120,6 +121,7 @@ _QUOTED_RE = re.compile(r"[\"“][^\"“”]{1,30}[\"”]")
 _PART_RE = re.compile(r"[;:,]|\s(?:and|but|or|so that|because|although|while|whereas)\s")
 
 
+@functools.lru_cache(maxsize=8192)  # a pure function of the word; replies repeat words
 def stem(word: str) -> str:
     """A crude stem: "founded", "founding" and "founder" meet at "found"; "began" at "begin"."""
     word = word.lower().replace("’", "'")
