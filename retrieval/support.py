@@ -48,7 +48,8 @@ STOPWORDS = set(
     "until per one ones s t called named known using used use uses like well one's "
     "answer question yes sure according passage document documents text reference "
     "around roughly approximately nearly almost exactly precisely get gets got getting "
-    "type types kind kinds sort away located situated".split()
+    "type types kind kinds sort away located situated times near behind beside beyond across "
+    "along against among within toward towards".split()
 )  # fmt: skip
 NEGATIONS = {"not", "never", "no", "cannot", "none", "nobody", "nothing", "nowhere", "neither"}
 # Words whose kind has several members, only one of which can be true of a thing.
@@ -103,7 +104,7 @@ IRREGULAR = {
 SYNONYMS = [
     ("highest", "tallest"), ("summit", "mountain", "peak"), ("cost", "price", "priced"),
     ("contain", "hold"), ("player", "people", "person", "member"),
-    ("lie", "sit", "stand"), ("run", "last"), ("pick", "harvest", "gather"),
+    ("lie", "sit", "stand"), ("run", "last"), ("pick", "harvest", "gather"), ("see", "visible"),
 ]  # fmt: skip
 _SYNONYM_OF: dict[str, str] = {}
 _TOKEN_RE = re.compile(r"\d+(?:\.\d+)?|[^\W\d_]+(?:['’][^\W\d_]+)?")
@@ -141,6 +142,7 @@ def stem(word: str) -> str:
 
 
 _SYNONYM_OF.update({stem(w): stem(group[0]) for group in SYNONYMS for w in group})
+stem.cache_clear()  # the stems above were cached before the synonyms were known
 
 
 @dataclass
