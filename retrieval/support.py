@@ -104,7 +104,8 @@ IRREGULAR = {
 SYNONYMS = [
     ("highest", "tallest"), ("summit", "mountain", "peak"), ("cost", "price", "priced"),
     ("contain", "hold"), ("player", "people", "person", "member"),
-    ("lie", "sit", "stand"), ("run", "last"), ("pick", "harvest", "gather"), ("see", "visible"),
+    ("rise", "stand", "sit", "lie", "tower"), ("run", "last"), ("pick", "harvest", "gather"),
+    ("see", "visible"),
 ]  # fmt: skip
 _SYNONYM_OF: dict[str, str] = {}
 _TOKEN_RE = re.compile(r"\d+(?:\.\d+)?|[^\W\d_]+(?:['’][^\W\d_]+)?")
@@ -130,7 +131,7 @@ def stem(word: str) -> str:
     if word in IRREGULAR:
         return IRREGULAR[word]
     for suffix in ("ings", "ing", "edly", "ed", "ies", "es", "s", "ly"):
-        if suffix == "es" and not re.search(r"(?:s|x|z|ch|sh)es$", word):
+        if suffix == "es" and not re.search(r"(?:ss|x|z|ch|sh)es$", word):
             continue
         if suffix == "s" and word.endswith("ss"):
             break  # "pass", "glass"  # "minutes" is "minute" + "s", "boxes" is "box" + "es"
