@@ -1,6 +1,7 @@
 """Collect sentence/evidence pairs from the app's own answers, to label by hand.
 
-    python bench/support_pairs.py --out /tmp/pairs.jsonl [--formats focused,question-last] [--skip N]
+    python bench/support_pairs.py --out /tmp/pairs.jsonl [--formats focused,question-last]
+                                  [--skip N]  # resume after N questions
 
 Each question of tests/data/rag_questions.json goes through ``ChatService.run``
 as ``bench/eval_rag.py`` runs it (bundled SmolLM2-135M, greedy); for every
