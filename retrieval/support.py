@@ -270,14 +270,15 @@ def check(
 
     ``topic``: stems common across the evidence's passage (see ``topic_words``),
     which say what the passage is about, not what a number there is attached to.
-    A claim of fewer than two content words ("The answer is 7.") is about what
-    ``question`` asks, so the question's words join it.
+    A claim of fewer than two content words, or one that calls itself the answer
+    ("The answer is: the lantern gill."), is about what ``question`` asks, so the
+    question's words join it.
     """
     s, e = Tokens.of(claim), Tokens.of(evidence)
     heading, previous = Tokens.of(context[0]), Tokens.of(context[1])
     asked = Tokens.of(question)
     c = Tokens(heading.words + previous.words, heading.stems + previous.stems)
-    if question and len(s.content() - s.names) < 2:
+    if question and (len(s.content() - s.names) < 2 or "answer" in s.words):
         claim = f"{question.rstrip(' ?')}: {claim}"
         s, asked = Tokens.of(claim), Tokens()  # the question's words are now the claim's
     given = asked.content() | set(asked.words)
