@@ -277,13 +277,15 @@ def check(
     s, e = Tokens.of(claim), Tokens.of(evidence)
     heading, previous = Tokens.of(context[0]), Tokens.of(context[1])
     asked = Tokens.of(question)
-    c = Tokens(heading.words + previous.words, heading.stems + previous.stems)
+    # what "It" refers back to names a thing of its own ("It" after "The Wren costs...")
+    referent = previous.names if e.words[:1] and e.words[0] in _PRONOUN_START - {"the"} else set()
+    c = Tokens(heading.words + previous.words, heading.stems + previous.stems, referent)
     if question and (len(s.content() - s.names) < 2 or "answer" in s.words):
         claim = f"{question.rstrip(' ?')}: {claim}"
-        s, asked = Tokens.of(claim), Tokens()  # the question's words are now the claim's
+        s = Tokens.of(claim)
     given = asked.content() | set(asked.words)
     for test in (_numbers, _names, _contrasts, _negation):
-        found = test(s, e, Tokens(c.words + asked.words, c.stems + asked.stems), topic)
+        found = test(s, e, Tokens(c.words + asked.words, c.stems + asked.stems, c.names), topic)
         if found is not None:
             return found
     clauses = [Tokens.of(part) for part in _CLAUSE_RE.split(claim)]
@@ -352,7 +354,7 @@ def _names(s: Tokens, e: Tokens, c: Tokens, topic: frozenset) -> Check | None:
                                 f"not of {name.title()}")  # fmt: skip
     if not missing:
         return None
-    others = e.names - s.names - set(s.words)
+    others = (e.names | c.names) - s.names - set(s.words)
     for name in sorted(missing):
         if name not in c.words or others or _after_agent(s, name):
             named = " ".join(w.title() for w in dict.fromkeys(e.words) if w in others)
