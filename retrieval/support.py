@@ -7,16 +7,21 @@ supported, its key terms must be stated about the same subject in the evidence:
 
 - numbers: each one is in the evidence sentence, with words around it in
   common (what the number is attached to: "began"/"festival" is not
-  "founded"/"society"), and the same unit right after it;
-- names: each one is in the evidence sentence, or in the words it refers back
-  to (its passage's heading, or the sentence before when it opens with "It",
-  "They"...), and then only when the evidence names nobody else and the name
-  is not the agent ("designed by Oskarby" needs Oskarby in the sentence itself);
-- contrasts: a colour, month, weekday, season, direction or rank the evidence
-  replaces with another of its kind ("blue" where it says "violet");
-- negation: "not"/"never" on one side only;
-- words: enough of the claim's content words (its relation and things:
-  founded, designed, badge) are in the evidence.
+  "founded"/"society"; the word just before it in the claim is near it in the
+  evidence), not as what it is not ("instead of three"), and the same unit;
+- names (and quoted words): each one is in the evidence sentence, or in the
+  words it refers back to (its passage's heading, the question, or the
+  sentence before when it opens with "It", "They"...), and then only when
+  neither names anything else and the name is not the agent ("designed by
+  Oskarby" needs Oskarby in the sentence itself); a name the evidence has is
+  said with the same words ("the engineer Marrowgate" is not "the engineer
+  Odalys Fenwright ... the town of Marrowgate");
+- contrasts: a word of a closed kind (colour, month, direction, more/less,
+  raw/cooked, material...) the evidence replaces with another of its kind;
+- negation: "not"/"never" on one side only, part by part;
+- words: every content word the claim adds to the question (its relation and
+  things: founded, designed, badge, popular) is in the evidence, and enough of
+  all of them (the question's words it restates may be missing).
 
 Plain Python over strings; retrieval/attribution.py adds the embedding side.
 """
