@@ -22,7 +22,8 @@ tests/data/support_labels.jsonl holds sentence/evidence pairs from the app's
 own answers to these questions, labelled by reading them, plus hard negatives
 built from them (wrong number, entity, relation). It prints the precision and
 recall of "supported" per split (tune: where the checks were tuned; report:
-held out), and how many of each kind of wrong pair were marked supported.
+held out), how many of each kind of wrong pair were marked supported, and the
+judge's time per pair (one embedding call for the split, then the checks).
 """
 
 from __future__ import annotations
@@ -118,7 +119,9 @@ def support_figures(embedder, rows: list[dict]) -> dict:
     """Precision and recall of "supported" over labelled ``rows``, and the misses by kind."""
     from retrieval.attribution import judge_pairs
 
+    start = time.perf_counter()
     verdicts = judge_pairs(embedder, rows)
+    seconds = time.perf_counter() - start
     said = [v["status"] == "supported" for v in verdicts]
     truth = [r["label"] == "supported" for r in rows]
     hits = sum(s and t for s, t in zip(said, truth, strict=True))
@@ -133,6 +136,7 @@ def support_figures(embedder, rows: list[dict]) -> dict:
         "recall": hits / max(1, sum(truth)),
         "partly": sum(v["status"] == "partly" for v in verdicts),
         "false_supported": wrong,
+        "ms_per_pair": 1000 * seconds / max(1, len(rows)),
         "verdicts": verdicts,
     }
 
@@ -140,15 +144,16 @@ def support_figures(embedder, rows: list[dict]) -> dict:
 def support_table(embedder) -> str:
     """A markdown table of "supported" precision and recall per split of the labels."""
     lines = [
-        "| split | pairs | supported (label) | precision | recall | partly | wrongly supported |",
-        "|---|---|---|---|---|---|---|",
+        "| split | pairs | supported (label) | precision | recall | partly | wrongly supported "
+        "| ms/pair |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for split in ("tune", "report", "all"):
         f = support_figures(embedder, load_labels(split))
         wrong = ", ".join(f"{k} {n}" for k, n in sorted(f["false_supported"].items())) or "none"
         lines.append(
             f"| {split} | {f['pairs']} | {f['positives']} | {f['precision']:.2f} "
-            f"| {f['recall']:.2f} | {f['partly']} | {wrong} |"
+            f"| {f['recall']:.2f} | {f['partly']} | {wrong} | {f['ms_per_pair']:.1f} |"
         )
     return "\n".join(lines)
 

@@ -1,6 +1,7 @@
 """Collect sentence/evidence pairs from the app's own answers, to label by hand.
 
     python bench/support_pairs.py --out /tmp/pairs.jsonl [--formats focused,question-last]
+                                  [--skip N]  # resume after N questions
 
 Each question of tests/data/rag_questions.json goes through ``ChatService.run``
 as ``bench/eval_rag.py`` runs it (bundled SmolLM2-135M, greedy); for every
@@ -54,6 +55,7 @@ def main() -> None:
     parser.add_argument("--formats", default="focused,question-last")
     parser.add_argument("--top", type=int, default=1, help="evidence sentences per sentence")
     parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--skip", type=int, default=0, help="start after this many questions")
     args = parser.parse_args()
 
     from chat.backends.llama_cpp_backend import LlamaCppBackend
@@ -62,7 +64,7 @@ def main() -> None:
     from retrieval.service import RetrievalService
     from studio.service import ChatService, ChatTurn
 
-    questions = load_questions("all")
+    questions = load_questions("all")[args.skip :]
     settings = {"strategy": "greedy", "max_new_tokens": args.max_new_tokens,
                 "repetition_penalty": 1.1}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp, open(args.out, "w", encoding="utf-8") as out:

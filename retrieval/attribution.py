@@ -25,6 +25,10 @@ from retrieval.support import Check, check, context_of, topic_words
 # sentence copied or lightly reworded from a passage scores 0.8-1.0, a loose paraphrase
 # 0.6-0.8 and an unrelated sentence on the same topic 0.2-0.5 (tests/test_attribution.py).
 SUPPORTED = 0.55
+# The cosine that is enough when every content word of the sentence is in the evidence (or
+# the question it restates): tuned on the tune split of tests/data/support_labels.jsonl;
+# a short sentence ("Its battery lasts 95 minutes.") embeds far from a long one that states it.
+CLOSE_ENOUGH = 0.3
 # How many of the closest evidence sentences are checked for each reply sentence.
 CANDIDATES = 5
 # "partly": close evidence holding at least this share of the sentence's content words.
@@ -116,11 +120,12 @@ class _Evidence:
 def verdict(similarity: float, found: Check) -> tuple[str, float]:
     """``(status, support)`` of a sentence from its evidence's cosine and lexical check.
 
-    "supported": close evidence (``SUPPORTED``) that states the sentence's key terms;
+    "supported": close evidence (``SUPPORTED``; ``CLOSE_ENOUGH`` when it holds every
+    content word of the sentence) that states the sentence's key terms;
     "partly": close evidence where a check failed (its reason says which);
     "not found": nothing close. A wrong number gives a support of 0.
     """
-    if similarity >= SUPPORTED and found.ok:
+    if found.ok and similarity >= (CLOSE_ENOUGH if found.strong else SUPPORTED):
         return "supported", similarity
     support = 0.0 if found.hard else similarity * PARTLY_FACTOR
     if similarity >= SUPPORTED and found.coverage >= MIN_PARTLY_COVERAGE:

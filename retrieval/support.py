@@ -7,22 +7,28 @@ supported, its key terms must be stated about the same subject in the evidence:
 
 - numbers: each one is in the evidence sentence, with words around it in
   common (what the number is attached to: "began"/"festival" is not
-  "founded"/"society"), and the same unit right after it;
-- names: each one is in the evidence sentence, or in the words it refers back
-  to (its passage's heading, or the sentence before when it opens with "It",
-  "They"...), and then only when the evidence names nobody else and the name
-  is not the agent ("designed by Oskarby" needs Oskarby in the sentence itself);
-- contrasts: a colour, month, weekday, season, direction or rank the evidence
-  replaces with another of its kind ("blue" where it says "violet");
-- negation: "not"/"never" on one side only;
-- words: enough of the claim's content words (its relation and things:
-  founded, designed, badge) are in the evidence.
+  "founded"/"society"; the word just before it in the claim is near it in the
+  evidence), not as what it is not ("instead of three"), and the same unit;
+- names (and quoted words): each one is in the evidence sentence, or in the
+  words it refers back to (its passage's heading, the question, or the
+  sentence before when it opens with "It", "They"...), and then only when
+  neither names anything else and the name is not the agent ("designed by
+  Oskarby" needs Oskarby in the sentence itself); a name the evidence has is
+  said with the same words ("the engineer Marrowgate" is not "the engineer
+  Odalys Fenwright ... the town of Marrowgate");
+- contrasts: a word of a closed kind (colour, month, direction, more/less,
+  raw/cooked, material...) the evidence replaces with another of its kind;
+- negation: "not"/"never" on one side only, part by part;
+- words: every content word the claim adds to the question (its relation and
+  things: founded, designed, badge, popular) is in the evidence, and enough of
+  all of them (the question's words it restates may be missing).
 
 Plain Python over strings; retrieval/attribution.py adds the embedding side.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -33,6 +39,8 @@ from retrieval.numerals import digits_for_words
 MIN_COVERAGE = 0.6
 # Content words either side of a number that count as what it is attached to.
 NUMBER_WINDOW = 4
+# Content words either side of a name that count as what is said of it.
+NAME_WINDOW = 3
 
 STOPWORDS = set(
     "a an the and or but of to in on at for from by with as into onto over under about "
@@ -43,7 +51,10 @@ STOPWORDS = set(
     "where why how also only just very more most much many some any each every all both "
     "either neither other another same own up down out off again once if because while "
     "until per one ones s t called named known using used use uses like well one's "
-    "answer question yes sure according passage document documents text reference".split()
+    "answer question yes sure according passage document documents text reference "
+    "around roughly approximately nearly almost exactly precisely get gets got getting "
+    "type types kind kinds sort away located situated times near behind beside beyond across "
+    "along against among within toward towards".split()
 )  # fmt: skip
 NEGATIONS = {"not", "never", "no", "cannot", "none", "nobody", "nothing", "nowhere", "neither"}
 # Words whose kind has several members, only one of which can be true of a thing.
@@ -62,6 +73,17 @@ CONTRASTS = [
     {"first", "second", "third", "fourth", "fifth", "last"},
     {"left", "right"},
     {"morning", "afternoon", "evening", "night", "midnight", "noon", "dawn", "dusk"},
+    {"inner", "outer", "inside", "outside", "upper", "lower"},
+    {"more", "less", "fewer"},
+    {"most", "least"},
+    {"raw", "cooked"},
+    {"always", "often", "usually", "sometimes", "rarely", "seldom"},
+    {"sweet", "sour", "bitter", "salty"},
+    {"good", "bad"},
+    {"hot", "cold", "warm", "cool"},
+    {"circle", "square", "triangle", "oval"},
+    {"iron", "steel", "stone", "wooden", "brass", "copper", "glass", "concrete"},
+    {"cheapest", "dearest"},
 ]
 _CONTRAST_OF = {w: i for i, kind in enumerate(CONTRASTS) for w in kind}
 # Past forms that suffix stripping does not bring back to the word of the present.
@@ -82,6 +104,15 @@ IRREGULAR = {
     "centimeters": "centimetre", "color": "colour", "colors": "colour", "gray": "grey",
     "final": "last",
 }  # fmt: skip
+# Words that say the same thing in the sentences of a reply and of a passage: each
+# group meets at its first word's stem.
+SYNONYMS = [
+    ("highest", "tallest"), ("summit", "mountain", "peak"), ("cost", "price", "priced"),
+    ("contain", "hold"), ("player", "people", "person", "member"),
+    ("rise", "stand", "sit", "lie", "tower"), ("run", "last"), ("pick", "harvest", "gather"),
+    ("see", "visible"),
+]  # fmt: skip
+_SYNONYM_OF: dict[str, str] = {}
 _TOKEN_RE = re.compile(r"\d+(?:\.\d+)?|[^\W\d_]+(?:['’][^\W\d_]+)?")
 _PRONOUN_START = {"it", "its", "they", "their", "them", "he", "his", "she", "her", "this",
                   "these", "those", "there", "the"}  # fmt: skip
@@ -92,7 +123,12 @@ _CLAUSE_RE = re.compile(
     r"|\s(?:because|but|although|which means|so that)\s"
 )
 
+_QUOTED_RE = re.compile(r"[\"“][^\"“”]{1,30}[\"”]")
+# Finer: the parts of a sentence a "not" can belong to.
+_PART_RE = re.compile(r"[;:,]|\s(?:and|but|or|so that|because|although|while|whereas)\s")
 
+
+@functools.lru_cache(maxsize=8192)  # a pure function of the word; replies repeat words
 def stem(word: str) -> str:
     """A crude stem: "founded", "founding" and "founder" meet at "found"; "began" at "begin"."""
     word = word.lower().replace("’", "'")
@@ -100,10 +136,19 @@ def stem(word: str) -> str:
     if word in IRREGULAR:
         return IRREGULAR[word]
     for suffix in ("ings", "ing", "edly", "ed", "ies", "es", "s", "ly"):
+        if suffix == "es" and not re.search(r"(?:ss|x|z|ch|sh)es$", word):
+            continue
+        if suffix == "s" and word.endswith("ss"):
+            break  # "pass", "glass"  # "minutes" is "minute" + "s", "boxes" is "box" + "es"
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
             word = word[: -len(suffix)] + ("y" if suffix == "ies" else "")
             break
-    return IRREGULAR.get(word, word)[:6]
+    word = IRREGULAR.get(word, word)[:6]
+    return _SYNONYM_OF.get(word, word)
+
+
+_SYNONYM_OF.update({stem(w): stem(group[0]) for group in SYNONYMS for w in group})
+stem.cache_clear()  # the stems above were cached before the synonyms were known
 
 
 @dataclass
@@ -113,18 +158,21 @@ class Tokens:
     words: list[str] = field(default_factory=list)
     stems: list[str] = field(default_factory=list)
     names: set[str] = field(default_factory=set)
+    text: str = ""
 
     @classmethod
     def of(cls, text: str) -> Tokens:
         """The tokens of ``text`` (number words become digits: "twelve" is "12")."""
         text = digits_for_words(text, keep_one=True)
-        out = cls()
+        out = cls(text=text)
+        quoted = [m.span() for m in _QUOTED_RE.finditer(text)]
         for i, m in enumerate(_TOKEN_RE.finditer(text)):
             word = m.group(0)
             lower = word.lower().replace("’", "'")
             out.words.append(lower)
             out.stems.append(lower if lower[0].isdigit() else stem(lower))
-            if i > 0 and word[0].isupper() and lower not in STOPWORDS:
+            in_quotes = any(a < m.start() < b for a, b in quoted)  # "hesh": a name too
+            if (i > 0 and word[0].isupper() or in_quotes) and lower not in STOPWORDS:
                 out.names.add(re.sub(r"'s$", "", lower))
         return out
 
@@ -138,8 +186,8 @@ class Tokens:
     def numbers(self) -> set[str]:
         return {w for w in self.words if w[0].isdigit()}
 
-    def around(self, number: str) -> tuple[set[str], str | None]:
-        """Content stems within ``NUMBER_WINDOW`` of each ``number``, and the word right after.
+    def around(self, number: str, window: int = NUMBER_WINDOW) -> tuple[set[str], str | None]:
+        """Content stems within ``window`` of each ``number``, and the word right after.
 
         The word right after ("minutes", "vowels") says what the number counts.
         """
@@ -147,18 +195,33 @@ class Tokens:
         for i, w in enumerate(self.words):
             if w != number:
                 continue
-            left = [j for j in range(i - 1, -1, -1) if self._content_at(j)][:NUMBER_WINDOW]
+            left = [j for j in range(i - 1, -1, -1) if self._content_at(j)][:window]
             right = [j for j in range(i + 1, len(self.words)) if self._content_at(j)]
-            near |= {self.stems[j] for j in left + right[:NUMBER_WINDOW]}
+            near |= {self.stems[j] for j in left + right[:window]}
             if i + 1 < len(self.words) and self._content_at(i + 1):
                 unit = unit or self.words[i + 1]
         return near, unit
 
-    def after(self, number: str) -> set[str]:
-        """Content stems in the ``NUMBER_WINDOW`` words after ``number``."""
+    def after(self, number: str, window: int = NUMBER_WINDOW) -> set[str]:
+        """Content stems in the ``window`` words after ``number``."""
         i = self.words.index(number)
-        return {self.stems[j] for j in range(i + 1, min(len(self.words), i + 1 + NUMBER_WINDOW))
+        return {self.stems[j] for j in range(i + 1, min(len(self.words), i + 1 + window))
                 if self._content_at(j)}  # fmt: skip
+
+    def before(self, word: str, step: int = -1) -> int | None:
+        """The index of the content word (not a name) closest before ``word``, if near.
+
+        ``step=1``: the closest after it.
+        """
+        i = self.words.index(word)
+        end = (
+            max(-1, i - 1 - NUMBER_WINDOW)
+            if step < 0
+            else min(len(self.words), i + 1 + NUMBER_WINDOW)
+        )
+        near = [j for j in range(i + step, end, step)
+                if self._content_at(j) and self.words[j] not in self.names]  # fmt: skip
+        return near[0] if near else None
 
     def _content_at(self, j: int) -> bool:
         w = self.words[j]
@@ -174,6 +237,7 @@ class Check:
     hard: bool = False  # a number of the claim is missing from the evidence altogether
     coverage: float = 1.0
     missing: str = ""  # the claim's content words the evidence does not have
+    strong: bool = False  # every content word of the claim is found, not just most
 
 
 def context_of(
@@ -211,23 +275,28 @@ def check(
 
     ``topic``: stems common across the evidence's passage (see ``topic_words``),
     which say what the passage is about, not what a number there is attached to.
-    A claim of fewer than two content words ("The answer is 7.") is about what
-    ``question`` asks, so the question's words join it.
+    A claim of fewer than two content words, or one that calls itself the answer
+    ("The answer is: the lantern gill."), is about what ``question`` asks, so the
+    question's words join it.
     """
     s, e = Tokens.of(claim), Tokens.of(evidence)
     heading, previous = Tokens.of(context[0]), Tokens.of(context[1])
-    c = Tokens(heading.words + previous.words, heading.stems + previous.stems)
-    if question and len(s.content() - s.names) < 2:
+    asked = Tokens.of(question)
+    # what "It" refers back to names a thing of its own ("It" after "The Wren costs...")
+    referent = previous.names if e.words[:1] and e.words[0] in _PRONOUN_START - {"the"} else set()
+    c = Tokens(heading.words + previous.words, heading.stems + previous.stems, referent)
+    if question and (len(s.content() - s.names) < 2 or "answer" in s.words):
         claim = f"{question.rstrip(' ?')}: {claim}"
         s = Tokens.of(claim)
+    given = asked.content() | set(asked.words)
     for test in (_numbers, _names, _contrasts, _negation):
-        found = test(s, e, c, topic)
+        found = test(s, e, Tokens(c.words + asked.words, c.stems + asked.stems, c.names), topic)
         if found is not None:
             return found
     clauses = [Tokens.of(part) for part in _CLAUSE_RE.split(claim)]
-    worst = min((_coverage(t, e, c) for t in clauses if len(t.content() - t.names) >= 2),
-                key=lambda found: found.coverage, default=None)  # fmt: skip
-    return worst if worst is not None else _coverage(s, e, c)
+    worst = min((_coverage(t, e, c, given) for t in clauses if len(t.content() - t.names) >= 2),
+                key=lambda found: (found.ok, found.coverage), default=None)  # fmt: skip
+    return worst if worst is not None else _coverage(s, e, c, given)
 
 
 def topic_words(sentences: list[str]) -> frozenset:
@@ -254,19 +323,43 @@ def _numbers(s: Tokens, e: Tokens, c: Tokens, topic: frozenset) -> Check | None:
             return Check(False, f"the passage gives {said}, not {number}", hard=True)
         mine, unit = s.around(number)
         near, their_unit = e.around(number)
-        after = {e_st for e_st in s.after(number)}
-        if unit and their_unit and stem(unit) != stem(their_unit) and stem(their_unit) not in after:
+        # "6 guests" is in "6 hungry guests"; "14 vowels" is not in "14 consonants"
+        other = stem(their_unit or "") not in s.after(number, 2) | {stem(unit or "")}
+        if unit and their_unit and other and stem(unit) not in e.after(number, 2):
             return Check(False, f"the passage gives {number} {their_unit}, not {number} {unit}")
         if mine - topic and not (mine & near) - topic:
             return Check(False, f"the passage gives {number} for “{_phrase(e, number)}”")
+        i = e.words.index(number)
+        if {"instead", "rather"} & set(
+            e.words[max(0, i - 3) : i]
+        ):  # "five points instead of three"
+            return Check(
+                False, f"the passage gives {number} as what it is not: “{_phrase(e, number)}”"
+            )
+        j = s.before(number)  # what the number is said of: "released every 400 hertz"
+        if j is not None and s.stems[j] not in near | topic | set(c.stems) | s.names:
+            return Check(False, f"the passage gives {number} for “{_phrase(e, number)}”, "
+                                f"not for “{s.words[j]}”")  # fmt: skip
     return None
 
 
 def _names(s: Tokens, e: Tokens, c: Tokens, topic: frozenset) -> Check | None:
     missing = s.names - set(e.words) - set(e.stems)
+    for name in sorted(s.names & set(e.words)):  # "by the engineer Marrowgate": what is it?
+        near, _ = e.around(name, NAME_WINDOW)
+        j = s.before(name)
+        if j is not None and s.stems[j] not in near | topic | set(c.stems):
+            return Check(False, f"the passage names {name.title()} in “{_phrase(e, name)}”, "
+                                f"not with “{s.words[j]}”")  # fmt: skip
+        # "The Lisk tumbles": in the passage, who "tumbles" is the name closest before it
+        j = s.before(name, 1)
+        whose = _name_before(e, s.stems[j]) if j is not None else None
+        if whose and whose not in s.names:
+            return Check(False, f"the passage says “{s.words[j]}” of {whose.title()}, "
+                                f"not of {name.title()}")  # fmt: skip
     if not missing:
         return None
-    others = e.names - s.names - set(s.words)
+    others = (e.names | c.names) - s.names - set(s.words)
     for name in sorted(missing):
         if name not in c.words or others or _after_agent(s, name):
             named = " ".join(w.title() for w in dict.fromkeys(e.words) if w in others)
@@ -274,6 +367,14 @@ def _names(s: Tokens, e: Tokens, c: Tokens, topic: frozenset) -> Check | None:
             return Check(False, f"the passage {instead}, not {name.title()}" if named else
                          f"the passage {instead}")  # fmt: skip
     return None
+
+
+def _name_before(e: Tokens, st: str) -> str | None:
+    """The name closest before the first word of ``e`` with stem ``st``."""
+    if st not in e.stems:
+        return None
+    k = e.stems.index(st)
+    return next((e.words[i] for i in range(k - 1, -1, -1) if e.words[i] in e.names), None)
 
 
 def _after_agent(s: Tokens, name: str) -> bool:
@@ -294,22 +395,39 @@ def _contrasts(s: Tokens, e: Tokens, c: Tokens, topic: frozenset) -> Check | Non
 
 
 def _negation(s: Tokens, e: Tokens, c: Tokens, topic: frozenset) -> Check | None:
-    mine = bool(NEGATIONS & set(s.words)) or any(w.endswith("n't") for w in s.words)
-    theirs = bool(NEGATIONS & set(e.words)) or any(w.endswith("n't") for w in e.words)
-    if mine != theirs:
-        return Check(False, "the passage says it the other way round (a “not” on one side only)")
+    """Each part of the claim against the part of the evidence that shares most words with it.
+
+    "..., but many pages can no longer be read" does not deny the first half.
+    """
+    theirs = [Tokens.of(p) for p in _PART_RE.split(e.text)]
+    for part in (Tokens.of(p) for p in _PART_RE.split(s.text)):
+        best = max(theirs, key=lambda t: len(t.content() & part.content()))
+        if best.content() & part.content() and _negated(part) != _negated(best):
+            return Check(
+                False, "the passage says it the other way round (a “not” on one side only)"
+            )
     return None
 
 
-def _coverage(s: Tokens, e: Tokens, c: Tokens) -> Check:
+def _negated(t: Tokens) -> bool:
+    return bool(NEGATIONS & set(t.words)) or any(w.endswith("n't") for w in t.words)
+
+
+def _coverage(s: Tokens, e: Tokens, c: Tokens, given: set = frozenset()) -> Check:
+    """Every content word the claim adds to the question must be in the evidence.
+
+    Words of the question (``given``) that the claim restates ("the battery lasts")
+    may be missing, as long as ``MIN_COVERAGE`` of all its words are found.
+    """
     words = s.content() - s.names
     if not words:
-        return Check(True)
+        return Check(True, strong=True)
     found = words & (set(e.stems) | set(c.stems))
     coverage = len(found) / len(words)
-    missing = ", ".join(f"“{w}”" for w in _missing_words(s, words - found)[:3])
-    if coverage >= MIN_COVERAGE:
-        return Check(True, coverage=coverage, missing=missing)
+    new = _missing_words(s, words - found - given)
+    missing = ", ".join(f"“{w}”" for w in (new or _missing_words(s, words - found))[:3])
+    if coverage >= MIN_COVERAGE and not new:
+        return Check(True, coverage=coverage, missing=missing, strong=found | given >= words)
     return Check(False, f"the passage does not say {missing}", coverage=coverage, missing=missing)
 
 
