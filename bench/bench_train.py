@@ -12,9 +12,9 @@ Each run goes the app's way: a child process (``training.jobs``) with torch limi
   it): time to first token and tokens/s idle, then while the SFT job trains. The job pauses
   while a chat evaluates its prompt, as in the app (``chat.foreground``; ``--no-pause``: not).
 
-``--rounds N`` measures the chat only, for a machine shared with other work: N rounds of
-idle, then a job starts and the chat runs beside it with the pause and without (in
-alternating order); medians over the rounds.
+``--rounds N`` measures the chat only, for a machine shared with other work: beside one
+SFT job, N rounds of the chat idle (the job held paused), with the pause and without (in
+turn); medians over the rounds.
 
 The issue's target: chat TTFT and tokens/s within 2x of idle while training, on 2 cores.
 """
@@ -81,29 +81,44 @@ def run_job(jobs, spec, chat=None) -> dict:
 
 
 def chat_rounds(args, engine, chat, jobs, spec) -> None:
-    """Idle, then beside a training job with and without the pause, ``--rounds`` times."""
+    """The chat idle and beside a training job, with and without the pause, ``--rounds``
+    times in turn (a shared machine drifts). One job trains throughout: "idle" holds it
+    paused for the whole turn, so it takes no CPU and nothing else changes between rows."""
     import statistics
 
+    job = jobs.start(spec)
+    while (s := jobs.status(job))["state"] in ("starting", "running") and s["step"] < 1:
+        time.sleep(0.5)
+    if s["state"] != "running":
+        raise SystemExit(f"the job {s['state']}: {s['message']}")
     rows = {"idle": [], "pause": [], "no pause": []}
-    for i in range(args.rounds):
-        rows["idle"].append(chat())
-        job = jobs.start(spec)
-        while (s := jobs.status(job))["state"] in ("starting", "running") and s["step"] < 1:
-            time.sleep(0.5)
-        if s["state"] != "running":
-            raise SystemExit(f"the job {s['state']}: {s['message']}")
-        for with_pause in (True, False) if i % 2 == 0 else (False, True):
-            if not with_pause:
-                engine.foreground.unlisten(jobs.hold)
-            rows["pause" if with_pause else "no pause"].append(chat())
-            if not with_pause:
+    bound = jobs.max_pause_s
+
+    def measure(kind: str) -> dict:
+        if kind != "pause":
+            engine.foreground.unlisten(jobs.hold)
+        if kind == "idle":
+            jobs.max_pause_s = 3600.0
+            jobs.hold(True)
+        try:
+            return chat()
+        finally:
+            if kind == "idle":
+                jobs.hold(False)
+                jobs.max_pause_s = bound
+            if kind != "pause":
                 engine.foreground.listen(jobs.hold)
-        still = jobs.status(job)["state"] == "running"
-        jobs.stop(job)
-        jobs.wait(job, 120)
+
+    for i in range(args.rounds):
+        kinds = list(rows)[i % 3 :] + list(rows)[: i % 3]
+        for kind in kinds:
+            rows[kind].append(measure(kind))
         print(f"round {i + 1}: " + "   ".join(f"{k} {1000 * v[-1]['ttft']:5.1f} ms "
-              f"{v[-1]['tps']:5.1f} tok/s" for k, v in rows.items())
-              + ("" if still else "  (the job ended meanwhile)"), flush=True)  # fmt: skip
+              f"{v[-1]['tps']:5.1f} tok/s" for k, v in rows.items()), flush=True)  # fmt: skip
+    s = jobs.status(job)
+    if s["state"] != "running":
+        print(f"(the job {s['state']} meanwhile: the later rounds ran beside no job)")
+    jobs.stop(job)
     med = {k: {f: statistics.median(r[f] for r in v) for f in ("ttft", "tps")}
            for k, v in rows.items()}  # fmt: skip
     print(

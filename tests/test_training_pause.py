@@ -3,6 +3,7 @@ runs again after the first token, after the watchdog's bound, or when the job is
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -136,3 +137,54 @@ def test_stop_ends_a_paused_job_and_keeps_its_checkpoint(training):
     assert s["adapter"]
     with fg.prompt():  # nothing left to pause
         pass
+
+
+ORPHAN = """
+import os, signal, sys, time
+from pathlib import Path
+from tests.helpers.tiny_models import save_tiny, tiny_tokenizer
+from training.data import build_dataset
+from training.jobs import JobSpec, TrainJobs
+from training.settings import TrainSettings
+
+if __name__ == "__main__":
+    tmp = Path(sys.argv[1])
+    rows = [{"prompt": f"What is {i} plus {i}?", "completion": f"{i} + {i} = {2 * i}"}
+            for i in range(8)]
+    s = TrainSettings(learning_rate=1e-2, batch_size=2, eval_share=0.25, max_steps=2000,
+                      eval_every=2, threads=1)
+    jobs = TrainJobs(tmp / "jobs", max_pause_s=3600)
+    job = jobs.start(JobSpec(model=save_tiny("llama", tmp / "base"), out_dir=tmp / "adapters",
+                             data=build_dataset(rows, "sft", s, tiny_tokenizer()), settings=s,
+                             max_seconds=600))
+    while jobs.status(job)["step"] < 2:
+        time.sleep(0.1)
+    jobs.hold(True)  # a chat's prompt, and the app dies in the middle of it
+    print("child", jobs._jobs[job].process.pid, jobs.root / job, flush=True)
+    time.sleep(0.5)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_job_paused_when_the_app_dies_runs_on_and_stops(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "app.py"
+    script.write_text(ORPHAN)
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "out.txt"
+    with open(out, "w") as f:  # a file, not a pipe: the orphan keeps the app's stdout open
+        env = {**os.environ, "PYTHONPATH": str(root)}
+        app = subprocess.run([sys.executable, str(script), str(tmp_path)], cwd=root, env=env,
+                             stdout=f, stderr=f, timeout=300)  # fmt: skip
+    assert app.returncode == -9, out.read_text()
+    (line,) = [x for x in out.read_text().splitlines() if x.startswith("child ")]
+    _, pid, folder = line.split()
+    proc = psutil.Process(int(pid))
+    assert settles(lambda: not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE, 120)
+    lines = (Path(folder) / "progress.jsonl").read_text().splitlines()
+    events = [json.loads(line) for line in lines]
+    assert events[-1]["event"] == "end" and events[-1]["state"] == "stopped", events[-1]

@@ -81,6 +81,7 @@ class TrainJobs:
         self._pause_lock = threading.Lock()  # never held while taking ``_lock``
         self._current: _Job | None = None  # the job started last
         self._pauses = 0  # numbers each pause, so a late watchdog leaves a newer one alone
+        self._watchdog: threading.Timer | None = None
 
     def start(self, spec: JobSpec) -> str:
         """Start ``spec`` in a child process; its job id. ``TrainingBusy`` when one runs."""
@@ -124,6 +125,9 @@ class TrainJobs:
             if job is None:
                 return
             if not busy:
+                if self._watchdog is not None:
+                    self._watchdog.cancel()
+                    self._watchdog = None
                 _resume(job)
                 return
             if job.stop_asked is not None or job.status["state"] not in ACTIVE or job.paused:
@@ -134,9 +138,9 @@ class TrainJobs:
                 return
             job.paused = True
             self._pauses += 1
-            watchdog = threading.Timer(self.max_pause_s, self._overdue, (job, self._pauses))
-            watchdog.daemon = True
-            watchdog.start()
+            self._watchdog = threading.Timer(self.max_pause_s, self._overdue, (job, self._pauses))
+            self._watchdog.daemon = True
+            self._watchdog.start()
 
     def _overdue(self, job: _Job, pause: int) -> None:
         with self._pause_lock:
