@@ -1,6 +1,7 @@
 """Benchmark: training on the bundled model, and the chat beside it. Prints figures only.
 
     python bench/bench_train.py [--steps 20] [--threads 1] [--runs 3] [--max-new-tokens 64]
+    python bench/bench_train.py --rounds 5      (the chat only: idle and training interleaved)
 
 Each run goes the app's way: a child process (``training.jobs``) with torch limited to
 ``--threads`` threads, LoRA r=8 on every linear layer, batches of 4 short examples:
@@ -8,7 +9,12 @@ Each run goes the app's way: a child process (``training.jobs``) with torch limi
 - SFT on arithmetic prompt/completion rows, a reward model and DPO on preference pairs:
   seconds per step (after the first), examples (or pairs) per second, the child's peak memory;
 - the chat (llama.cpp in this process, the app's engine, greedy, as ``bench_chat.py`` measures
-  it): time to first token and tokens/s idle, then while the SFT job trains.
+  it): time to first token and tokens/s idle, then while the SFT job trains. The job pauses
+  while a chat evaluates its prompt, as in the app (``chat.foreground``; ``--no-pause``: not).
+
+``--rounds N`` measures the chat only, for a machine shared with other work: beside one
+SFT job, N rounds of the chat idle (the job held paused), with the pause and without (in
+turn); medians over the rounds.
 
 The issue's target: chat TTFT and tokens/s within 2x of idle while training, on 2 cores.
 """
@@ -74,6 +80,60 @@ def run_job(jobs, spec, chat=None) -> dict:
             "during": during}  # fmt: skip
 
 
+def chat_rounds(args, engine, chat, jobs, spec) -> None:
+    """The chat idle and beside a training job, with and without the pause, ``--rounds``
+    times in turn (a shared machine drifts). One job trains throughout: "idle" holds it
+    paused for the whole turn, so it takes no CPU and nothing else changes between rows."""
+    import statistics
+
+    job = jobs.start(spec)
+    while (s := jobs.status(job))["state"] in ("starting", "running") and s["step"] < 1:
+        time.sleep(0.5)
+    if s["state"] != "running":
+        raise SystemExit(f"the job {s['state']}: {s['message']}")
+    rows = {"idle": [], "pause": [], "no pause": []}
+    bound = jobs.max_pause_s
+
+    def measure(kind: str) -> dict:
+        if kind != "pause":
+            engine.foreground.unlisten(jobs.hold)
+        if kind == "idle":
+            jobs.max_pause_s = 3600.0
+            jobs.hold(True)
+        try:
+            return chat()
+        finally:
+            if kind == "idle":
+                jobs.hold(False)
+                jobs.max_pause_s = bound
+            if kind != "pause":
+                engine.foreground.listen(jobs.hold)
+
+    for i in range(args.rounds):
+        kinds = list(rows)[i % 3 :] + list(rows)[: i % 3]
+        for kind in kinds:
+            rows[kind].append(measure(kind))
+        print(f"round {i + 1}: " + "   ".join(f"{k} {1000 * v[-1]['ttft']:5.1f} ms "
+              f"{v[-1]['tps']:5.1f} tok/s" for k, v in rows.items()), flush=True)  # fmt: skip
+    s = jobs.status(job)
+    if s["state"] != "running":
+        print(f"(the job {s['state']} meanwhile: the later rounds ran beside no job)")
+    jobs.stop(job)
+    med = {k: {f: statistics.median(r[f] for r in v) for f in ("ttft", "tps")}
+           for k, v in rows.items()}  # fmt: skip
+    print(
+        f"\nChat (llama.cpp, greedy, {args.max_new_tokens} new tokens), medians of "
+        f"{args.rounds} rounds of {args.runs} turns, training with {args.threads} thread(s):"
+    )
+    for k, m in med.items():
+        ratio = (
+            f"   TTFT x{m['ttft'] / med['idle']['ttft']:.2f}, "
+            f"tokens/s x{med['idle']['tps'] / m['tps']:.2f} slower (target <= 2)"
+        )
+        ratio = "" if k == "idle" else ratio
+        print(f"  {k:16s} TTFT {1000 * m['ttft']:6.1f} ms  {m['tps']:6.1f} tok/s{ratio}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20, help="SFT steps (reward, DPO: half)")
@@ -81,6 +141,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="chat turns per measurement")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--skip-chat", action="store_true", help="training figures only")
+    parser.add_argument("--no-pause", action="store_true", help="chats do not pause the job")
+    parser.add_argument("--rounds", type=int, default=0, help="the chat only, N interleaved rounds")
     args = parser.parse_args()
 
     from chat.models import default_model_path
@@ -110,6 +172,19 @@ def main() -> None:
 
     root = Path(tempfile.mkdtemp(prefix="bench-train-"))
     jobs = TrainJobs(root / "jobs")
+    if chat is not None and not args.no_pause:
+        engine.foreground.listen(jobs.hold)  # as the app wires it (studio.training)
+    if chat is not None and args.rounds:
+        s = TrainSettings(kind="sft", max_steps=2000, batch_size=4, eval_share=0.1,
+                          eval_every=1000, threads=args.threads)  # fmt: skip
+        data = build_dataset(sft_rows(), "sft", s, tokenizer)
+        spec = JobSpec(model=gguf, data=data, settings=s, out_dir=root / "adapters",
+                       max_seconds=1800, name="bench")  # fmt: skip
+        try:
+            chat_rounds(args, engine, chat, jobs, spec)
+        finally:
+            jobs.close()
+        return
     results = {}
     try:
         for kind, steps, rows, label in (
@@ -131,7 +206,8 @@ def main() -> None:
         jobs.close()
 
     print(f"\nTraining: LoRA r=8 on all linear layers, batch 4, {args.threads} torch thread(s), "
-          "in a child process at lower priority.")  # fmt: skip
+          "in a child process at the lowest priority, " + ("running on" if args.no_pause
+          else "paused") + " while a chat evaluates its prompt.")  # fmt: skip
     during = results["SFT"]["during"]
     if idle and during:
         print(f"Chat (llama.cpp, greedy, {args.max_new_tokens} new tokens, median of {args.runs}):")

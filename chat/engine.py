@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 from chat.backends.base import Backend, GenerationRequest
 from chat.errors import BusyError, Cancelled, InputError
+from chat.foreground import Foreground
 from chat.inspection import DEFAULT_CONFIDENCE, confidence
 from chat.progress import TurnProgress
 from chat.prompting import FittedPrompt, PromptRequest, fit_prompt, validate_history
@@ -142,12 +143,16 @@ class ChatEngine:
     """Runs chat turns on one loaded backend, ``concurrency`` generations at a time.
 
     A generation slot is taken only once the prompt is built, and waiting for
-    one gives up as soon as the request is cancelled.
+    one gives up as soon as the request is cancelled. From the slot to the first
+    token, a turn is in ``foreground`` (listeners may pause background work).
     """
 
-    def __init__(self, backend: Backend, concurrency: int = 1):
+    def __init__(
+        self, backend: Backend, concurrency: int = 1, foreground: Foreground | None = None
+    ):
         self.backend = backend
         self.concurrency = concurrency
+        self.foreground = foreground or Foreground()
         self._slots = threading.BoundedSemaphore(concurrency)
 
     def acquire(self, cancel: threading.Event | None = None) -> bool:
@@ -375,7 +380,7 @@ class ChatEngine:
                 return
             out.put(_STARTED)
             try:
-                for delta in self.backend.generate(request, halt):
+                for delta in self.foreground.until_first(self.backend.generate(request, halt)):
                     out.put(delta)
                     if halt.is_set():
                         break

@@ -133,7 +133,7 @@ def _build(config: AppConfig, backend, lock: InstanceLock) -> Studio:
         browser_secret=browser_key,
         switcher=ModelSwitcher(engine, config, access),
         explain_cache=config.data_dir / "explain",
-        training=for_config(config, access),
+        training=for_config(config, access, engine.foreground),
     )
     demo = ui.create_app()
     gradio_internals.check(demo)  # every internal the server relies on is there

@@ -122,13 +122,14 @@ class Training:
     """Training jobs and adapters for one app, behind its access rules."""
 
     def __init__(self, root: Path, access: Access, limits: TrainLimits, base_model: str | None,
-                 max_request_seconds: float = 300):  # fmt: skip
+                 max_request_seconds: float = 300, foreground=None):  # fmt: skip
         self.root = Path(root)
         self.adapters_dir = self.root / "adapters"
         self.access = access
         self.limits = limits
         self.base_model = base_model  # None: the app serves a remote engine, nothing to train
         self.max_request_seconds = max_request_seconds
+        self.foreground = foreground  # chat.foreground.Foreground: chats pause the job's child
         self._jobs = None
         self._owners: dict[str, tuple[str, str]] = {}  # job id -> (owner, departure key)
         self._tokenizer = None
@@ -250,6 +251,8 @@ class Training:
             from training.jobs import TrainJobs
 
             self._jobs = TrainJobs(self.root / "jobs")
+            if self.foreground is not None:  # a chat's prompt evaluation gets every core
+                self.foreground.listen(self._jobs.hold)
         return self._jobs
 
     def check_disk(self, extra_mb: float = 0) -> None:
@@ -328,6 +331,8 @@ class Training:
     def close(self) -> None:
         """Stop any job (the app is going away)."""
         if self._jobs is not None:
+            if self.foreground is not None:
+                self.foreground.unlisten(self._jobs.hold)
             self._jobs.close()
 
     # -- adapters -------------------------------------------------------------------------
@@ -470,8 +475,9 @@ def _public(record: dict) -> dict:
     return {k: v for k, v in record.items() if k not in ("path", "owner")}
 
 
-def for_config(config, access: Access) -> Training:
-    """The app's ``Training``: its flags, its data folder, and the model it started with."""
+def for_config(config, access: Access, foreground=None) -> Training:
+    """The app's ``Training``: its flags, its data folder, and the model it started with;
+    ``foreground`` (the chat engine's) pauses a job while a chat evaluates its prompt."""
     base = None
     if not config.openai_base_url:
         from chat.models import default_model_path
@@ -479,4 +485,4 @@ def for_config(config, access: Access) -> Training:
         base = str(config.model) if config.model else str(default_model_path())
     limits = TrainLimits(**{k: getattr(config, k) for k in TrainLimits.model_fields})
     return Training(config.data_dir / "training", access, limits, base,
-                    config.max_request_seconds)  # fmt: skip
+                    config.max_request_seconds, foreground)  # fmt: skip

@@ -1,8 +1,12 @@
 """Training jobs in a child process, one at a time, that the app can watch and stop.
 
 The child (``multiprocessing`` "spawn": the app has threads, so no fork) loads the base
-model, limits torch to ``settings.threads`` threads at a lower priority so the chat stays
+model, limits torch to ``settings.threads`` threads at the lowest priority so the chat stays
 responsive, trains, and appends one JSON line per event to ``<root>/<job>/progress.jsonl``.
+While a chat evaluates its prompt (``chat.foreground``, wired by the studio to ``hold``), the
+child is paused (SIGSTOP), for at most ``MAX_PAUSE_S``: the prompt then has every core, and
+the first token comes as fast as on an idle machine. If the app dies, the child is continued
+and stops training as if asked to.
 The parent reads that file when asked for a status: it never blocks on the child. Stop sets
 an event the child checks after every step; it then saves its adapter and ends. A child that
 does not end within ``STOP_GRACE_S`` of a stop (or of its time limit) is terminated, and the
@@ -14,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import threading
 import time
 import uuid
@@ -26,6 +31,7 @@ from training.settings import TrainSettings
 
 log = logging.getLogger(__name__)
 STOP_GRACE_S = 60.0  # a stopped child gets this long to save and end before it is terminated
+MAX_PAUSE_S = 2.0  # a chat's prompt evaluation pauses training at most this long
 ACTIVE = ("starting", "running")
 
 
@@ -47,6 +53,8 @@ class _Job:
     def __init__(self, job_id: str, spec: JobSpec, folder: Path, adapter_id: str):
         self.id, self.spec, self.folder, self.adapter_id = job_id, spec, folder, adapter_id
         self.process = None
+        self.handle = None  # psutil.Process: pauses and resumes, safe against a reused pid
+        self.paused = False
         self.stop_event = None
         self.started = time.monotonic()
         self.train_started: float | None = None
@@ -64,15 +72,22 @@ class _Job:
 class TrainJobs:
     """The app's training jobs: at most one runs at a time."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, max_pause_s: float = MAX_PAUSE_S):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.max_pause_s = max_pause_s
         self._jobs: dict[str, _Job] = {}
         self._lock = threading.Lock()
+        self._pause_lock = threading.Lock()  # never held while taking ``_lock``
+        self._current: _Job | None = None  # the job started last
+        self._pauses = 0  # numbers each pause, so a late watchdog leaves a newer one alone
+        self._watchdog: threading.Timer | None = None
 
     def start(self, spec: JobSpec) -> str:
         """Start ``spec`` in a child process; its job id. ``TrainingBusy`` when one runs."""
         import multiprocessing
+
+        import psutil
 
         from training.adapters import new_id
 
@@ -97,8 +112,45 @@ class TrainJobs:
                 daemon=True,
             )
             job.process.start()
+            job.handle = psutil.Process(job.process.pid)
             self._jobs[job_id] = job
+            self._current = job
             return job_id
+
+    def hold(self, busy: bool) -> None:
+        """Pause the running job's child (``busy``) or let it run again: the listener for
+        ``chat.foreground``. A pause ends after ``max_pause_s`` whatever happens."""
+        with self._pause_lock:
+            job = self._current
+            if job is None:
+                return
+            if not busy:
+                if self._watchdog is not None:
+                    self._watchdog.cancel()
+                    self._watchdog = None
+                _resume(job)
+                return
+            if job.stop_asked is not None or job.status["state"] not in ACTIVE or job.paused:
+                return
+            try:
+                job.handle.suspend()
+            except Exception:  # noqa: BLE001 - ended, or not ours to pause: train on
+                return
+            job.paused = True
+            self._pauses += 1
+            self._watchdog = threading.Timer(self.max_pause_s, self._overdue, (job, self._pauses))
+            self._watchdog.daemon = True
+            self._watchdog.start()
+
+    def _overdue(self, job: _Job, pause: int) -> None:
+        with self._pause_lock:
+            if pause == self._pauses:
+                _resume(job)
+
+    def _release(self, job: _Job) -> None:
+        """Let a paused child run (before stopping or ending it)."""
+        with self._pause_lock:
+            _resume(job)
 
     def status(self, job_id: str) -> dict:
         """The job's state, step, losses and message (a copy)."""
@@ -113,7 +165,8 @@ class TrainJobs:
             job = self._job(job_id)
             self._poll(job)
             if job.status["state"] in ACTIVE and job.stop_asked is None:
-                job.stop_asked = time.monotonic()
+                job.stop_asked = time.monotonic()  # no pause from now on; end the one under way
+                self._release(job)  # first: a paused child may hold the event's lock
                 job.stop_event.set()
                 job.status["message"] = "Stopping after the current step..."
         return self.status(job_id)
@@ -146,6 +199,8 @@ class TrainJobs:
             jobs = list(self._jobs.values())
         for job in jobs:
             if job.process is not None and job.process.is_alive():
+                job.stop_asked = job.stop_asked or time.monotonic()
+                self._release(job)
                 job.stop_event.set()
                 job.process.join(10)
                 if job.process.is_alive():
@@ -178,6 +233,7 @@ class TrainJobs:
         overran = now - job.started > job.spec.max_seconds + STOP_GRACE_S
         stuck = job.stop_asked is not None and now - job.stop_asked > STOP_GRACE_S
         if proc is not None and proc.is_alive() and (overran or stuck):
+            self._release(job)
             proc.terminate()
             proc.join(5)
         if proc is not None and not proc.is_alive():
@@ -196,6 +252,15 @@ class TrainJobs:
                         "often out of memory): lower the batch size or max length and try again."
                     )
                 s["remaining_s"] = 0
+
+
+def _resume(job: _Job) -> None:
+    if job.paused:
+        job.paused = False
+        try:
+            job.handle.resume()
+        except Exception:  # noqa: BLE001 - it has ended: nothing to resume
+            pass
 
 
 def _read_new(job: _Job) -> list[dict]:
@@ -266,9 +331,10 @@ def child_main(spec: JobSpec, progress: str, stop_event, adapter_id: str) -> Non
         os.environ[var] = threads
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        os.nice(5)  # the chat in the parent wins when both want a core
+        os.nice(19)  # the chat in the parent wins nearly every time both want a core
     except OSError:
         pass
+    _tie_to_parent(stop_event)
     with open(progress, "a", encoding="utf-8") as out:
 
         def report(event: dict) -> None:
@@ -284,6 +350,30 @@ def child_main(spec: JobSpec, progress: str, stop_event, adapter_id: str) -> Non
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
         report({"event": "end", "state": state, "message": message, "adapter": adapter,
                 "peak_mib": round(peak, 1)})  # fmt: skip
+
+
+def _tie_to_parent(stop_event) -> None:
+    """When the app's process ends, however it ends: continue if paused (Linux: the parent-
+    death signal is SIGCONT), then stop training as if asked, keeping the last checkpoint."""
+    import multiprocessing
+
+    if sys.platform == "linux":
+        import ctypes
+        import signal
+
+        try:  # PR_SET_PDEATHSIG (1); also sent when the starting thread ends: a no-op then
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGCONT), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        parent.join()  # returns when the parent's process has ended
+        stop_event.set()
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _train_in_child(spec: JobSpec, report, stop_event, adapter_id: str):
