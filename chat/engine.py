@@ -380,7 +380,10 @@ class ChatEngine:
                 return
             out.put(_STARTED)
             try:
-                for delta in self.foreground.until_first(self.backend.generate(request, halt)):
+                deltas = self.backend.generate(request, halt)
+                if not self.backend.capabilities.remote:  # a remote engine shares no CPU with us
+                    deltas = self.foreground.until_first(deltas)
+                for delta in deltas:
                     out.put(delta)
                     if halt.is_set():
                         break
