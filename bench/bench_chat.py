@@ -183,14 +183,29 @@ def app_http(port: int, max_new: int, runs: int) -> dict:
 
 def transformers_pair(max_new: int, runs: int) -> tuple[dict, dict]:
     """A plain ``model.generate`` (token times from a no-op streamer) against the app's engine."""
-    import torch
-
-    from chat.backends.transformers_backend import TransformersBackend
     from chat.engine import ChatEngine
+
+    backend = _transformers_backend()
+    raw = transformers_raw(max_new, runs, backend)
+    engine = ChatEngine(backend)
+    engine_once(engine, 8)
+    app = median_of(runs, lambda: engine_once(engine, max_new))
+    return raw, app
+
+
+def _transformers_backend():
+    from chat.backends.transformers_backend import TransformersBackend
     from chat.models import default_model_path
 
     gguf = default_model_path()
-    backend = TransformersBackend(str(gguf.parent), gguf_file=gguf.name, device="auto")
+    return TransformersBackend(str(gguf.parent), gguf_file=gguf.name, device="auto")
+
+
+def transformers_raw(max_new: int, runs: int, backend=None) -> dict:
+    """Median speed of a plain ``model.generate`` of the bundled model (dequantized)."""
+    import torch
+
+    backend = backend or _transformers_backend()
     model, _, device = backend.internals()  # the very model and device the engine runs
     ids = torch.tensor([backend.tokenize(backend.render(MESSAGES))], device=device)
     tok = backend.tokenizer  # pad as the backend does: the model's pad, the tokenizer's, EOS
@@ -226,11 +241,7 @@ def transformers_pair(max_new: int, runs: int) -> tuple[dict, dict]:
         return speed(stamps.times, t0)
 
     raw_once()
-    raw = median_of(runs, raw_once)
-    engine = ChatEngine(backend)
-    engine_once(engine, 8)
-    app = median_of(runs, lambda: engine_once(engine, max_new))
-    return raw, app
+    return median_of(runs, raw_once)
 
 
 # -- a remote engine ---------------------------------------------------------------------------
@@ -333,6 +344,11 @@ def main() -> None:
 
         print(json.dumps(raw_case(int(args.case[4:]), args.max_new_tokens, args.runs)))
         return
+    if args.case and args.case.startswith("hfraw:"):
+        from bench.bench_load import hf_raw_case
+
+        print(json.dumps(hf_raw_case(int(args.case[6:]), args.max_new_tokens, args.runs)))
+        return
     if args.case:
         print(json.dumps(CASES[args.case](args)))
         return
@@ -340,6 +356,7 @@ def main() -> None:
         from bench.bench_load import run
 
         args.subprocess = "subprocess" not in args.skip
+        args.transformers = "transformers" not in args.skip
         run(args)
         return
     skip = set(filter(None, args.skip.split(",")))

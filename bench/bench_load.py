@@ -100,16 +100,28 @@ def raw_case(n_threads: int, max_new: int, runs: int) -> dict:
     return raw_chat_speed(llm, max_new, runs)
 
 
-def raw_best(args) -> dict:
-    """Every thread count in its own process; the best tokens/s, and which count gave it."""
+def hf_raw_case(n_threads: int, max_new: int, runs: int) -> dict:
+    """A plain transformers ``model.generate`` on ``n_threads`` torch threads."""
+    import torch
+
+    from bench.bench_chat import transformers_raw
+
+    torch.set_num_threads(n_threads)
+    return transformers_raw(max_new, runs)
+
+
+def raw_best(args, kind: str = "raw") -> dict:
+    """Every thread count in its own process; the best tokens/s, and which count gave it.
+
+    ``kind``: "raw" for llama-cpp-python, "hfraw" for transformers."""
     results = {}
     for n in thread_counts():
-        cmd = [sys.executable, str(ROOT / "bench" / "bench_chat.py"), "--case", f"raw:{n}"]
+        cmd = [sys.executable, str(ROOT / "bench" / "bench_chat.py"), "--case", f"{kind}:{n}"]
         cmd += ["--runs", str(args.runs), "--max-new-tokens", str(args.max_new_tokens)]
         done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
         lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
         if done.returncode or not lines:
-            raise SystemExit(f"raw:{n} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+            raise SystemExit(f"{kind}:{n} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
         results[n] = json.loads(lines[-1])
     best = max(results, key=lambda n: results[n]["tps"])
     return results[best] | {"threads": best, "all": {n: r["tps"] for n, r in results.items()}}
@@ -215,6 +227,8 @@ def run(args) -> None:
     rows = []
     runtimes = ["in-process"] + (["subprocess"] if args.subprocess else [])
     apps = {rt: App(port + i, "--runtime", rt, "--parallel", "4") for i, rt in enumerate(runtimes)}
+    if args.transformers:
+        apps["transformers"] = App(port + 3, "--backend", "transformers")
     try:
         apps["in-process"].chat(8)
         rss4 = apps["in-process"].rss_mib()  # before any ingest loads the embedder
@@ -223,6 +237,7 @@ def run(args) -> None:
             neighbour = start_neighbour(kind)
             try:
                 raw = raw_best(args)
+                hf_raw = raw_best(args, "hfraw") if args.transformers else None
             finally:
                 stop(neighbour)
             for runtime, app in apps.items():
@@ -236,7 +251,9 @@ def run(args) -> None:
                     stop(neighbour)
                 if ingest is not None:
                     ingest.join(timeout=300)
-                rows.append((label, runtime, raw, result))
+                rows.append((label, runtime, hf_raw if runtime == "transformers" else raw, result))
+        if "transformers" in apps:
+            apps.pop("transformers").stop()  # the visitors below are llama.cpp's alone
         visitors = {n: apps["in-process"].visitors(n, args.max_new_tokens) for n in (1, 2, 4)}
     finally:
         for app in apps.values():
@@ -264,9 +281,13 @@ def print_report(args, rows, visitors, serial_4, per_slot_mib) -> None:
         raw_txt = f"{raw['tps']:.1f} ({raw['threads']}t)"
         print(f"{label:18}{runtime:12}{raw_txt:>16}{app['tps']:11.1f}{ratio:7.2f}"
               f"{'>= ' + str(TARGETS[label]):>8}{app['ttft'] * 1000:13.0f}")  # fmt: skip
-    for label, _, raw, _ in rows[:: len(rows) // 3 or 1]:
-        counts = ", ".join(f"{n}t {v:.1f}" for n, v in raw["all"].items())
-        print(f"  raw {label}: {counts}")
+    seen = set()
+    for label, runtime, raw, _ in rows:
+        side = "transformers" if runtime == "transformers" else "llama.cpp"
+        if (label, side) not in seen:
+            seen.add((label, side))
+            counts = ", ".join(f"{n}t {v:.1f}" for n, v in raw["all"].items())
+            print(f"  raw {side}, {label}: {counts}")
     one = visitors[1]["aggregate_tps"]
     print("\nVisitors at once (/chat over HTTP, --parallel 4), each asking for "
           f"{args.max_new_tokens} tokens:")  # fmt: skip
