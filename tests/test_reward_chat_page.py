@@ -19,19 +19,11 @@ from gradio_client import Client
 from chat.errors import Cancelled
 from tests.conftest import start_studio
 from tests.helpers.browser import fill_number, open_tab, send, set_slider, text, wait_text
+from tests.helpers.examples import PREFERENCE_JSONL as PAIRS
 from tests.helpers.tiny_models import save_tiny
 
 pytestmark = [pytest.mark.browser, pytest.mark.model, pytest.mark.slow]
 
-PAIRS = "\n".join(
-    json.dumps({"prompt": q, "chosen": good, "rejected": bad})
-    for q, good, bad in [
-        ("What is 7 plus 8?", "7 + 8 = 15", "no"),
-        ("Say hello.", "Hello there!", "no"),
-        ("What is the capital of France?", "Paris.", "no"),
-        ("Is the fox quick?", "Yes, the quick brown fox.", "no"),
-    ]
-)
 SFT = "\n".join(
     json.dumps({"prompt": f"What is {i} plus {i}?", "completion": f"{i} + {i} = {2 * i}"})
     for i in range(12)

@@ -11,6 +11,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 from tests.conftest import start_studio
+from tests.helpers.examples import PREFERENCE_JSONL as PAIRS
 from tests.helpers.tiny_models import save_tiny
 
 # A real app training a tiny model in a child process: seconds per test, outside the
@@ -96,15 +97,6 @@ def test_no_reward_model_yet_is_one_sentence(client):
         client.predict(prompt="Hi", reply="Hello", api_name="/reward")
 
 
-PAIRS = "\n".join(
-    json.dumps({"prompt": q, "chosen": good, "rejected": bad})
-    for q, good, bad in [
-        ("What is 7 plus 8?", "7 + 8 = 15", "no"),
-        ("Say hello.", "Hello there!", "no"),
-        ("What is the capital of France?", "Paris.", "no"),
-        ("Is the fox quick?", "Yes, the quick brown fox.", "no"),
-    ]
-)
 
 
 def test_a_reward_model_scores_replies_and_ranks_candidates(client, tiny_app):

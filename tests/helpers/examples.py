@@ -1,5 +1,7 @@
 """Example inputs that several test modules use."""
 
+import json
+
 # A character card V2 (chara_card_v2) with every field set.
 V2 = {
     "spec": "chara_card_v2",
@@ -32,3 +34,15 @@ HF_PIPELINE_EXAMPLE = {
     "repetition_penalty": 1.1,
     "do_sample": True,
 }
+
+
+# Four preference pairs (chosen clearly better than rejected), as uploaded JSONL.
+PREFERENCE_JSONL = "\n".join(
+    json.dumps({"prompt": q, "chosen": good, "rejected": bad})
+    for q, good, bad in [
+        ("What is 7 plus 8?", "7 + 8 = 15", "no"),
+        ("Say hello.", "Hello there!", "no"),
+        ("What is the capital of France?", "Paris.", "no"),
+        ("Is the fox quick?", "Yes, the quick brown fox.", "no"),
+    ]
+)
