@@ -54,7 +54,7 @@ class RewardChat:
             self.rank_btn = gr.Button("Rank by reward", size="sm", interactive=False,
                                       elem_id="rank-by-reward")  # fmt: skip
         with gr.Column(elem_id="reward-box") as self.box:
-            with gr.Row(equal_height=True):
+            with gr.Row(equal_height=False):
                 self.pick = gr.Dropdown([NONE], value="", label="Reward model",
                                         interactive=False, elem_id="reward-pick",
                                         scale=3)  # fmt: skip
