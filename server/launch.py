@@ -137,6 +137,7 @@ def _build(config: AppConfig, backend, lock: InstanceLock) -> Studio:
     )
     demo = ui.create_app()
     gradio_internals.check(demo)  # every internal the server relies on is there
+    gradio_internals.calm_queue(demo)
     access.on_gone(partial(gradio_internals.forget_session, demo))  # Gradio's session state too
     guard.end_session = access.close
     return Studio(config, engine, access, guard, service, retrieval, ui, demo, lock)

@@ -99,3 +99,18 @@ def test_the_app_refuses_to_start_on_another_gradio(tmp_path, monkeypatch):
     with pytest.raises(GradioUnsupported, match=r"6\.40\.2 is installed.*6\.31\.x"):
         build(config, backend=None)  # refused before the model is even used
     InstanceLock(tmp_path).acquire().release()  # and the data folder is free again
+
+
+def test_the_served_app_polls_its_queue_calmly(standin_app, standin_client):
+    """Gradio's 1 ms / 10 ms idle polling (6% of a core, and a core taken from decoding
+    a thousand times a second) is slowed to 10 ms / 50 ms; calls still run."""
+    demo, _ = standin_app
+    queue = demo._queue
+    assert queue.sleep_when_free == gradio_internals.QUEUE_POLL_S >= 0.01
+    assert queue.progress_update_sleep_when_free == gradio_internals.PROGRESS_POLL_S >= 0.05
+    assert standin_client.predict(api_name="/personas")  # a queued call still runs
+
+
+def test_calm_queue_sets_what_it_is_given(demo):
+    gradio_internals.calm_queue(demo, 0.02, 0.2)
+    assert (demo._queue.sleep_when_free, demo._queue.progress_update_sleep_when_free) == (0.02, 0.2)
