@@ -30,13 +30,15 @@ QUESTIONS = [
 LONG = "Write a long story about a cat who goes on an adventure."
 
 
-@pytest.fixture(scope="module")
-def batched():
-    """The bundled model with 4 sequences decoded together."""
+@pytest.fixture(scope="module", params=[2, 1], ids=["two lanes", "one lane"])
+def batched(request):
+    """The bundled model with 4 sequences decoded together: in two lanes of two (a CPU with
+    two cores or more), or all four in one step (a GPU, or one core)."""
     from chat.backends.llama_cpp_backend import LlamaCppBackend
     from chat.models import default_model_path
 
-    backend = LlamaCppBackend(default_model_path(), n_ctx=1024, parallel=4)
+    backend = LlamaCppBackend(default_model_path(), n_ctx=1024, parallel=4, lanes=request.param)
+    assert len(backend.scheduler.lanes) == request.param
     yield backend
     backend.close()
 
@@ -95,11 +97,15 @@ def test_four_concurrent_greedy_replies_equal_each_alone(batched):
     reqs = [request(batched, q) for q in QUESTIONS]
     solo = [alone(batched, r) for r in reqs]
     steps_before = batched.scheduler.steps
+    lane_steps = [lane.steps for lane in batched.scheduler.lanes]
     shared = together(batched, reqs)
     assert shared == solo
     assert all(text for text, _, _ in shared)
-    # They really shared steps: no more steps than the longest reply has tokens.
+    # They really shared steps: no lane took more steps than the longest reply has tokens,
+    # and every lane had its share.
     assert batched.scheduler.steps - steps_before <= max(n for _, _, n in shared)
+    lanes = batched.scheduler.lanes
+    assert all(lane.steps > before for lane, before in zip(lanes, lane_steps, strict=True))
 
 
 def test_a_cancelled_sequence_frees_its_slot_while_others_continue(batched):
@@ -119,7 +125,7 @@ def test_a_cancelled_sequence_frees_its_slot_while_others_continue(batched):
     newcomer = alone(batched, request(batched, QUESTIONS[2], max_new=8))
     assert newcomer[2] == 8
     assert [r.result() for r in readers] == solo_others
-    assert sorted(batched.scheduler._free) == [0, 1, 2, 3]
+    assert batched.scheduler.free_slots() == [0, 1, 2, 3]
 
 
 def test_a_new_request_joins_mid_stream(batched):
@@ -166,3 +172,37 @@ def test_features_work_alongside_another_conversation(batched):
     assert [t["id"] for t in shared_forced.tokens[0][:2]] == forced
     assert batched.piece(explorer) == " Paris"
     assert len(scored[0]) == len(ids) - 1
+
+
+def test_two_conversations_take_a_lane_each_and_share_the_cores(batched):
+    lanes = batched.scheduler.lanes
+    if len(lanes) == 1:
+        pytest.skip("one lane: nothing to share")
+    cancels = [threading.Event(), threading.Event()]
+    readers = [Reader(batched, request(batched, LONG, max_new=300), c) for c in cancels]
+    for r in readers:
+        r.first.wait(60)
+    seen = set()
+    try:
+        for _ in range(40):  # while both decode, each lane has one of them and one thread
+            busy = [len(lane.active) for lane in lanes]
+            seen.add((tuple(busy), tuple(lane._threads[0] for lane in lanes)))
+            threading.Event().wait(0.01)
+    finally:
+        for c in cancels:
+            c.set()
+    assert [r.result()[1] for r in readers] == ["cancelled", "cancelled"]
+    cores = max(1, batched.tuner.max_threads // 2)
+    assert all(busy == (1, 1) and max(threads) <= cores for busy, threads in seen), seen
+
+
+def test_a_lone_conversation_decodes_in_one_lane_on_every_thread(batched):
+    """One visitor is as fast as without lanes: one lane decodes it, on the tuner's count."""
+    lanes = batched.scheduler.lanes
+    steps = [lane.steps for lane in lanes]
+    alone(batched, request(batched, QUESTIONS[1], max_new=30))
+    assert sum(lane.steps > before for lane, before in zip(lanes, steps, strict=True)) == 1
+    assert batched.scheduler._threads(lanes[0], 1)[0] == batched.tuner.threads(1)
+    # Only the first lane ever runs several threads (more OpenMP threads than cores made
+    # every lane's barriers sleep instead of spin).
+    assert all(lane._threads == (1, 1) for lane in lanes[1:])

@@ -1,16 +1,34 @@
-"""Continuous batching for llama.cpp: concurrent conversations decode in one step.
+"""Continuous batching for llama.cpp: concurrent conversations decode together.
 
-One thread owns a llama.cpp context made for ``parallel`` sequences, each
-with its own KV cache (``kv_unified`` off: a shared one changed outputs and
-was no faster). Each step puts the next token of every active sequence into
-one ``llama_batch``, decodes once, and samples each sequence with its own
-sampler chain (built by llama-cpp-python's ``Llama._init_sampler``, so the
-sampler order and seeded results are those of ``Llama.generate``). A request
-joins at the next step: its prompt is evaluated alone (so its logits are
-exactly those of a solo run), reusing the longest prefix a free sequence
-still holds. A finished or cancelled sequence frees its slot at once.
-Jobs that need the model to themselves (perplexity, the next-token explorer)
-run between steps on the ``Llama`` object's own context.
+The work is split into *lanes* (by default the smaller of ``parallel`` and the
+number of cores; one on a GPU, where one batch is what is fast). Each lane
+is a thread that owns a llama.cpp context for its share of the sequences,
+each with its own KV cache (``kv_unified`` off: a shared one changed outputs
+and was no faster). Each step puts the next token of every active sequence
+of the lane into one ``llama_batch``, decodes once, and samples each sequence
+with its own sampler chain (built by llama-cpp-python's ``Llama._init_sampler``,
+so the sampler order and seeded results are those of ``Llama.generate``).
+
+Why lanes: on a CPU a step of several sequences costs nearly as much per
+sequence as one alone (the matrix kernels of Q4_1 weights do not reuse a
+weight across rows), while llama.cpp's threads meet at a barrier after every
+operation of the graph, so two threads decode one sequence only 1.4 x as fast
+as one. Two lanes of one thread each on two cores decoded 2 x 2 sequences
+1.42 x as fast as one sequence on two threads; one lane batching all four,
+1.24 x. Only lane 0 ever runs several threads: a lone conversation goes there
+and gets every thread the ``ThreadTuner`` picks, so one visitor is as fast as
+before. (Lanes after the first stay on one thread because llama.cpp's barriers
+are OpenMP's: once OpenMP manages more threads than there are cores, every
+barrier sleeps instead of spinning, and a step took 20.8 ms instead of 8.6.)
+
+A request joins at the next step of the least busy lane with a free slot
+(ties: lane 0, then the lane holding the longest prefix of its prompt): its prompt is
+evaluated alone (so its logits are exactly those of a solo run, whatever the
+lane or thread count), reusing the longest prefix a free sequence of that lane
+still holds. A finished or cancelled sequence frees its slot at once. Jobs
+that need the model to themselves (perplexity, the next-token explorer) run
+between steps, with every lane held (``exclusive``), on the ``Llama`` object's
+own context.
 """
 
 from __future__ import annotations
@@ -19,15 +37,13 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-from chat.backends import llama_internals as internals
 from chat.backends.base import Delta, GenerationRequest
+from chat.backends.llama_lane import DONE, DecodeError, Lane, Seq
 from chat.backends.threads import ThreadTuner
-from chat.errors import ChatStudioError
-from chat.stops import StopFilter
 
-_DONE = object()
+__all__ = ["BatchScheduler", "DecodeError"]
+
 # A caller's thread wakes at most this often (seconds) to take the tokens decoded since.
 # Woken at every token, it took a core from llama.cpp's decoding threads each time, and
 # they wait for each other at every operation: on a quiet 2-core machine the app decoded at
@@ -36,75 +52,89 @@ _DONE = object()
 RELAY_EVERY_S = 0.05
 
 
-class DecodeError(ChatStudioError):
-    """llama.cpp could not decode a step (out of KV space)."""
+class _Gate:
+    """Lanes step side by side (``shared``); an exclusive job waits for their steps to end
+    and holds them all (``alone``). A waiting job goes before lanes that come back."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._stepping = 0
+        self._alone = False
+        self._wanted = 0
+
+    def shared(self):
+        return _Held(self, alone=False)
+
+    def alone(self):
+        return _Held(self, alone=True)
+
+    def _enter(self, alone: bool) -> None:
+        with self._cond:
+            if alone:
+                self._wanted += 1
+                self._cond.wait_for(lambda: not self._alone and not self._stepping)
+                self._wanted -= 1
+                self._alone = True
+            else:
+                self._cond.wait_for(lambda: not self._alone and not self._wanted)
+                self._stepping += 1
+
+    def _leave(self, alone: bool) -> None:
+        with self._cond:
+            if alone:
+                self._alone = False
+            else:
+                self._stepping -= 1
+            self._cond.notify_all()
 
 
-@dataclass(eq=False)
-class _Seq:
-    """One candidate of one request, from joining to its last delta."""
+class _Held:
+    def __init__(self, gate: _Gate, alone: bool):
+        self.gate, self.alone = gate, alone
 
-    request: GenerationRequest
-    index: int  # candidate number
-    cancel: threading.Event
-    prompt: list[int]
-    out: queue.Queue = field(default_factory=queue.Queue)
-    abandoned: bool = False  # the consumer went away
-    seq_id: int = -1
-    sampler: object = None
-    decoder: object = None
-    stops: StopFilter | None = None
-    seen: list[int] = field(default_factory=list)
-    count: int = 0
-    next_token: int = -1
+    def __enter__(self):
+        self.gate._enter(self.alone)
 
-    def stopped(self) -> bool:
-        return self.abandoned or self.cancel.is_set()
+    def __exit__(self, *exc):
+        self.gate._leave(self.alone)
 
 
 class BatchScheduler:
-    """The thread that decodes every active sequence of one model together."""
+    """The lanes that decode every active sequence of one model, and who goes where."""
 
-    def __init__(self, backend, parallel: int, n_ctx: int, tuner: ThreadTuner):
-        import llama_cpp
-
+    def __init__(
+        self, backend, parallel: int, n_ctx: int, tuner: ThreadTuner, lanes: int | None = None
+    ):
         self.backend = backend
-        self.llm = llm = backend.llm
+        self.llm = backend.llm
         self.parallel = parallel
         self.tuner = tuner
-        params = type(llm.context_params).from_buffer_copy(llm.context_params)
-        params.n_ctx = n_ctx * parallel  # each sequence gets n_ctx of its own
-        params.n_seq_max = parallel
-        params.kv_unified = False
-        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        params.n_threads = tuner.fixed or tuner.current
-        params.n_threads_batch = tuner.batch_threads()
-        self._context = internals.new_context(llm, params)
-        self.ctx = self._context.ctx
-        self.n_batch = llm.n_batch
-        self._batch = internals.new_batch(max(self.n_batch, parallel))
-        self._mem = llama_cpp.llama_get_memory(self.ctx)
-        self._n_vocab = llm.n_vocab()
-        self._threads = (params.n_threads, params.n_threads_batch)
-        self._cached: dict[int, list[int]] = {s: [] for s in range(parallel)}  # tokens in KV
-        self._free = list(range(parallel))
-        self._active: list[_Seq] = []
+        if lanes is None:
+            lanes = min(parallel, tuner.fixed or tuner.max_threads)
+        lanes = max(1, min(lanes, parallel))
         self._joining: queue.Queue = queue.Queue()
-        self._waiting: list[_Seq] = []
-        self._jobs: queue.Queue = queue.Queue()
-        self._wake = threading.Event()
+        self._waiting: list[Seq] = []
+        self._admitting = threading.Lock()  # the waiting list, and who takes what
+        self._seeding = threading.Lock()  # Llama.set_seed, then the sampler that reads it
+        self._tuning = threading.Lock()
+        self._gate = _Gate()
         self._closed = False
-        self.steps = 0
-        self._thread = threading.Thread(target=self._run, daemon=True, name="llama-batch")
-        self._thread.start()
+        sizes = [parallel // lanes + (i < parallel % lanes) for i in range(lanes)]
+        self.lanes: list[Lane] = []
+        first = 0
+        for i, slots in enumerate(sizes):
+            self.lanes.append(Lane(self, i, slots, first, n_ctx))
+            first += slots
+        for lane in self.lanes:
+            lane.start()
 
     # -- the callers' side -----------------------------------------------------------------
 
     def stream(self, request: GenerationRequest, index: int, prompt: list[int], cancel):
         """Yield candidate ``index``'s deltas; the last has ``finish_reason`` set."""
-        seq = _Seq(request, index, cancel, prompt)
+        seq = Seq(request, index, cancel, prompt)
         self._joining.put(seq)
-        self._wake.set()
+        self._wake_all()
         finished = False
         woke = None
         try:
@@ -121,7 +151,7 @@ class BatchScheduler:
                     except queue.Empty:
                         break
                 for item in items:
-                    if item is _DONE:
+                    if item is DONE:
                         finished = True
                         return
                     if isinstance(item, BaseException):
@@ -131,223 +161,91 @@ class BatchScheduler:
         finally:
             if not finished:
                 seq.abandoned = True
-                self._wake.set()
+                self._wake_all()
 
     def exclusive(self, job: Callable):
-        """Run ``job()`` on the scheduler thread between two steps; return its result."""
-        if threading.current_thread() is self._thread:
+        """Run ``job()`` between steps, with every lane held; return its result."""
+        if any(threading.current_thread() is lane.thread for lane in self.lanes):
             return job()
-        done: queue.Queue = queue.Queue()
-        self._jobs.put((job, done))
-        self._wake.set()
-        ok, value = done.get()
-        if not ok:
-            raise value
-        return value
+        with self._gate.alone():
+            return job()
+
+    @property
+    def steps(self) -> int:
+        """Decode steps of the busiest lane so far."""
+        return max(lane.steps for lane in self.lanes)
+
+    def free_slots(self) -> list[int]:
+        """The sequence slots no conversation uses now (numbered across the lanes)."""
+        return sorted(lane.first + s for lane in self.lanes for s in lane.free)
 
     def close(self) -> None:
-        """Stop the thread and free the context."""
+        """Stop the lanes and free their contexts."""
         self._closed = True
-        self._wake.set()
-        self._thread.join(timeout=30)
-        self._batch.close()
-        self._context.close()
+        self._wake_all()
+        for lane in self.lanes:
+            lane.close()
 
-    # -- the scheduler thread --------------------------------------------------------------
+    def _wake_all(self) -> None:
+        for lane in self.lanes:
+            lane.wake.set()
 
-    def _run(self) -> None:
-        while not self._closed:
-            self._run_jobs()
-            self._admit()
-            if not self._active:
-                self._wake.wait(0.5)
-                self._wake.clear()
-                continue
-            try:
-                self._step()
-            except Exception as exc:  # every sequence of the failed step gets the error
-                for seq in list(self._active):
-                    seq.out.put(exc)
-                    self._release(seq)
+    # -- the lanes' side -------------------------------------------------------------------
 
-    def _run_jobs(self) -> None:
-        while True:
-            try:
-                job, done = self._jobs.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                done.put((True, job()))
-            except BaseException as exc:
-                done.put((False, exc))
-
-    def _admit(self) -> None:
-        while True:
-            try:
-                self._waiting.append(self._joining.get_nowait())
-            except queue.Empty:
-                break
-        for seq in list(self._waiting):
-            if seq.stopped():
-                self._waiting.remove(seq)
-                seq.out.put(Delta(seq.index, "", finish_reason="cancelled"))
-                seq.out.put(_DONE)
-            elif self._free:
-                self._waiting.remove(seq)
+    def _admit(self, lane: Lane) -> list[Seq]:
+        """The waiting sequences ``lane`` takes now, each with a slot of it reserved."""
+        taken = []
+        with self._admitting:
+            while True:
                 try:
-                    self._start(seq)
-                except Exception as exc:
-                    seq.out.put(exc)
-                    self._release(seq)
-
-    def _start(self, seq: _Seq) -> None:
-        """Evaluate the prompt (and forced tokens) of a joining sequence; sample its first token."""
-        from chat.backends.llama_cpp_backend import _Utf8Pieces
-
-        request, s = seq.request, seq.request.settings
-        seq.seq_id = self._take_slot(seq.prompt)
-        self._active.append(seq)
-        self.llm.set_seed((request.seed + seq.index) % 2**32)
-        temp = 0.0 if s.strategy == "greedy" else s.temperature
-        seq.sampler = internals.new_sampler(
-            self.llm, s.top_k, s.top_p, temp, s.repetition_penalty
-        )
-        seq.decoder = _Utf8Pieces(self.llm)
-        seq.stops = StopFilter(request.stop)
-        seq.seen = list(seq.prompt)
-        cached = self._cached[seq.seq_id]
-        self._eval(seq.seq_id, seq.prompt[len(cached) :], len(cached))
-        k = max(request.top_logprobs, 1)
-        for token in request.forced:
-            piece = seq.decoder.add(token)
-            row = self._row(self._last_index)
-            info = self.backend._info(token, piece, request, seq.seen, row, k)
-            seq.seen.append(token)
-            seq.out.put(Delta(seq.index, piece, tokens=1, token=info))
-            self._eval(seq.seq_id, [token], len(self._cached[seq.seq_id]))
-        seq.count = len(request.forced)
-        self._take(seq, self._last_index)
-
-    def _take_slot(self, prompt: list[int]) -> int:
-        """The free sequence whose cached tokens share the longest prefix with ``prompt``."""
-        import llama_cpp
-
-        def shared(seq_id: int) -> int:
-            n = 0
-            for a, b in zip(self._cached[seq_id], prompt, strict=False):
-                if a != b:
+                    self._waiting.append(self._joining.get_nowait())
+                except queue.Empty:
                     break
-                n += 1
-            return min(n, len(prompt) - 1)  # the last prompt token is evaluated again for logits
+            for seq in list(self._waiting):
+                if seq.stopped():
+                    self._waiting.remove(seq)
+                    seq.out.put(Delta(seq.index, "", finish_reason="cancelled"))
+                    seq.out.put(DONE)
+                    continue
+                open_lanes = [other for other in self.lanes if other.free]
+                if not open_lanes:
+                    break
+                best = min(  # the least busy; lane 0 first (it alone decodes on every core)
+                    open_lanes,
+                    key=lambda other: (
+                        len(other.active),
+                        other.index > 0,
+                        -other.shared(seq.prompt),
+                    ),
+                )
+                if best is lane:
+                    self._waiting.remove(seq)
+                    lane.reserve(seq)
+                    taken.append(seq)
+                else:
+                    best.wake.set()
+        return taken
 
-        seq_id = max(self._free, key=shared)
-        self._free.remove(seq_id)
-        keep = shared(seq_id)
-        llama_cpp.llama_memory_seq_rm(self._mem, seq_id, keep, -1)
-        del self._cached[seq_id][keep:]
-        return seq_id
+    def _threads(self, lane: Lane, rows: int | None) -> tuple[int, bool]:
+        """Threads for ``lane``'s next step of ``rows`` sequences (None: a prompt), and
+        whether to tell the tuner how long it took (only when lane 0 runs alone).
 
-    def _eval(self, seq_id: int, tokens: list[int], pos: int) -> None:
-        """Decode ``tokens`` of one sequence from position ``pos``, logits for the last."""
-        self._set_threads(self.tuner.fixed or self.tuner.current, self.tuner.batch_threads())
-        for start in range(0, len(tokens), self.n_batch):
-            chunk = tokens[start : start + self.n_batch]
-            entries = [(t, pos + start + i, seq_id) for i, t in enumerate(chunk)]
-            self._decode(entries, last_only=True)
-            self._cached[seq_id].extend(chunk)
+        Only lane 0 ever decodes on several threads; the others on one. llama.cpp's
+        threads meet at an OpenMP barrier after every operation, and once OpenMP manages
+        more threads than there are cores it stops spinning at barriers and sleeps
+        instead: a lane of two threads beside another lane's idle two then took 20.8 ms
+        a step instead of 8.6, slower than one thread (13.7 ms).
+        """
+        busy = sum(1 for other in self.lanes if other.active)
+        with self._tuning:
+            if lane.index:
+                return 1, False
+            if busy > 1:  # the other busy lanes have a core each
+                return max(1, (self.tuner.fixed or self.tuner.current) - (busy - 1)), False
+            if rows is None:
+                return self.tuner.batch_threads(), False
+            return self.tuner.threads(rows), True
 
-    def _step(self) -> None:
-        """One token for every active sequence, in one decode."""
-        for seq in [s for s in self._active if s.stopped()]:
-            self._finish(seq, "cancelled")
-        seqs = list(self._active)
-        if not seqs:
-            return
-        n = self.tuner.threads(len(seqs))
-        self._set_threads(n, n)  # llama.cpp uses the batch count for a step of several tokens
-        entries = [(s.next_token, len(self._cached[s.seq_id]), s.seq_id) for s in seqs]
-        t0 = time.perf_counter()
-        self._decode(entries, last_only=False)
-        self.tuner.record(n, len(seqs), time.perf_counter() - t0)
-        self.steps += 1
-        for i, seq in enumerate(seqs):
-            self._cached[seq.seq_id].append(seq.next_token)
-            self._take(seq, i)
-
-    def _take(self, seq: _Seq, idx: int) -> None:
-        """Sample ``seq``'s next token from batch row ``idx`` and hand it on (as Llama.generate)."""
-        request = seq.request
-        row = self._row(idx) if request.top_logprobs else None  # before sampling changes nothing
-        token = internals.sample(seq.sampler, self.ctx, idx)
-        if seq.stopped():
-            return self._finish(seq, "cancelled")
-        if internals.is_end(self.llm, token):
-            return self._finish(seq, "stop")
-        if seq.count >= request.max_new_tokens:
-            return self._finish(seq, "length")
-        seq.count += 1
-        piece = seq.decoder.add(token)
-        info = self.backend._info(token, piece, request, seq.seen, row) if row is not None else None
-        seq.seen.append(token)
-        seq.out.put(Delta(seq.index, piece, tokens=1, token=info))
-        if seq.stops.feed(piece):
-            return self._finish(seq, "stop")
-        if seq.count >= request.max_new_tokens:
-            return self._finish(seq, "length")
-        seq.next_token = token
-
-    def _finish(self, seq: _Seq, reason: str) -> None:
-        seq.out.put(Delta(seq.index, seq.decoder.rest(), finish_reason=reason))
-        seq.out.put(_DONE)
-        self._release(seq)
-
-    def _release(self, seq: _Seq) -> None:
-        """Free ``seq``'s slot (its KV stays, as a prefix the next request may reuse)."""
-        if seq in self._active:
-            self._active.remove(seq)
-        if seq.seq_id >= 0 and seq.seq_id not in self._free:
-            self._free.append(seq.seq_id)
-        if seq.sampler is not None:
-            seq.sampler.close()
-            seq.sampler = None
-
-    # -- llama.cpp -------------------------------------------------------------------------
-
-    def _set_threads(self, n: int, n_batch: int) -> None:
-        import llama_cpp
-
-        if (n, n_batch) != self._threads:
-            llama_cpp.llama_set_n_threads(self.ctx, n, n_batch)
-            self._threads = (n, n_batch)
-
-    def _decode(self, entries: list[tuple[int, int, int]], last_only: bool) -> None:
-        """Decode (token, position, sequence) entries; logits for each, or for the last only."""
-        import llama_cpp
-
-        batch = self._batch.batch
-        for i, (token, pos, seq_id) in enumerate(entries):
-            batch.token[i] = token
-            batch.pos[i] = pos
-            batch.n_seq_id[i] = 1
-            batch.seq_id[i][0] = seq_id
-            batch.logits[i] = not last_only or i == len(entries) - 1
-        batch.n_tokens = len(entries)
-        self._last_index = len(entries) - 1
-        code = llama_cpp.llama_decode(self.ctx, batch)
-        if code != 0:
-            for _, _, seq_id in entries:  # what was half-written is unusable
-                llama_cpp.llama_memory_seq_rm(self._mem, seq_id, -1, -1)
-                self._cached[seq_id] = []
-            raise DecodeError(
-                f"llama.cpp could not decode (code {code}): the conversation is longer than "
-                "its context window. Start a new chat, or restart with a larger --n-ctx."
-            )
-
-    def _row(self, idx: int):
-        """A copy of the logits of batch row ``idx``."""
-        import llama_cpp
-        import numpy as np
-
-        ptr = llama_cpp.llama_get_logits_ith(self.ctx, idx)
-        return np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).copy()
-
+    def _record(self, n: int, rows: int, seconds: float) -> None:
+        with self._tuning:
+            self.tuner.record(n, rows, seconds)

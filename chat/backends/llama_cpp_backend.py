@@ -80,7 +80,10 @@ class LlamaCppBackend:
         n_gpu_layers: int | None = None,
         n_threads: int | None = None,
         parallel: int = 1,
+        lanes: int | None = None,
     ):
+        """``parallel`` conversations decode at once, in ``lanes`` threads of their own
+        (default: one per core on a CPU, one on a GPU; see ``chat.backends.llama_batch``)."""
         import llama_cpp
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -132,7 +135,9 @@ class LlamaCppBackend:
 
         self.parallel = max(1, parallel)
         self.capabilities = dataclasses.replace(self.capabilities, parallel=self.parallel)
-        self.scheduler = BatchScheduler(self, self.parallel, self.llm.n_ctx(), self.tuner)
+        # On a GPU one lane batches every sequence; on a CPU, a lane per core (llama_batch).
+        lanes = 1 if layers else lanes
+        self.scheduler = BatchScheduler(self, self.parallel, self.llm.n_ctx(), self.tuner, lanes)
 
     def close(self) -> None:
         """Stop the batching thread and free both contexts and the model."""
