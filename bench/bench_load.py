@@ -8,8 +8,13 @@ count, the best one kept) and for the app's ``/chat`` over HTTP:
 - during ingest: the app embeds a large document for another visitor while
   ``/chat`` streams (raw: a process embedding the same text beside it).
 
+Only the app being measured runs: the others are stopped (SIGSTOP) meanwhile,
+as a user runs one app (an idle one still wakes now and then; its share of a
+core is printed too).
+
 Then visitors: 1, 2 and 4 simultaneous ``/chat`` requests to an app with
-``--parallel 4`` (and, for comparison, ``--parallel 1``): how far apart their
+``--parallel 4`` (and, for comparison, ``--parallel 1``), after one unmeasured
+round of 4 (so each decoding lane has seen the prompt once): how far apart their
 first tokens arrive and the aggregate tokens/s; and the memory one more
 decoding slot costs (resident memory of ``--parallel 4`` against
 ``--parallel 1``, over 3).
@@ -139,6 +144,29 @@ class App:
         self.port = port
         self.proc, self.startup = start_app(port, *flags)
 
+    def _processes(self):
+        import psutil
+
+        main = psutil.Process(self.proc.pid)
+        return [main, *main.children(True)]
+
+    def pause(self) -> None:
+        """Stop the app (SIGSTOP) while another is measured: a user runs one app, and an
+        idle one still wakes now and then."""
+        for p in self._processes():
+            p.suspend()
+
+    def resume(self) -> None:
+        for p in self._processes():
+            p.resume()
+
+    def idle_cpu(self, seconds: float = 10.0) -> float:
+        """Percent of one core the app uses while nobody calls it."""
+        procs = self._processes()
+        before = sum(sum(p.cpu_times()[:2]) for p in procs)
+        time.sleep(seconds)
+        return 100 * (sum(sum(p.cpu_times()[:2]) for p in procs) - before) / seconds
+
     def rss_mib(self) -> float:
         import psutil
 
@@ -232,6 +260,9 @@ def run(args) -> None:
     try:
         apps["in-process"].chat(8)
         rss4 = apps["in-process"].rss_mib()  # before any ingest loads the embedder
+        idle = apps["in-process"].idle_cpu()
+        for app in apps.values():
+            app.pause()
         conditions = (("quiet", None), ("busy neighbour", "busy"), ("during ingest", "embed"))
         for label, kind in conditions:
             neighbour = start_neighbour(kind)
@@ -242,6 +273,7 @@ def run(args) -> None:
                 stop(neighbour)
             for runtime, app in apps.items():
                 stop_event = threading.Event()
+                app.resume()
                 neighbour = start_neighbour("busy") if kind == "busy" else None
                 ingest = app.ingest_forever(stop_event) if kind == "embed" else None
                 try:
@@ -251,12 +283,19 @@ def run(args) -> None:
                     stop(neighbour)
                 if ingest is not None:
                     ingest.join(timeout=300)
+                app.pause()
                 rows.append((label, runtime, hf_raw if runtime == "transformers" else raw, result))
+        for app in apps.values():
+            app.resume()
         if "transformers" in apps:
             apps.pop("transformers").stop()  # the visitors below are llama.cpp's alone
+        if "subprocess" in apps:
+            apps.pop("subprocess").stop()
+        apps["in-process"].visitors(4, 16)  # unmeasured: each lane has seen the prompt once
         visitors = {n: apps["in-process"].visitors(n, args.max_new_tokens) for n in (1, 2, 4)}
     finally:
         for app in apps.values():
+            app.resume()
             app.stop()
     serial = App(port + 5, "--runtime", "in-process", "--parallel", "1")
     try:
@@ -265,10 +304,10 @@ def run(args) -> None:
         serial_4 = serial.visitors(4, args.max_new_tokens)
     finally:
         serial.stop()
-    print_report(args, rows, visitors, serial_4, (rss4 - rss1) / 3)
+    print_report(args, rows, visitors, serial_4, (rss4 - rss1) / 3, idle)
 
 
-def print_report(args, rows, visitors, serial_4, per_slot_mib) -> None:
+def print_report(args, rows, visitors, serial_4, per_slot_mib, idle_cpu) -> None:
     from chat.backends.threads import physical_cores
 
     print(f"\nUnder load: {physical_cores()} physical cores, greedy, {args.max_new_tokens} "
@@ -302,3 +341,4 @@ def print_report(args, rows, visitors, serial_4, per_slot_mib) -> None:
     print("targets: spread <= 1 s with 4 visitors; aggregate >= 1.3 x one visitor")
     print(f"memory per extra decoding slot (resident, --parallel 4 vs 1, / 3): "
           f"{per_slot_mib:.0f} MiB")  # fmt: skip
+    print(f"an idle app (in-process, --parallel 4) uses {idle_cpu:.1f}% of one core")
