@@ -206,3 +206,15 @@ def test_a_lone_conversation_decodes_in_one_lane_on_every_thread(batched):
     # Only the first lane ever runs several threads (more OpenMP threads than cores made
     # every lane's barriers sleep instead of spin).
     assert all(lane._threads == (1, 1) for lane in lanes[1:])
+
+
+def test_exclusive_jobs_run_on_the_first_lane_with_the_others_held(batched):
+    """The explorer and perplexity run on lane 0's thread: a job on the caller's thread
+    would give OpenMP one more team of threads, and more than the cores slow every step."""
+    lanes = batched.scheduler.lanes
+    seen = batched.scheduler.exclusive(
+        lambda: (threading.current_thread().name, [lane.steps for lane in lanes])
+    )
+    assert seen[0] == "llama-lane-0"
+    ids = batched.tokenize("The capital of France is", special=False)
+    assert batched.piece(int(batched.next_logits(ids).argmax())) == " Paris"

@@ -118,6 +118,7 @@ class BatchScheduler:
         self._seeding = threading.Lock()  # Llama.set_seed, then the sampler that reads it
         self._tuning = threading.Lock()
         self._gate = _Gate()
+        self._jobs: queue.Queue = queue.Queue()  # exclusive jobs, for lane 0
         self._closed = False
         sizes = [parallel // lanes + (i < parallel % lanes) for i in range(lanes)]
         self.lanes: list[Lane] = []
@@ -164,11 +165,36 @@ class BatchScheduler:
                 self._wake_all()
 
     def exclusive(self, job: Callable):
-        """Run ``job()`` between steps, with every lane held; return its result."""
+        """Run ``job()`` on lane 0's thread between steps, every lane held; its result.
+
+        On lane 0's thread because llama.cpp's OpenMP keeps a team of threads for each
+        thread that ran it on several: a job run on a caller's thread would add a team,
+        and more OpenMP threads than cores make every barrier sleep (llama_batch above).
+        """
         if any(threading.current_thread() is lane.thread for lane in self.lanes):
             return job()
+        done: queue.Queue = queue.Queue()
+        self._jobs.put((job, done))
+        self.lanes[0].wake.set()
+        ok, value = done.get()
+        if not ok:
+            raise value
+        return value
+
+    def _run_jobs(self) -> None:
+        """Lane 0: run the waiting exclusive jobs, with the other lanes held."""
+        if self._jobs.empty():
+            return
         with self._gate.alone():
-            return job()
+            while True:
+                try:
+                    job, done = self._jobs.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    done.put((True, job()))
+                except BaseException as exc:
+                    done.put((False, exc))
 
     @property
     def steps(self) -> int:
@@ -185,6 +211,9 @@ class BatchScheduler:
         self._wake_all()
         for lane in self.lanes:
             lane.close()
+        while not self._jobs.empty():  # nobody will run them now
+            _, done = self._jobs.get_nowait()
+            done.put((False, DecodeError("The model was closed; load it again.")))
 
     def _wake_all(self) -> None:
         for lane in self.lanes:

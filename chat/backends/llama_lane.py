@@ -125,6 +125,8 @@ class Lane:
             self._warm()
         while not scheduler._closed:
             self.wake.clear()
+            if self.index == 0:
+                scheduler._run_jobs()
             with scheduler._gate.shared():
                 for seq in scheduler._admit(self):
                     try:
@@ -139,7 +141,7 @@ class Lane:
                         for seq in list(self.active):
                             seq.out.put(exc)
                             self._release(seq)
-            if not self.active:
+            if not self.active and (self.index or scheduler._jobs.empty()):
                 self.wake.wait(0.5)
 
     def _start(self, seq: Seq) -> None:

@@ -10,7 +10,13 @@ ingest), and that changes while the app runs. So ``ThreadTuner`` measures:
 it keeps the step time of the count in use, now and then tries one thread
 fewer or more for a few steps, and keeps whichever is faster. A try that goes
 badly is abandoned after one step, and an idea that lost is tried less and
-less often, so the cost of looking is a few percent.
+less often, so the cost of looking is a few percent. When the count in use
+suddenly gets slower (its last few steps against the ones before: someone
+took a core), what was learnt is stale: the waits start over, so the other
+counts are tried at once and measured against the new step times. Without
+that, a try of one thread when a busy process arrived was compared with the
+two-thread times of the quiet machine before, lost, and the app decoded on
+two contended threads for up to 8 s (0.58 of raw in bench_chat --neighbour).
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ import time
 
 TRIAL_STEPS = 4  # steps measured at the other thread count
 FIRST_WAIT_S = 0.5  # before the first try of a count; doubled each time it loses
-MAX_WAIT_S = 8.0
+MAX_WAIT_S = 4.0
+RECENT = 4  # steps that say how fast the count in use is now
+CHANGED = 1.3  # the recent steps this much slower than before: conditions changed
 BETTER = 0.92  # a try must be this much faster (step time ratio) to switch
 ABORT = 1.8  # a try step this much slower than usual ends the try at once
 
@@ -43,7 +51,10 @@ class ThreadTuner:
     number of sequences in the step (a batch of 4 takes longer than one).
     """
 
-    def __init__(self, max_threads: int | None = None, fixed: int | None = None):
+    def __init__(
+        self, max_threads: int | None = None, fixed: int | None = None, clock=time.monotonic
+    ):
+        self.clock = clock
         self.max_threads = fixed or max_threads or physical_cores()
         self.fixed = fixed
         self.current = self.max_threads
@@ -84,6 +95,16 @@ class ThreadTuner:
         times = self._times.setdefault((n_threads, rows), [])
         times.append(seconds)
         del times[:-16]
+        if n_threads == self.current and len(times) >= 2 * RECENT:
+            before = statistics.median(times[:-RECENT])
+            if statistics.median(times[-RECENT:]) > CHANGED * before:
+                self._start_over(times)
+
+    def _start_over(self, times: list[float]) -> None:
+        """Conditions changed: keep only the recent step times, and try the others now."""
+        del times[:-RECENT]
+        self._wait = dict.fromkeys(self._wait, FIRST_WAIT_S)
+        self._next_try = dict.fromkeys(self._next_try, 0.0)
 
     def _usual(self, n: int, rows: int) -> float | None:
         times = self._times.get((n, rows))
@@ -92,7 +113,7 @@ class ThreadTuner:
     def _maybe_start_trial(self, rows: int) -> None:
         if self._usual(self.current, rows) is None:
             return
-        now = time.monotonic()
+        now = self.clock()
         for n in (self.current - 1, self.current + 1):
             if 1 <= n <= self.max_threads and now >= self._next_try[n]:
                 self._trial, self._trial_times = n, []
@@ -105,7 +126,7 @@ class ThreadTuner:
             self.current = n
             self.switches += 1
             self._wait = dict.fromkeys(self._wait, FIRST_WAIT_S)
-            self._next_try = dict.fromkeys(self._next_try, time.monotonic() + FIRST_WAIT_S)
+            self._next_try = dict.fromkeys(self._next_try, self.clock() + FIRST_WAIT_S)
         else:
             self._wait[n] = min(self._wait[n] * 2, MAX_WAIT_S)
-            self._next_try[n] = time.monotonic() + self._wait[n]
+            self._next_try[n] = self.clock() + self._wait[n]
