@@ -101,3 +101,14 @@ def test_llama_cpp_uses_a_thread_per_physical_core(gguf_backend):
 
     assert gguf_backend.n_threads == physical_cores()
     assert gguf_backend.llm.context_params.n_threads_batch >= gguf_backend.n_threads
+
+
+def test_the_shipped_llama_cpp_build_has_no_openmp_and_no_llamafile():
+    """requirements.txt builds llama.cpp without OpenMP (torch's libgomp, shared in one
+    process, made its barriers sleep) and without llamafile sgemm (replies depended on
+    how a prompt was batched); a build that ignored those flags would pass unnoticed."""
+    import llama_cpp
+
+    info = llama_cpp.llama_print_system_info().decode()
+    assert "AVX2 = 1" in info
+    assert "OPENMP = 1" not in info and "LLAMAFILE = 1" not in info
