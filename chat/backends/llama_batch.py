@@ -17,9 +17,10 @@ as one. Two lanes of one thread each on two cores decoded 2 x 2 sequences
 1.42 x as fast as one sequence on two threads; one lane batching all four,
 1.24 x. Only lane 0 ever runs several threads: a lone conversation goes there
 and gets every thread the ``ThreadTuner`` picks, so one visitor is as fast as
-before. (Lanes after the first stay on one thread because llama.cpp's barriers
-are OpenMP's: once OpenMP manages more threads than there are cores, every
-barrier sleeps instead of spinning, and a step took 20.8 ms instead of 8.6.)
+before. (Lanes after the first stay on one thread for a build of llama.cpp with
+OpenMP, pip's default: once OpenMP manages more threads than there are cores,
+every barrier sleeps instead of spinning, and a step took 20.8 ms instead of
+8.6. The shipped build has no OpenMP; see requirements.txt.)
 
 A request joins at the next step of the least busy lane with a free slot
 (ties: lane 0, then the lane holding the longest prefix of its prompt): its prompt is
