@@ -8,6 +8,8 @@ count, the best one kept) and for the app's ``/chat`` over HTTP:
 - during ingest: the app embeds a large document for another visitor while
   ``/chat`` streams (raw: a process embedding the same text beside it).
 
+``--rounds`` interleaved rounds of raw and app per condition (the ratio is the
+median of the rounds' ratios: the machine's speed drifts over minutes).
 Only the app being measured runs: the others are stopped (SIGSTOP) meanwhile,
 as a user runs one app (an idle one still wakes now and then; its share of a
 core is printed too).
@@ -249,6 +251,18 @@ class App:
 # -- the report ------------------------------------------------------------------------------
 
 
+def combine(pairs: list[tuple[dict, dict]]) -> tuple[dict, dict]:
+    """Rounds of (raw, app) as one row: median speeds, and the median of each round's ratio."""
+    raw = pairs[len(pairs) // 2][0] | {"tps": statistics.median(r["tps"] for r, _ in pairs)}
+    app = {
+        "tps": statistics.median(a["tps"] for _, a in pairs),
+        "ttft": statistics.median(a["ttft"] for _, a in pairs),
+        "ratio": statistics.median(a["tps"] / r["tps"] for r, a in pairs),
+        "ratios": [a["tps"] / r["tps"] for r, a in pairs],
+    }
+    return raw, app
+
+
 def run(args) -> None:
     """Measure every condition and print the table the issue asks for."""
     port = args.port
@@ -265,26 +279,30 @@ def run(args) -> None:
             app.pause()
         conditions = (("quiet", None), ("busy neighbour", "busy"), ("during ingest", "embed"))
         for label, kind in conditions:
-            neighbour = start_neighbour(kind)
-            try:
-                raw = raw_best(args)
-                hf_raw = raw_best(args, "hfraw") if args.transformers else None
-            finally:
-                stop(neighbour)
-            for runtime, app in apps.items():
-                stop_event = threading.Event()
-                app.resume()
-                neighbour = start_neighbour("busy") if kind == "busy" else None
-                ingest = app.ingest_forever(stop_event) if kind == "embed" else None
+            rounds: dict[str, list] = {runtime: [] for runtime in apps}
+            for _ in range(args.rounds):  # raw, then each app, again: drift hits both sides
+                neighbour = start_neighbour(kind)
                 try:
-                    result = app.speed(args.max_new_tokens, args.runs)
+                    raw = raw_best(args)
+                    hf_raw = raw_best(args, "hfraw") if args.transformers else None
                 finally:
-                    stop_event.set()
                     stop(neighbour)
-                if ingest is not None:
-                    ingest.join(timeout=300)
-                app.pause()
-                rows.append((label, runtime, hf_raw if runtime == "transformers" else raw, result))
+                for runtime, app in apps.items():
+                    stop_event = threading.Event()
+                    app.resume()
+                    neighbour = start_neighbour("busy") if kind == "busy" else None
+                    ingest = app.ingest_forever(stop_event) if kind == "embed" else None
+                    try:
+                        result = app.speed(args.max_new_tokens, args.runs)
+                    finally:
+                        stop_event.set()
+                        stop(neighbour)
+                    if ingest is not None:
+                        ingest.join(timeout=300)
+                    app.pause()
+                    rounds[runtime].append((hf_raw if runtime == "transformers" else raw, result))
+            for runtime, pairs in rounds.items():
+                rows.append((label, runtime, *combine(pairs)))
         for app in apps.values():
             app.resume()
         if "transformers" in apps:
@@ -292,7 +310,14 @@ def run(args) -> None:
         if "subprocess" in apps:
             apps.pop("subprocess").stop()
         apps["in-process"].visitors(4, 16)  # unmeasured: each lane has seen the prompt once
-        visitors = {n: apps["in-process"].visitors(n, args.max_new_tokens) for n in (1, 2, 4)}
+        runs = [
+            {n: apps["in-process"].visitors(n, args.max_new_tokens) for n in (1, 2, 4)}
+            for _ in range(args.rounds)
+        ]
+        visitors = {
+            n: {key: statistics.median(r[n][key] for r in runs) for key in runs[0][n]}
+            for n in (1, 2, 4)
+        }
     finally:
         for app in apps.values():
             app.resume()
@@ -312,14 +337,17 @@ def print_report(args, rows, visitors, serial_4, per_slot_mib, idle_cpu) -> None
 
     print(f"\nUnder load: {physical_cores()} physical cores, greedy, {args.max_new_tokens} "
           f"tokens, medians of {args.runs} runs; raw = the best thread count of "
-          f"{thread_counts()} measured in the same conditions")  # fmt: skip
+          f"{thread_counts()} measured in the same conditions; {args.rounds} interleaved "
+          "round(s) of raw and app, ratio = median of the rounds' ratios")  # fmt: skip
     print(f"{'condition':18}{'app':12}{'raw best':>16}{'app tok/s':>11}{'ratio':>7}"
           f"{'target':>8}{'app TTFT ms':>13}")  # fmt: skip
     for label, runtime, raw, app in rows:
-        ratio = app["tps"] / raw["tps"]
+        ratio = app["ratio"]
         raw_txt = f"{raw['tps']:.1f} ({raw['threads']}t)"
+        each = ", ".join(f"{x:.2f}" for x in app["ratios"]) if len(app["ratios"]) > 1 else ""
         print(f"{label:18}{runtime:12}{raw_txt:>16}{app['tps']:11.1f}{ratio:7.2f}"
-              f"{'>= ' + str(TARGETS[label]):>8}{app['ttft'] * 1000:13.0f}")  # fmt: skip
+              f"{'>= ' + str(TARGETS[label]):>8}{app['ttft'] * 1000:13.0f}"
+              + (f"   rounds: {each}" if each else ""))  # fmt: skip
     seen = set()
     for label, runtime, raw, _ in rows:
         side = "transformers" if runtime == "transformers" else "llama.cpp"
