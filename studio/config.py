@@ -92,7 +92,8 @@ class AppConfig(Limits):
         ge=1,
         le=64,
         description="Conversations a llama.cpp model decodes together, each with its own "
-        "context window of --n-ctx tokens (default 4 on a shared app, 1 on a private one).",
+        "context window of --n-ctx tokens, in one lane per core "
+        "(default 4 on a shared app, 1 on a private one).",
     )
     runtime: Literal["auto", "in-process", "subprocess"] = Field(
         "auto",

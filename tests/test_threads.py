@@ -60,3 +60,16 @@ def test_fixed_threads_turn_the_tuning_off():
         assert tuner.threads(1) == 3
         tuner.record(3, 1, 0.01)
     assert tuner.batch_threads() >= 3 and tuner.switches == 0
+
+
+def test_slow_steps_on_one_thread_do_not_send_it_trying_more():
+    """During an ingest one thread's steps swing, and a try of two threads costs most."""
+    machine = Machine()
+    machine.costs = {1: 0.016, 2: 0.300}
+    machine.run(200)
+    assert machine.tuner.current == 1
+    used = []
+    for i in range(400):  # steps that swing between 16 and 40 ms
+        machine.costs = {1: 0.040 if (i // 4) % 2 else 0.016, 2: 0.300}
+        used += machine.run(1)
+    assert used.count(2) <= 3  # only the rare scheduled tries, at most every 4 s

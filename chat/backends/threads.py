@@ -12,8 +12,8 @@ fewer or more for a few steps, and keeps whichever is faster. A try that goes
 badly is abandoned after one step, and an idea that lost is tried less and
 less often, so the cost of looking is a few percent. When the count in use
 suddenly gets slower (its last few steps against the ones before: someone
-took a core), what was learnt is stale: the waits start over, so the other
-counts are tried at once and measured against the new step times. Without
+took a core), what was learnt is stale: the waits of the smaller counts start
+over, so they are tried at once and measured against the new step times. Without
 that, a try of one thread when a busy process arrived was compared with the
 two-thread times of the quiet machine before, lost, and the app decoded on
 two contended threads for up to 8 s (0.58 of raw in bench_chat --neighbour).
@@ -101,10 +101,14 @@ class ThreadTuner:
                 self._start_over(times)
 
     def _start_over(self, times: list[float]) -> None:
-        """Conditions changed: keep only the recent step times, and try the others now."""
+        """Conditions changed: keep only the recent step times, and try fewer threads now.
+
+        Only fewer: a slower step means something took a core, and more threads then
+        cost most (during an ingest a step on 2 threads took 300 ms against 16 on 1)."""
         del times[:-RECENT]
-        self._wait = dict.fromkeys(self._wait, FIRST_WAIT_S)
-        self._next_try = dict.fromkeys(self._next_try, 0.0)
+        for n in self._wait:
+            if n < self.current:
+                self._wait[n], self._next_try[n] = FIRST_WAIT_S, 0.0
 
     def _usual(self, n: int, rows: int) -> float | None:
         times = self._times.get((n, rows))
