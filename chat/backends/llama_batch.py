@@ -38,6 +38,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 
 from chat.backends.base import Delta, GenerationRequest
 from chat.backends.llama_lane import DONE, DecodeError, Lane, Seq
@@ -63,41 +64,31 @@ class _Gate:
         self._alone = False
         self._wanted = 0
 
+    @contextmanager
     def shared(self):
-        return _Held(self, alone=False)
-
-    def alone(self):
-        return _Held(self, alone=True)
-
-    def _enter(self, alone: bool) -> None:
         with self._cond:
-            if alone:
-                self._wanted += 1
-                self._cond.wait_for(lambda: not self._alone and not self._stepping)
-                self._wanted -= 1
-                self._alone = True
-            else:
-                self._cond.wait_for(lambda: not self._alone and not self._wanted)
-                self._stepping += 1
-
-    def _leave(self, alone: bool) -> None:
-        with self._cond:
-            if alone:
-                self._alone = False
-            else:
+            self._cond.wait_for(lambda: not self._alone and not self._wanted)
+            self._stepping += 1
+        try:
+            yield
+        finally:
+            with self._cond:
                 self._stepping -= 1
-            self._cond.notify_all()
+                self._cond.notify_all()
 
-
-class _Held:
-    def __init__(self, gate: _Gate, alone: bool):
-        self.gate, self.alone = gate, alone
-
-    def __enter__(self):
-        self.gate._enter(self.alone)
-
-    def __exit__(self, *exc):
-        self.gate._leave(self.alone)
+    @contextmanager
+    def alone(self):
+        with self._cond:
+            self._wanted += 1
+            self._cond.wait_for(lambda: not self._alone and not self._stepping)
+            self._wanted -= 1
+            self._alone = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._alone = False
+                self._cond.notify_all()
 
 
 class BatchScheduler:
