@@ -5,11 +5,13 @@ count, the best one kept) and for the app's ``/chat`` over HTTP:
 
 - quiet: nothing else running;
 - busy neighbour: one process spinning on a core, started by the bench;
-- during ingest: the app embeds a large document for another visitor while
-  ``/chat`` streams (raw: a process embedding the same text beside it).
+- during ingest: the app ingests large documents for another visitor while
+  ``/chat`` streams; raw llama-cpp-python runs beside the same app ingesting
+  the same documents (and not chatting), so both sides meet the same load.
 
-``--rounds`` interleaved rounds of raw and app per condition (the ratio is the
-median of the rounds' ratios: the machine's speed drifts over minutes).
+``--rounds`` interleaved rounds of raw and app per condition, raw first in one
+round and last in the next (the ratio is the median of the rounds' ratios: the
+machine's speed drifts over minutes).
 Only the app being measured runs: the others are stopped (SIGSTOP) meanwhile,
 as a user runs one app (an idle one still wakes now and then; its share of a
 core is printed too).
@@ -24,6 +26,7 @@ decoding slot costs (resident memory of ``--parallel 4`` against
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
@@ -43,14 +46,11 @@ TARGETS = {"quiet": 0.9, "busy neighbour": 0.9, "during ingest": 0.8}
 
 
 def start_neighbour(kind: str | None) -> subprocess.Popen | None:
-    """A process that keeps a core busy (``busy``) or embeds text in a loop (``embed``)."""
-    if kind is None:
+    """A process that keeps a core busy (``busy``), or nothing."""
+    if kind != "busy":
         return None
-    code = BUSY if kind == "busy" else f"import sys; sys.path.insert(0, {str(ROOT)!r}); " + (
-        "from bench.bench_load import embed_forever; embed_forever()"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=_env())
-    time.sleep(3.0 if kind == "embed" else 0.5)  # the embedder loads first
+    proc = subprocess.Popen([sys.executable, "-c", BUSY], cwd=ROOT, env=_env())
+    time.sleep(0.5)
     return proc
 
 
@@ -58,17 +58,6 @@ def stop(proc) -> None:
     if proc is not None:
         proc.kill()
         proc.wait(timeout=30)
-
-
-def embed_forever() -> None:
-    """Embed the document the app ingests, again and again (the raw side of 'during ingest')."""
-    from retrieval.embedder import Embedder
-
-    embedder = Embedder(None)
-    text = big_document_text(0)
-    chunks = [text[i : i + 1000] for i in range(0, len(text), 1000)]
-    while True:
-        embedder.encode(chunks[:64])
 
 
 def big_document_text(n: int) -> str:
@@ -251,6 +240,26 @@ class App:
 # -- the report ------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def beside(kind: str | None, app: App | None):
+    """The condition's load: a busy process, or ``app`` ingesting; ``app`` (when given)
+    awake meanwhile, and stopped again after."""
+    if app is not None:
+        app.resume()
+    neighbour = start_neighbour(kind)
+    stop_event = threading.Event()
+    ingest = app.ingest_forever(stop_event) if kind == "ingest" and app is not None else None
+    try:
+        yield
+    finally:
+        stop_event.set()
+        stop(neighbour)
+        if ingest is not None:
+            ingest.join(timeout=300)
+        if app is not None:
+            app.pause()
+
+
 def combine(pairs: list[tuple[dict, dict]]) -> tuple[dict, dict]:
     """Rounds of (raw, app) as one row: median speeds, and the median of each round's ratio."""
     raw = pairs[len(pairs) // 2][0] | {"tps": statistics.median(r["tps"] for r, _ in pairs)}
@@ -277,30 +286,26 @@ def run(args) -> None:
         idle = apps["in-process"].idle_cpu()
         for app in apps.values():
             app.pause()
-        conditions = (("quiet", None), ("busy neighbour", "busy"), ("during ingest", "embed"))
+        conditions = (("quiet", None), ("busy neighbour", "busy"), ("during ingest", "ingest"))
         for label, kind in conditions:
             rounds: dict[str, list] = {runtime: [] for runtime in apps}
-            for _ in range(args.rounds):  # raw, then each app, again: drift hits both sides
-                neighbour = start_neighbour(kind)
-                try:
-                    raw = raw_best(args)
-                    hf_raw = raw_best(args, "hfraw") if args.transformers else None
-                finally:
-                    stop(neighbour)
-                for runtime, app in apps.items():
-                    stop_event = threading.Event()
-                    app.resume()
-                    neighbour = start_neighbour("busy") if kind == "busy" else None
-                    ingest = app.ingest_forever(stop_event) if kind == "embed" else None
-                    try:
-                        result = app.speed(args.max_new_tokens, args.runs)
-                    finally:
-                        stop_event.set()
-                        stop(neighbour)
-                    if ingest is not None:
-                        ingest.join(timeout=300)
-                    app.pause()
-                    rounds[runtime].append((hf_raw if runtime == "transformers" else raw, result))
+            for r in range(args.rounds):  # raw and the apps in turn, the order reversed
+                # every other round (raw first, then last), so a steady drift of the machine's
+                # speed favours neither side
+                order = ["raw", *apps] if r % 2 == 0 else [*apps, "raw"]
+                speeds = {}
+                for who in order:
+                    if who == "raw":
+                        ingesting = apps["in-process"] if kind == "ingest" else None
+                        with beside(kind, ingesting):  # raw beside the app's own ingest
+                            raw = raw_best(args)
+                            hf_raw = raw_best(args, "hfraw") if args.transformers else None
+                    else:
+                        with beside(kind, apps[who]):
+                            speeds[who] = apps[who].speed(args.max_new_tokens, args.runs)
+                for runtime in apps:
+                    hf = runtime == "transformers"
+                    rounds[runtime].append((hf_raw if hf else raw, speeds[runtime]))
             for runtime, pairs in rounds.items():
                 rows.append((label, runtime, *combine(pairs)))
         for app in apps.values():

@@ -219,3 +219,17 @@ def test_exclusive_jobs_run_on_the_first_lane_with_the_others_held(batched):
     assert seen[0] == "llama-lane-0"
     ids = batched.tokenize("The capital of France is", special=False)
     assert batched.piece(int(batched.next_logits(ids).argmax())) == " Paris"
+
+
+def test_the_end_of_a_reply_is_passed_on_at_once(batched, monkeypatch):
+    """The caller's thread takes tokens in batches (at most every RELAY_EVERY_S), but the
+    end of a reply wakes it: a reply never waits out the batching interval to finish."""
+    import time
+
+    from chat.backends import llama_batch
+
+    monkeypatch.setattr(llama_batch, "RELAY_EVERY_S", 60.0)
+    start = time.monotonic()
+    text, reason, tokens = alone(batched, request(batched, QUESTIONS[0], max_new=12))
+    assert tokens >= 2 and reason in ("stop", "length")
+    assert time.monotonic() - start < 30  # woken by the end, not after the 60 s interval

@@ -448,6 +448,47 @@ def test_multi_batch_document_counts_only_when_complete(store, tmp_path, monkeyp
     assert store.ingest_file(path, name, "shared", SMALL, MAX_BYTES).status == "duplicate"
 
 
+def _nice(tid: int) -> int:
+    """A thread's nice value (field 19 of its /proc stat line)."""
+    stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[16])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priority: Linux")
+def test_ingest_embeds_below_the_chat_and_a_question_does_not(store, embedder, tmp_path):
+    """A chat decoding beside an ingest gets its core first: the ingest's embedding runs on a
+    niced thread, and so do the torch workers that thread starts. A visitor's question is
+    embedded on its own thread, at normal priority."""
+    import threading
+
+    import torch
+
+    from retrieval.turns import BACKGROUND_NICE
+
+    mine = _nice(threading.get_native_id())
+    calls, real = [], embedder.encode
+
+    def spy(texts, fast=False):
+        calls.append(_nice(threading.get_native_id()))
+        return real(texts, fast)
+
+    path, name = write(tmp_path, "long.txt", long_text(40))
+    before = set(int(t.name) for t in Path("/proc/self/task").iterdir())
+    embedder.encode = spy
+    try:
+        assert store.ingest_file(path, name, "shared", SMALL, MAX_BYTES).status == "added"
+        ingest_calls = list(calls)
+        assert store.retrieve("Sentence number 1", ["shared"], k=2)
+    finally:
+        del embedder.encode
+    niced = min(19, mine + BACKGROUND_NICE)
+    assert ingest_calls and set(ingest_calls) == {niced}
+    assert calls[len(ingest_calls) :] and set(calls[len(ingest_calls) :]) == {mine}
+    started = [int(t.name) for t in Path("/proc/self/task").iterdir() if int(t.name) not in before]
+    workers = [tid for tid in started if _nice(tid) == niced]
+    assert len(workers) >= min(torch.get_num_threads(), 2)  # the thread and a torch worker
+
+
 # -- retrieval quality ------------------------------------------------------------------
 
 

@@ -50,7 +50,8 @@ __all__ = ["BatchScheduler", "DecodeError"]
 # Woken at every token, it took a core from llama.cpp's decoding threads each time, and
 # they wait for each other at every operation: on a quiet 2-core machine the app decoded at
 # 0.84 of raw llama-cpp-python, 0.87 with 20 ms, 0.94 with 50 ms (bench_chat --neighbour).
-# The first token is passed on at once; later ones reach the page in batches of a few.
+# The first token and the end of a reply are passed on at once; the tokens between reach
+# the page in batches of a few.
 RELAY_EVERY_S = 0.05
 
 
@@ -135,7 +136,7 @@ class BatchScheduler:
                 if woke is not None:  # after the first token, wake at most every RELAY_EVERY_S
                     wait = RELAY_EVERY_S - (time.perf_counter() - woke)
                     if wait > 0:
-                        time.sleep(wait)
+                        seq.ended.wait(wait)  # the end of a reply goes at once
                 items = [seq.out.get()]
                 woke = time.perf_counter()
                 while True:
@@ -225,8 +226,7 @@ class BatchScheduler:
             for seq in list(self._waiting):
                 if seq.stopped():
                     self._waiting.remove(seq)
-                    seq.out.put(Delta(seq.index, "", finish_reason="cancelled"))
-                    seq.out.put(DONE)
+                    seq.end(Delta(seq.index, "", finish_reason="cancelled"), DONE)
                     continue
                 open_lanes = [other for other in self.lanes if other.free]
                 if not open_lanes:

@@ -32,6 +32,7 @@ class Seq:
     cancel: threading.Event
     prompt: list[int]
     out: queue.Queue = field(default_factory=queue.Queue)
+    ended: threading.Event = field(default_factory=threading.Event)  # its last item is out
     abandoned: bool = False  # the consumer went away
     seq_id: int = -1
     sampler: object = None
@@ -43,6 +44,12 @@ class Seq:
 
     def stopped(self) -> bool:
         return self.abandoned or self.cancel.is_set()
+
+    def end(self, *items) -> None:
+        """Hand on the last ``items`` (a final delta and DONE, or an error), waking the relay."""
+        for item in items:
+            self.out.put(item)
+        self.ended.set()
 
 
 class Lane:
@@ -132,14 +139,14 @@ class Lane:
                     try:
                         self._start(seq)
                     except Exception as exc:
-                        seq.out.put(exc)
+                        seq.end(exc)
                         self._release(seq)
                 if self.active:
                     try:
                         self._step()
                     except Exception as exc:  # every sequence of the failed step gets the error
                         for seq in list(self.active):
-                            seq.out.put(exc)
+                            seq.end(exc)
                             self._release(seq)
             if not self.active and (self.index or scheduler._jobs.empty()):
                 self.wake.wait(0.5)
@@ -228,8 +235,7 @@ class Lane:
         seq.next_token = token
 
     def _finish(self, seq: Seq, reason: str) -> None:
-        seq.out.put(Delta(seq.index, seq.decoder.rest(), finish_reason=reason))
-        seq.out.put(DONE)
+        seq.end(Delta(seq.index, seq.decoder.rest(), finish_reason=reason), DONE)
         self._release(seq)
 
     def _release(self, seq: Seq) -> None:

@@ -11,12 +11,23 @@ it keeps the step time of the count in use, now and then tries one thread
 fewer or more for a few steps, and keeps whichever is faster. A try that goes
 badly is abandoned after one step, and an idea that lost is tried less and
 less often, so the cost of looking is a few percent. When the count in use
-suddenly gets slower (its last few steps against the ones before: someone
-took a core), what was learnt is stale: the waits of the smaller counts start
+suddenly gets slower (its last few steps against the ones before), what
+was learnt is stale: the waits of the smaller counts start
 over, so they are tried at once and measured against the new step times. Without
 that, a try of one thread when a busy process arrived was compared with the
 two-thread times of the quiet machine before, lost, and the app decoded on
 two contended threads for up to 8 s (0.58 of raw in bench_chat --neighbour).
+One step four times slower than usual moves to one thread fewer at once:
+when a core was taken while the app waited for its next visitor, the first
+steps on two threads beside an ingest took 750 ms each.
+
+More threads are only tried when the machine has a core to spare for them:
+idle, or running niced work that gives way (``cpu_spare``, read from the
+system's CPU times). When another program kept the other core busy, one try
+of two threads cost a step of 300 ms against 18 ms on one (a try every 4 s:
+a quarter of the chat's decoding). The app's own ingest embeds at nice 10
+(retrieval.turns), so its core counts as spare, and two threads decode
+beside it faster than one.
 """
 
 from __future__ import annotations
@@ -32,6 +43,22 @@ RECENT = 4  # steps that say how fast the count in use is now
 CHANGED = 1.3  # the recent steps this much slower than before: conditions changed
 BETTER = 0.92  # a try must be this much faster (step time ratio) to switch
 ABORT = 1.8  # a try step this much slower than usual ends the try at once
+JOLT = 4.0  # one step of the count in use this much slower than usual: conditions changed
+SPARE_EVERY_S = 0.25  # how often the machine's CPU times are read
+SPARE = 0.5  # spare cores needed per extra thread before more threads are tried
+
+
+def system_spare_seconds() -> float | None:
+    """Seconds all CPUs together have been idle, or running niced work, since boot (None
+    when that cannot be read). Niced work (the app's own ingest, a training job) gives way
+    to a decoding thread, so its cores count as spare."""
+    try:
+        import psutil
+
+        times = psutil.cpu_times()
+        return float(times.idle + getattr(times, "nice", 0.0))
+    except Exception:  # no psutil, or a platform without the figure
+        return None
 
 
 def physical_cores() -> int:
@@ -52,9 +79,16 @@ class ThreadTuner:
     """
 
     def __init__(
-        self, max_threads: int | None = None, fixed: int | None = None, clock=time.monotonic
+        self,
+        max_threads: int | None = None,
+        fixed: int | None = None,
+        clock=time.monotonic,
+        cpu_spare=system_spare_seconds,
     ):
         self.clock = clock
+        self.cpu_spare = cpu_spare
+        self._spare_at: tuple[float, float] | None = None  # (clock, spare seconds) last read
+        self.spare_cores: float | None = None  # spare cores between the last two reads
         self.max_threads = fixed or max_threads or physical_cores()
         self.fixed = fixed
         self.current = self.max_threads
@@ -95,10 +129,23 @@ class ThreadTuner:
         times = self._times.setdefault((n_threads, rows), [])
         times.append(seconds)
         del times[:-16]
-        if n_threads == self.current and len(times) >= 2 * RECENT:
-            before = statistics.median(times[:-RECENT])
-            if statistics.median(times[-RECENT:]) > CHANGED * before:
-                self._start_over(times)
+        if n_threads != self.current or len(times) < 2 * RECENT:
+            return
+        before = statistics.median(times[:-RECENT])
+        if seconds > JOLT * before and self.current > 1:
+            self._step_down(rows)
+        elif statistics.median(times[-RECENT:]) > CHANGED * before:
+            self._start_over(times)
+
+    def _step_down(self, rows: int) -> None:
+        """One step took JOLT times the usual: one thread fewer at once, both counts measured
+        afresh. The count left is tried again soon, when a core is spare (a hiccup costs a
+        few slower steps; a taken core would have cost JOLT times a step, every step)."""
+        left, self.current = self.current, self.current - 1
+        self.switches += 1
+        for n in (left, self.current):
+            self._times.pop((n, rows), None)
+        self._wait[left], self._next_try[left] = FIRST_WAIT_S, self.clock() + FIRST_WAIT_S
 
     def _start_over(self, times: list[float]) -> None:
         """Conditions changed: keep only the recent step times, and try fewer threads now.
@@ -118,10 +165,35 @@ class ThreadTuner:
         if self._usual(self.current, rows) is None:
             return
         now = self.clock()
+        self._read_spare(now)
         for n in (self.current - 1, self.current + 1):
             if 1 <= n <= self.max_threads and now >= self._next_try[n]:
+                if n > self.current and not self._has_spare(n - self.current):
+                    continue
                 self._trial, self._trial_times = n, []
                 return
+
+    def _read_spare(self, now: float) -> None:
+        """Update ``spare_cores`` from the system's CPU times, at most every SPARE_EVERY_S.
+
+        A window that spans a pause in decoding (between two requests) says nothing
+        about the cores beside a decoding step, so after one the figure is unknown again."""
+        last = self._spare_at
+        if self.cpu_spare is None or (last is not None and now - last[0] < SPARE_EVERY_S):
+            return
+        spare = self.cpu_spare()
+        if spare is None:  # cannot be read here: more threads are tried on step times alone
+            self.cpu_spare = None
+            return
+        fresh = last is not None and now - last[0] <= 4 * SPARE_EVERY_S
+        self.spare_cores = (spare - last[1]) / (now - last[0]) if fresh else None
+        self._spare_at = (now, spare)
+
+    def _has_spare(self, extra: int) -> bool:
+        """Whether the machine had spare cores for ``extra`` more threads lately."""
+        if self.cpu_spare is None:
+            return True
+        return self.spare_cores is not None and self.spare_cores >= SPARE * extra
 
     def _end_trial(self, rows: int, won: bool) -> None:
         n, self._trial = self._trial, None
