@@ -233,3 +233,23 @@ def test_the_end_of_a_reply_is_passed_on_at_once(batched, monkeypatch):
     text, reason, tokens = alone(batched, request(batched, QUESTIONS[0], max_new=12))
     assert tokens >= 2 and reason in ("stop", "length")
     assert time.monotonic() - start < 30  # woken by the end, not after the 60 s interval
+
+
+def test_a_waiting_sequence_takes_a_freed_slot_at_once(monkeypatch):
+    """With one slot, a reply's second candidate waits for the first to finish, and then
+    starts at once: the lane does not idle while a sequence waits for its slot."""
+    import time
+
+    from chat.backends import llama_lane
+    from chat.backends.llama_cpp_backend import LlamaCppBackend
+    from chat.models import default_model_path
+
+    monkeypatch.setattr(llama_lane, "IDLE_WAIT_S", 60.0)
+    backend = LlamaCppBackend(default_model_path(), n_ctx=512, parallel=1)
+    try:
+        start = time.monotonic()
+        results = together(backend, [request(backend, q, max_new=8) for q in QUESTIONS[:2]])
+        assert all(tokens >= 1 for _, _, tokens in results)
+        assert time.monotonic() - start < 30  # not after the 60 s idle wait
+    finally:
+        backend.close()

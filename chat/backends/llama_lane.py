@@ -17,6 +17,7 @@ from chat.errors import ChatStudioError
 from chat.stops import StopFilter
 
 DONE = object()  # the last item of a sequence's queue
+IDLE_WAIT_S = 0.5  # a lane with nothing to do looks again this often, unless woken
 
 
 class DecodeError(ChatStudioError):
@@ -149,7 +150,7 @@ class Lane:
                             seq.end(exc)
                             self._release(seq)
             if not self.active and (self.index or scheduler._jobs.empty()):
-                self.wake.wait(0.5)
+                self.wake.wait(IDLE_WAIT_S)
 
     def _start(self, seq: Seq) -> None:
         """Evaluate the prompt (and forced tokens) of a joining sequence; sample its first token."""
@@ -244,6 +245,8 @@ class Lane:
             self.active.remove(seq)
         if seq.seq_id >= 0 and seq.seq_id not in self.free:
             self.free.append(seq.seq_id)
+            if self.scheduler._waiting:  # someone waits for a slot: admit at once, not idle
+                self.wake.set()
         if seq.sampler is not None:
             seq.sampler.close()
             seq.sampler = None
