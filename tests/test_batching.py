@@ -235,6 +235,27 @@ def test_the_end_of_a_reply_is_passed_on_at_once(batched, monkeypatch):
     assert time.monotonic() - start < 30  # woken by the end, not after the 60 s interval
 
 
+def test_tokens_are_passed_on_in_bursts_at_most_every_relay_interval(batched):
+    """After the first token, a caller gets the tokens decoded since in one list, no more
+    often than RELAY_EVERY_S (each burst costs the server an event and the page a redraw);
+    together they are the reply ``generate`` streams token by token."""
+    import time
+
+    from chat.backends import llama_batch
+
+    req = request(batched, LONG, max_new=64)
+    stamps, bursts = [], []
+    for burst in batched.bursts(req, threading.Event()):
+        stamps.append(time.monotonic())
+        bursts.append(burst)
+    deltas = [d for burst in bursts for d in burst]
+    assert len(bursts) < len(deltas) // 2  # several tokens per burst
+    assert [d.tokens for d in bursts[0]] == [1]  # the first token goes alone, at once
+    gaps = [b - a for a, b in zip(stamps[:-2], stamps[1:-1], strict=True)]
+    assert gaps and min(gaps) >= 0.9 * llama_batch.RELAY_EVERY_S  # the last goes at once
+    assert deltas == list(batched.generate(req, threading.Event()))
+
+
 def test_a_waiting_sequence_takes_a_freed_slot_at_once(monkeypatch):
     """With one slot, a reply's second candidate waits for the first to finish, and then
     starts at once: the lane does not idle while a sequence waits for its slot."""

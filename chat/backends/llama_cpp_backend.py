@@ -177,7 +177,14 @@ class LlamaCppBackend:
         return self.llm.detokenize(ids[: max(0, max_tokens)]).decode("utf-8", errors="ignore")
 
     def generate(self, request: GenerationRequest, cancel: threading.Event) -> Iterator[Delta]:
-        """Stream each candidate in turn (seed, seed+1, ...), one token per delta.
+        """Stream each candidate in turn (seed, seed+1, ...), one token per delta
+        (``bursts`` says how)."""
+        for burst in self.bursts(request, cancel):
+            yield from burst
+
+    def bursts(self, request: GenerationRequest, cancel: threading.Event) -> Iterator[list]:
+        """``generate``'s deltas in the lists they are passed on in (the model's child
+        process sends each list as one message).
 
         The tokens come from the batching scheduler (``chat.backends.llama_batch``),
         which decodes this request together with the other visitors'. With

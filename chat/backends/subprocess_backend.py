@@ -215,8 +215,8 @@ class SubprocessBackend:
                     self._send(("cancel", call_id))
                 if message is None:
                     continue
-                if message[0] == "delta":
-                    yield message[2]
+                if message[0] == "deltas":
+                    yield from message[2]
                 elif message[0] == "end":
                     return
                 else:

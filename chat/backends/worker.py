@@ -39,8 +39,8 @@ def serve(conn, backend) -> None:
 
     def generate(call_id: int, request) -> None:
         try:
-            for delta in backend.generate(request, cancels[call_id]):
-                send(("delta", call_id, delta))
+            for burst in backend.bursts(request, cancels[call_id]):  # one message each
+                send(("deltas", call_id, burst))
             send(("end", call_id))
         except BaseException as exc:  # reported to the app, which re-raises it
             send(("error", call_id, type(exc).__name__, str(exc)))
