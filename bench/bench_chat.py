@@ -88,17 +88,22 @@ def llama_raw(max_new: int, runs: int) -> dict:
     return raw_chat_speed(llm, max_new, runs)
 
 
+def raw_chat_once(llm, max_new: int) -> tuple[float, float]:
+    """(tokens/s, time to first token) of ``llm`` streaming the benchmark chat greedily."""
+    t0, stamps = time.perf_counter(), []
+    for chunk in llm.create_chat_completion(
+        MESSAGES, max_tokens=max_new, temperature=0.0, repeat_penalty=1.0, stream=True
+    ):
+        if chunk["choices"][0]["delta"].get("content"):
+            stamps.append(time.perf_counter())
+    return speed(stamps, t0)
+
+
 def raw_chat_speed(llm, max_new: int, runs: int) -> dict:
     """Median speed of ``llm`` streaming the benchmark chat greedily (one warm-up first)."""
 
     def once():
-        t0, stamps = time.perf_counter(), []
-        for chunk in llm.create_chat_completion(
-            MESSAGES, max_tokens=max_new, temperature=0.0, repeat_penalty=1.0, stream=True
-        ):
-            if chunk["choices"][0]["delta"].get("content"):
-                stamps.append(time.perf_counter())
-        return speed(stamps, t0)
+        return raw_chat_once(llm, max_new)
 
     once()
     result = median_of(runs, once)
@@ -203,6 +208,13 @@ def _transformers_backend():
 
 def transformers_raw(max_new: int, runs: int, backend=None) -> dict:
     """Median speed of a plain ``model.generate`` of the bundled model (dequantized)."""
+    raw_once = transformers_raw_once(max_new, backend)
+    raw_once()
+    return median_of(runs, raw_once)
+
+
+def transformers_raw_once(max_new: int, backend=None):
+    """A function timing one plain ``model.generate``: (tokens/s, time to first token)."""
     import torch
 
     backend = backend or _transformers_backend()
@@ -240,8 +252,7 @@ def transformers_raw(max_new: int, runs: int, backend=None) -> dict:
             )
         return speed(stamps.times, t0)
 
-    raw_once()
-    return median_of(runs, raw_once)
+    return raw_once
 
 
 # -- a remote engine ---------------------------------------------------------------------------
@@ -338,16 +349,18 @@ def main() -> None:
         help="under load: quiet, beside a busy process, during ingest; 1/2/4 visitors",
     )
     parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.case and args.case.startswith("raw:"):
+    if args.serve:
+        from bench.bench_load import serve_raw
+
+        serve_raw(args.serve, args.max_new_tokens)
+        return
+    if args.case and args.case.split(":")[0] in ("raw", "hfraw"):  # bench_load's raw runs
         from bench.bench_load import raw_case
 
-        print(json.dumps(raw_case(int(args.case[4:]), args.max_new_tokens, args.runs)))
-        return
-    if args.case and args.case.startswith("hfraw:"):
-        from bench.bench_load import hf_raw_case
-
-        print(json.dumps(hf_raw_case(int(args.case[6:]), args.max_new_tokens, args.runs)))
+        kind, n = args.case.split(":")
+        print(json.dumps(raw_case(kind, int(n), args.max_new_tokens, args.runs)))
         return
     if args.case:
         print(json.dumps(CASES[args.case](args)))

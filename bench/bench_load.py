@@ -9,9 +9,14 @@ count, the best one kept) and for the app's ``/chat`` over HTTP:
   ``/chat`` streams; raw llama-cpp-python runs beside the same app ingesting
   the same documents (and not chatting), so both sides meet the same load.
 
-``--rounds`` interleaved rounds of raw and app per condition, raw first in one
-round and last in the next (the ratio is the median of the rounds' ratios: the
-machine's speed drifts over minutes).
+Each condition first measures raw at every thread count (each in its own
+process) and keeps the best; then each app is measured against that raw in
+``--rounds`` x ``--runs`` *pairs*: one raw reply and one app reply back to back,
+raw first in one pair and last in the next, with raw kept loaded in its own
+process (``RawServer``) and idle between its replies. The ratio is the median
+of the pairs' ratios. The machine's speed drifts by 10-40% over minutes here
+(another guest on the same host): rounds of raw and app a minute apart let that
+drift decide a figure, replies seconds apart mostly do not.
 Only the app being measured runs: the others are stopped (SIGSTOP) meanwhile,
 as a user runs one app (an idle one still wakes now and then; its share of a
 core is printed too).
@@ -82,28 +87,79 @@ def thread_counts() -> list[int]:
     return sorted({1, max(1, p // 2), max(1, p - 1), p})
 
 
-def raw_case(n_threads: int, max_new: int, runs: int) -> dict:
-    """Raw llama-cpp-python with ``n_threads`` (its other settings default), streaming a chat."""
-    import llama_cpp
+def raw_runner(kind: str, n_threads: int, max_new: int):
+    """A function timing one greedy reply, (tokens/s, time to first token): raw
+    llama-cpp-python streaming a chat (``kind`` "raw", its other settings default) or a
+    plain transformers ``model.generate`` ("hfraw"), on ``n_threads``."""
+    if kind == "raw":
+        import llama_cpp
 
-    from bench.bench_chat import raw_chat_speed
-    from chat.models import default_model_path
+        from bench.bench_chat import raw_chat_once
+        from chat.models import default_model_path
 
-    llm = llama_cpp.Llama(
-        model_path=str(default_model_path()), n_ctx=4096, n_threads=n_threads, verbose=False
-    )
-
-    return raw_chat_speed(llm, max_new, runs)
-
-
-def hf_raw_case(n_threads: int, max_new: int, runs: int) -> dict:
-    """A plain transformers ``model.generate`` on ``n_threads`` torch threads."""
+        llm = llama_cpp.Llama(
+            model_path=str(default_model_path()), n_ctx=4096, n_threads=n_threads, verbose=False
+        )
+        return lambda: raw_chat_once(llm, max_new)
     import torch
 
-    from bench.bench_chat import transformers_raw
+    from bench.bench_chat import transformers_raw_once
 
     torch.set_num_threads(n_threads)
-    return transformers_raw(max_new, runs)
+    return transformers_raw_once(max_new)
+
+
+def raw_case(kind: str, n_threads: int, max_new: int, runs: int) -> dict:
+    """Median speed over ``runs`` replies (after one warm-up)."""
+    from bench.bench_chat import median_of
+
+    once = raw_runner(kind, n_threads, max_new)
+    once()
+    return median_of(runs, once)
+
+
+def serve_raw(spec: str, max_new: int) -> None:
+    """``--serve raw:N``: keep the runtime loaded; one timed reply per line on stdin, its
+    figures as a JSON line on stdout (``RawServer``'s other end)."""
+    kind, n = spec.split(":")
+    once = raw_runner(kind, int(n), max_new)
+    once()  # warm-up
+    print("{}", flush=True)
+    for _ in sys.stdin:
+        tps, ttft = once()
+        print(json.dumps({"tps": tps, "ttft": ttft}), flush=True)
+
+
+class RawServer:
+    """Raw llama-cpp-python or transformers on one thread count, loaded once in its own
+    process and idle (blocked on a read) between replies: so raw and app can be measured
+    in turn, seconds apart."""
+
+    def __init__(self, kind: str, n_threads: int, max_new: int):
+        cmd = [sys.executable, str(ROOT / "bench" / "bench_chat.py"), "--serve"]
+        cmd += [f"{kind}:{n_threads}", "--max-new-tokens", str(max_new)]
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        self._answer()  # loaded and warmed up
+
+    def once(self) -> float:
+        """Tokens/s of one reply."""
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        return self._answer()["tps"]
+
+    def _answer(self) -> dict:
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise SystemExit(f"raw runtime exited (code {self.proc.wait()})")
+            if line.startswith("{"):
+                return json.loads(line)
+
+    def stop(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
 
 
 def raw_best(args, kind: str = "raw") -> dict:
@@ -177,18 +233,6 @@ class App:
                 start.wait()
             return stream_chat(http, base, settings)
 
-    def speed(self, max_new: int, runs: int) -> dict:
-        """Median decode tokens/s and time to first token over ``runs`` (after one warm-up)."""
-        self.chat(max_new)  # also lets the thread tuner settle in these conditions
-        out = []
-        for _ in range(runs):
-            c = self.chat(max_new)
-            out.append(((c["tokens"] - 1) / (c["last"] - c["first"]), c["first"] - c["t0"]))
-        return {
-            "tps": statistics.median(o[0] for o in out),
-            "ttft": statistics.median(o[1] for o in out),
-        }
-
     def ingest_forever(self, stop_event: threading.Event) -> threading.Thread:
         """Keep ingesting large documents (as another visitor would) until ``stop_event``."""
         from gradio_client import Client, handle_file
@@ -260,14 +304,50 @@ def beside(kind: str | None, app: App | None):
             app.pause()
 
 
-def combine(pairs: list[tuple[dict, dict]]) -> tuple[dict, dict]:
-    """Rounds of (raw, app) as one row: median speeds, and the median of each round's ratio."""
-    raw = pairs[len(pairs) // 2][0] | {"tps": statistics.median(r["tps"] for r, _ in pairs)}
+def paired(app: App, server: RawServer, kind: str | None, args) -> list[tuple]:
+    """``args.rounds`` x ``args.runs`` pairs of one raw reply and one app reply, back to
+    back (raw first in one pair, last in the next): (raw tokens/s, app tokens/s, app time
+    to first token) each. The app is stopped while raw runs, except during an ingest,
+    where its ingest is raw's neighbour."""
+    pause = kind != "ingest"
+
+    def raw_once() -> float:
+        if pause:
+            app.pause()
+        try:
+            return server.once()
+        finally:
+            if pause:
+                app.resume()
+
+    def app_once() -> tuple[float, float]:
+        c = app.chat(args.max_new_tokens)
+        return (c["tokens"] - 1) / (c["last"] - c["first"]), c["first"] - c["t0"]
+
+    app_once()  # a warm-up, which also lets the thread tuner settle in these conditions
+    out = []
+    for i in range(args.rounds * args.runs):
+        if i % 2 == 0:
+            raw = raw_once()
+            tps, ttft = app_once()
+        else:
+            tps, ttft = app_once()
+            raw = raw_once()
+        out.append((raw, tps, ttft))
+    return out
+
+
+def combine(best: dict, pairs: list[tuple]) -> tuple[dict, dict]:
+    """Pairs of (raw, app, ttft) as one row: median speeds, and the median of the pairs'
+    ratios with its quartiles."""
+    ratios = sorted(app / raw for raw, app, _ in pairs)
+    raw = best | {"tps": statistics.median(r for r, _, _ in pairs)}
     app = {
-        "tps": statistics.median(a["tps"] for _, a in pairs),
-        "ttft": statistics.median(a["ttft"] for _, a in pairs),
-        "ratio": statistics.median(a["tps"] / r["tps"] for r, a in pairs),
-        "ratios": [a["tps"] / r["tps"] for r, a in pairs],
+        "tps": statistics.median(a for _, a, _ in pairs),
+        "ttft": statistics.median(t for _, _, t in pairs),
+        "ratio": statistics.median(ratios),
+        "quartiles": statistics.quantiles(ratios, n=4)[::2] if len(ratios) > 1 else ratios * 2,
+        "pairs": len(ratios),
     }
     return raw, app
 
@@ -288,26 +368,21 @@ def run(args) -> None:
             app.pause()
         conditions = (("quiet", None), ("busy neighbour", "busy"), ("during ingest", "ingest"))
         for label, kind in conditions:
-            rounds: dict[str, list] = {runtime: [] for runtime in apps}
-            for r in range(args.rounds):  # raw and the apps in turn, the order reversed
-                # every other round (raw first, then last), so a steady drift of the machine's
-                # speed favours neither side
-                order = ["raw", *apps] if r % 2 == 0 else [*apps, "raw"]
-                speeds = {}
-                for who in order:
-                    if who == "raw":
-                        ingesting = apps["in-process"] if kind == "ingest" else None
-                        with beside(kind, ingesting):  # raw beside the app's own ingest
-                            raw = raw_best(args)
-                            hf_raw = raw_best(args, "hfraw") if args.transformers else None
-                    else:
-                        with beside(kind, apps[who]):
-                            speeds[who] = apps[who].speed(args.max_new_tokens, args.runs)
-                for runtime in apps:
-                    hf = runtime == "transformers"
-                    rounds[runtime].append((hf_raw if hf else raw, speeds[runtime]))
-            for runtime, pairs in rounds.items():
-                rows.append((label, runtime, *combine(pairs)))
+            ingesting = apps["in-process"] if kind == "ingest" else None
+            with beside(kind, ingesting):  # every thread count of raw: which is best here
+                best = {"llama.cpp": raw_best(args)}
+                if args.transformers:
+                    best["transformers"] = raw_best(args, "hfraw")
+            for runtime, app in apps.items():
+                side = "transformers" if runtime == "transformers" else "llama.cpp"
+                kind_raw = "hfraw" if side == "transformers" else "raw"
+                server = RawServer(kind_raw, best[side]["threads"], args.max_new_tokens)
+                try:
+                    with beside(kind, app):
+                        pairs = paired(app, server, kind, args)
+                finally:
+                    server.stop()
+                rows.append((label, runtime, *combine(best[side], pairs)))
         for app in apps.values():
             app.resume()
         if "transformers" in apps:
@@ -341,18 +416,19 @@ def print_report(args, rows, visitors, serial_4, per_slot_mib, idle_cpu) -> None
     from chat.backends.threads import physical_cores
 
     print(f"\nUnder load: {physical_cores()} physical cores, greedy, {args.max_new_tokens} "
-          f"tokens, medians of {args.runs} runs; raw = the best thread count of "
-          f"{thread_counts()} measured in the same conditions; {args.rounds} interleaved "
-          "round(s) of raw and app, ratio = median of the rounds' ratios")  # fmt: skip
+          f"tokens; raw = the best thread count of {thread_counts()} (medians of "
+          f"{args.runs} replies each) measured in the same conditions; "
+          f"{args.rounds * args.runs} pairs of one raw and one app reply back to back, "
+          "ratio = median of the pairs' ratios")  # fmt: skip
     print(f"{'condition':18}{'app':12}{'raw best':>16}{'app tok/s':>11}{'ratio':>7}"
           f"{'target':>8}{'app TTFT ms':>13}")  # fmt: skip
     for label, runtime, raw, app in rows:
         ratio = app["ratio"]
         raw_txt = f"{raw['tps']:.1f} ({raw['threads']}t)"
-        each = ", ".join(f"{x:.2f}" for x in app["ratios"]) if len(app["ratios"]) > 1 else ""
+        q1, q3 = app["quartiles"]
         print(f"{label:18}{runtime:12}{raw_txt:>16}{app['tps']:11.1f}{ratio:7.2f}"
               f"{'>= ' + str(TARGETS[label]):>8}{app['ttft'] * 1000:13.0f}"
-              + (f"   rounds: {each}" if each else ""))  # fmt: skip
+              f"   {app['pairs']} pairs, quartiles {q1:.2f}-{q3:.2f}")  # fmt: skip
     seen = set()
     for label, runtime, raw, _ in rows:
         side = "transformers" if runtime == "transformers" else "llama.cpp"
