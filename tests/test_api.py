@@ -138,8 +138,9 @@ def test_streaming_through_submit(client):
     )
     final = job.result()
     partials = job.outputs()
-    assert len(partials) > 2
-    assert final["reply"].startswith(partials[1]["reply"][:5])
+    # the first token comes before the end (the rest in bursts, ten a second)
+    assert len(partials) >= 2 and len(partials[0]["reply"]) < len(final["reply"])
+    assert final["reply"].startswith(partials[0]["reply"])
 
 
 def test_personas_endpoint(standin_client):

@@ -47,7 +47,10 @@ def test_greedy_answer_is_exact(gguf_backend):
             )
         )
     )
-    assert result.done and len(snapshots) > 2  # it streamed
+    # it streamed: the first token came before the end (the tokens between come in bursts,
+    # ten a second, so a short reply may arrive in two)
+    assert result.done and len(snapshots) >= 2 and not snapshots[0].done
+    assert len(snapshots[0].reply) < len(result.reply)
     assert result.reply == GREEDY_FRANCE
     assert result.stats["finish_reason"] == "stop"
 
