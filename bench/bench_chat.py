@@ -48,8 +48,11 @@ def speed(stamps: list[float], t0: float) -> tuple[float, float]:
     return (len(stamps) - 1) / (stamps[-1] - stamps[0]), stamps[0] - t0
 
 
-def median_of(runs: int, once) -> dict:
-    """Run ``once()`` -> (tokens/s, ttft) several times; medians."""
+def median_of(runs: int, once, warm_up: bool = False) -> dict:
+    """Run ``once()`` -> (tokens/s, ttft) several times (after one unmeasured run when
+    ``warm_up``); medians."""
+    if warm_up:
+        once()
     out = [once() for _ in range(runs)]
     return {
         "tps": statistics.median(o[0] for o in out),
@@ -102,11 +105,7 @@ def raw_chat_once(llm, max_new: int) -> tuple[float, float]:
 def raw_chat_speed(llm, max_new: int, runs: int) -> dict:
     """Median speed of ``llm`` streaming the benchmark chat greedily (one warm-up first)."""
 
-    def once():
-        return raw_chat_once(llm, max_new)
-
-    once()
-    result = median_of(runs, once)
+    result = median_of(runs, lambda: raw_chat_once(llm, max_new), warm_up=True)
     llm.close()
     return result
 
@@ -179,8 +178,7 @@ def app_http(port: int, max_new: int, runs: int) -> dict:
             t = stream_chat(http, base, settings)
         return (t["tokens"] - 1) / (t["last"] - t["first"]), t["first"] - t["t0"]
 
-    once()
-    return median_of(runs, once)
+    return median_of(runs, once, warm_up=True)
 
 
 # -- transformers ------------------------------------------------------------------------------
@@ -208,9 +206,7 @@ def _transformers_backend():
 
 def transformers_raw(max_new: int, runs: int, backend=None) -> dict:
     """Median speed of a plain ``model.generate`` of the bundled model (dequantized)."""
-    raw_once = transformers_raw_once(max_new, backend)
-    raw_once()
-    return median_of(runs, raw_once)
+    return median_of(runs, transformers_raw_once(max_new, backend), warm_up=True)
 
 
 def transformers_raw_once(max_new: int, backend=None):
@@ -284,8 +280,7 @@ def remote_pair(max_new: int, runs: int) -> tuple[dict, dict]:
                     stamps.append(time.perf_counter())
             return speed(stamps, t0)
 
-        raw_once()
-        raw = median_of(runs, raw_once)
+        raw = median_of(runs, raw_once, warm_up=True)
         engine = ChatEngine(OpenAIBackend(server.url), concurrency=8)
         engine_once(engine, 8)
         app = median_of(runs, lambda: engine_once(engine, max_new))

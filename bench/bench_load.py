@@ -113,9 +113,7 @@ def raw_case(kind: str, n_threads: int, max_new: int, runs: int) -> dict:
     """Median speed over ``runs`` replies (after one warm-up)."""
     from bench.bench_chat import median_of
 
-    once = raw_runner(kind, n_threads, max_new)
-    once()
-    return median_of(runs, once)
+    return median_of(runs, raw_runner(kind, n_threads, max_new), warm_up=True)
 
 
 def serve_raw(spec: str, max_new: int) -> None:

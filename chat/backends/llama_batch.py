@@ -148,18 +148,17 @@ class BatchScheduler:
                         items.append(seq.out.get_nowait())
                     except queue.Empty:
                         break
-                burst, failure = [], None
+                burst = []
                 for item in items:
                     if item is DONE or isinstance(item, BaseException):
                         finished = True
-                        failure = item if item is not DONE else None
                         break
                     burst.append(item)
                 if burst:
                     yield burst
-                if failure is not None:
-                    raise failure
                 if finished:
+                    if item is not DONE:
+                        raise item
                     return
         finally:
             if not finished:
