@@ -347,12 +347,12 @@ def main() -> None:
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        from bench.bench_load import serve_raw
+        from bench.raw_runtimes import serve_raw
 
         serve_raw(args.serve, args.max_new_tokens)
         return
     if args.case and args.case.split(":")[0] in ("raw", "hfraw"):  # bench_load's raw runs
-        from bench.bench_load import raw_case
+        from bench.raw_runtimes import raw_case
 
         kind, n = args.case.split(":")
         print(json.dumps(raw_case(kind, int(n), args.max_new_tokens, args.runs)))

@@ -32,8 +32,6 @@ decoding slot costs (resident memory of ``--parallel 4`` against
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import statistics
 import subprocess
 import sys
@@ -42,7 +40,8 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.raw_runtimes import ROOT, RawServer, offline_env, raw_best, thread_counts
+
 BUSY = "while True: pass"
 TARGETS = {"quiet": 0.9, "busy neighbour": 0.9, "during ingest": 0.8}
 
@@ -54,7 +53,7 @@ def start_neighbour(kind: str | None) -> subprocess.Popen | None:
     """A process that keeps a core busy (``busy``), or nothing."""
     if kind != "busy":
         return None
-    proc = subprocess.Popen([sys.executable, "-c", BUSY], cwd=ROOT, env=_env())
+    proc = subprocess.Popen([sys.executable, "-c", BUSY], cwd=ROOT, env=offline_env())
     time.sleep(0.5)
     return proc
 
@@ -70,111 +69,6 @@ def big_document_text(n: int) -> str:
     corpus = ROOT / "tests" / "data" / "rag_corpus"
     base = "\n\n".join(p.read_text() for p in sorted(corpus.iterdir()))
     return "\n\n".join(f"Part {n}.{i}.\n{base}" for i in range(4))
-
-
-def _env() -> dict:
-    return {**os.environ, "HF_HUB_OFFLINE": "1"}
-
-
-# -- raw llama-cpp-python --------------------------------------------------------------------------
-
-
-def thread_counts() -> list[int]:
-    """The thread counts worth trying for raw llama.cpp: 1, half, all but one, all cores."""
-    from chat.backends.threads import physical_cores
-
-    p = physical_cores()
-    return sorted({1, max(1, p // 2), max(1, p - 1), p})
-
-
-def raw_runner(kind: str, n_threads: int, max_new: int):
-    """A function timing one greedy reply, (tokens/s, time to first token): raw
-    llama-cpp-python streaming a chat (``kind`` "raw", its other settings default) or a
-    plain transformers ``model.generate`` ("hfraw"), on ``n_threads``."""
-    if kind == "raw":
-        import llama_cpp
-
-        from bench.bench_chat import raw_chat_once
-        from chat.models import default_model_path
-
-        llm = llama_cpp.Llama(
-            model_path=str(default_model_path()), n_ctx=4096, n_threads=n_threads, verbose=False
-        )
-        return lambda: raw_chat_once(llm, max_new)
-    import torch
-
-    from bench.bench_chat import transformers_raw_once
-
-    torch.set_num_threads(n_threads)
-    return transformers_raw_once(max_new)
-
-
-def raw_case(kind: str, n_threads: int, max_new: int, runs: int) -> dict:
-    """Median speed over ``runs`` replies (after one warm-up)."""
-    from bench.bench_chat import median_of
-
-    return median_of(runs, raw_runner(kind, n_threads, max_new), warm_up=True)
-
-
-def serve_raw(spec: str, max_new: int) -> None:
-    """``--serve raw:N``: keep the runtime loaded; one timed reply per line on stdin, its
-    figures as a JSON line on stdout (``RawServer``'s other end)."""
-    kind, n = spec.split(":")
-    once = raw_runner(kind, int(n), max_new)
-    once()  # warm-up
-    print("{}", flush=True)
-    for _ in sys.stdin:
-        tps, ttft = once()
-        print(json.dumps({"tps": tps, "ttft": ttft}), flush=True)
-
-
-class RawServer:
-    """Raw llama-cpp-python or transformers on one thread count, loaded once in its own
-    process and idle (blocked on a read) between replies: so raw and app can be measured
-    in turn, seconds apart."""
-
-    def __init__(self, kind: str, n_threads: int, max_new: int):
-        cmd = [sys.executable, str(ROOT / "bench" / "bench_chat.py"), "--serve"]
-        cmd += [f"{kind}:{n_threads}", "--max-new-tokens", str(max_new)]
-        self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        self._answer()  # loaded and warmed up
-
-    def once(self) -> float:
-        """Tokens/s of one reply."""
-        self.proc.stdin.write("go\n")
-        self.proc.stdin.flush()
-        return self._answer()["tps"]
-
-    def _answer(self) -> dict:
-        while True:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise SystemExit(f"raw runtime exited (code {self.proc.wait()})")
-            if line.startswith("{"):
-                return json.loads(line)
-
-    def stop(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait(timeout=60)
-
-
-def raw_best(args, kind: str = "raw") -> dict:
-    """Every thread count in its own process; the best tokens/s, and which count gave it.
-
-    ``kind``: "raw" for llama-cpp-python, "hfraw" for transformers."""
-    results = {}
-    for n in thread_counts():
-        cmd = [sys.executable, str(ROOT / "bench" / "bench_chat.py"), "--case", f"{kind}:{n}"]
-        cmd += ["--runs", str(args.runs), "--max-new-tokens", str(args.max_new_tokens)]
-        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-        if done.returncode or not lines:
-            raise SystemExit(f"{kind}:{n} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-        results[n] = json.loads(lines[-1])
-    best = max(results, key=lambda n: results[n]["tps"])
-    return results[best] | {"threads": best, "all": {n: r["tps"] for n, r in results.items()}}
 
 
 # -- the app ---------------------------------------------------------------------------------
