@@ -196,6 +196,17 @@ def beside(kind: str | None, app: App | None):
             app.pause()
 
 
+def raw_reply(server: RawServer, app: App, stop_app: bool) -> float:
+    """Tokens/s of one raw reply, ``app`` stopped (SIGSTOP) meanwhile when ``stop_app``."""
+    if stop_app:
+        app.pause()
+    try:
+        return server.once()
+    finally:
+        if stop_app:
+            app.resume()
+
+
 def paired(app: App, server: RawServer, kind: str | None, args) -> list[tuple]:
     """``args.rounds`` x ``args.runs`` pairs of one raw reply and one app reply, back to
     back (raw first in one pair, last in the next): (raw tokens/s, app tokens/s, app time
@@ -204,13 +215,7 @@ def paired(app: App, server: RawServer, kind: str | None, args) -> list[tuple]:
     pause = kind != "ingest"
 
     def raw_once() -> float:
-        if pause:
-            app.pause()
-        try:
-            return server.once()
-        finally:
-            if pause:
-                app.resume()
+        return raw_reply(server, app, stop_app=pause)
 
     def app_once() -> tuple[float, float]:
         c = app.chat(args.max_new_tokens)

@@ -35,7 +35,7 @@ def main() -> None:
     import llama_cpp
 
     from bench.bench_chat import raw_chat_once
-    from bench.bench_load import App
+    from bench.bench_load import App, raw_reply
     from bench.raw_runtimes import RawServer
     from chat.models import default_model_path
 
@@ -53,21 +53,9 @@ def main() -> None:
             c = app.chat(max_new)
             return (c["tokens"] - 1) / (c["last"] - c["first"])
 
-        def served(stop_app: bool):
-            def once() -> float:
-                if stop_app:
-                    app.pause()
-                try:
-                    return server.once()
-                finally:
-                    if stop_app:
-                        app.resume()
-
-            return once
-
         methods = {
-            "server, app stopped": served(True),
-            "server": served(False),
+            "server, app stopped": lambda: raw_reply(server, app, stop_app=True),
+            "server": lambda: raw_reply(server, app, stop_app=False),
             "in this process": lambda: raw_chat_once(llm, max_new)[0],
         }
         ratios: dict[str, list[float]] = {name: [] for name in methods}
