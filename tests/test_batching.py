@@ -182,6 +182,13 @@ def test_two_conversations_take_a_lane_each_and_share_the_cores(batched):
     readers = [Reader(batched, request(batched, LONG, max_new=300), c) for c in cancels]
     for r in readers:
         r.first.wait(60)
+    # A lane's threads for decoding show from its next step: a prompt evaluated before the
+    # other conversation joined ran on the cores free then (a race seen once under load).
+    steps = [lane.steps for lane in lanes]
+    for _ in range(3000):
+        if all(lane.steps > before for lane, before in zip(lanes, steps, strict=True)):
+            break
+        threading.Event().wait(0.01)
     seen = set()
     try:
         for _ in range(40):  # while both decode
