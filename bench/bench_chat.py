@@ -32,32 +32,13 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-PROMPT = "Write a story about a cat who goes on an adventure."
-SYSTEM = "You are a helpful, concise assistant. Answer clearly and truthfully."
-MESSAGES = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPT}]
-
-
-def speed(stamps: list[float], t0: float) -> tuple[float, float]:
-    """(decode tokens/s, time to first token) from per-token arrival times."""
-    return (len(stamps) - 1) / (stamps[-1] - stamps[0]), stamps[0] - t0
-
-
-def median_of(runs: int, once, warm_up: bool = False) -> dict:
-    """Run ``once()`` -> (tokens/s, ttft) several times (after one unmeasured run when
-    ``warm_up``); medians."""
-    if warm_up:
-        once()
-    out = [once() for _ in range(runs)]
-    return {
-        "tps": statistics.median(o[0] for o in out),
-        "ttft": statistics.median(o[1] for o in out),
-    }
+from bench.app_http import http_case  # noqa: E402 (after the path is set)
+from bench.common import MESSAGES, PROMPT, median_of, speed  # noqa: E402
 
 
 def engine_once(engine, max_new: int):
@@ -121,64 +102,6 @@ def llama_app(max_new: int, runs: int, runtime: str) -> dict:
     result = median_of(runs, lambda: engine_once(engine, max_new))
     backend.close()
     return result
-
-
-# -- the app over HTTP -------------------------------------------------------------------------
-
-
-def start_app(port: int, *args: str) -> tuple[subprocess.Popen, float]:
-    """Start ``python main.py``; return the process and seconds until the page is served."""
-    t0 = time.perf_counter()
-    data = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-chat-{port}"
-    proc = subprocess.Popen(
-        [sys.executable, "main.py", "--port", str(port), "--data-dir", str(data), *args],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    url = f"http://127.0.0.1:{port}/"
-    while time.perf_counter() - t0 < 120:
-        try:
-            urllib.request.urlopen(url, timeout=1).read()
-            return proc, time.perf_counter() - t0
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("the app did not serve its page within 120 s")
-
-
-def stream_chat(http, base: str, settings: dict) -> dict:
-    """One REST /chat read to its end: request time, first and last token times, tokens."""
-    t0 = time.perf_counter()
-    event = http.post(base, json={"message": PROMPT, "settings": settings})
-    t_first = t_last = None
-    with http.stream("GET", f"{base}/{event.json()['event_id']}") as stream:
-        for line in stream.iter_lines():
-            if not line.startswith("data:") or line == "data: null":
-                continue
-            final = json.loads(line[5:])[0]
-            now = time.perf_counter()
-            if t_first is None and final["reply"]:
-                t_first = now
-            t_last = now
-    tokens = final["stats"]["completion_tokens"]
-    return {"t0": t0, "first": t_first, "last": t_last, "tokens": tokens}
-
-
-def app_http(port: int, max_new: int, runs: int) -> dict:
-    """Stream /chat over Gradio's plain HTTP API (POST, then read the event stream)."""
-    import httpx
-
-    base = f"http://127.0.0.1:{port}/gradio_api/call/v2/chat"
-    settings = {"strategy": "greedy", "max_new_tokens": max_new, "repetition_penalty": 1.0}
-
-    def once():
-        with httpx.Client(timeout=120) as http:
-            t = stream_chat(http, base, settings)
-        return (t["tokens"] - 1) / (t["last"] - t["first"]), t["first"] - t["t0"]
-
-    return median_of(runs, once, warm_up=True)
 
 
 # -- transformers ------------------------------------------------------------------------------
@@ -302,21 +225,6 @@ CASES = {
         zip(("raw", "app"), remote_pair(a.max_new_tokens, a.runs), strict=True)
     ),
 }
-
-
-def http_case(args, runtime: str) -> dict:
-    """The app over HTTP, with its start-up time and memory (the model's child included)."""
-    import psutil
-
-    proc, startup = start_app(args.port, "--runtime", runtime)
-    try:
-        result = app_http(args.port, args.max_new_tokens, args.runs)
-        main_proc = psutil.Process(proc.pid)
-        rss = sum(p.memory_info().rss for p in [main_proc, *main_proc.children(True)])
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-    return result | {"startup_s": startup, "rss_mib": rss / 2**20}
 
 
 def run_case(name: str, args) -> dict:

@@ -40,7 +40,9 @@ import threading
 import time
 from pathlib import Path
 
-from bench.raw_runtimes import ROOT, RawServer, offline_env, raw_best, thread_counts
+from bench.app_http import reply_speed, resident_mib, start_app, timed_chat
+from bench.common import ROOT, offline_env
+from bench.raw_runtimes import RawServer, raw_best, thread_counts
 
 BUSY = "while True: pass"
 TARGETS = {"quiet": 0.9, "busy neighbour": 0.9, "during ingest": 0.8}
@@ -78,8 +80,6 @@ class App:
     """``python main.py`` on a free port, with its own data folder."""
 
     def __init__(self, port: int, *flags: str):
-        from bench.bench_chat import start_app
-
         self.port = port
         self.proc, self.startup = start_app(port, *flags)
 
@@ -107,23 +107,11 @@ class App:
         return 100 * (sum(sum(p.cpu_times()[:2]) for p in procs) - before) / seconds
 
     def rss_mib(self) -> float:
-        import psutil
-
-        main = psutil.Process(self.proc.pid)
-        return sum(p.memory_info().rss for p in [main, *main.children(True)]) / 2**20
+        return resident_mib(self.proc)
 
     def chat(self, max_new: int, start: threading.Event | None = None) -> dict:
-        """One streamed greedy /chat: request time, first and last token times, tokens."""
-        import httpx
-
-        from bench.bench_chat import stream_chat
-
-        base = f"http://127.0.0.1:{self.port}/gradio_api/call/v2/chat"
-        settings = {"strategy": "greedy", "max_new_tokens": max_new, "repetition_penalty": 1.0}
-        with httpx.Client(timeout=300) as http:
-            if start is not None:
-                start.wait()
-            return stream_chat(http, base, settings)
+        """One streamed greedy /chat (``timed_chat``)."""
+        return timed_chat(self.port, max_new, start)
 
     def ingest_forever(self, stop_event: threading.Event) -> threading.Thread:
         """Keep ingesting large documents (as another visitor would) until ``stop_event``."""
@@ -218,20 +206,21 @@ def paired(app: App, server: RawServer, kind: str | None, args) -> list[tuple]:
         return raw_reply(server, app, stop_app=pause)
 
     def app_once() -> tuple[float, float]:
-        c = app.chat(args.max_new_tokens)
-        return (c["tokens"] - 1) / (c["last"] - c["first"]), c["first"] - c["t0"]
+        return reply_speed(app.chat(args.max_new_tokens))
 
     app_once()  # a warm-up, which also lets the thread tuner settle in these conditions
-    out = []
-    for i in range(args.rounds * args.runs):
-        if i % 2 == 0:
-            raw = raw_once()
-            tps, ttft = app_once()
-        else:
-            tps, ttft = app_once()
-            raw = raw_once()
-        out.append((raw, tps, ttft))
-    return out
+    pairs = [one_pair(i, raw_once, app_once) for i in range(args.rounds * args.runs)]
+    return [(raw, tps, ttft) for raw, (tps, ttft) in pairs]
+
+
+def one_pair(turn: int, raw_once, app_once) -> tuple:
+    """(raw result, app result) of one raw and one app reply back to back: raw first on
+    even turns, last on odd ones, so a steady drift of the machine favours neither."""
+    if turn % 2 == 0:
+        raw = raw_once()
+        return raw, app_once()
+    app = app_once()
+    return raw_once(), app
 
 
 def combine(best: dict, pairs: list[tuple]) -> tuple[dict, dict]:

@@ -34,8 +34,9 @@ def main() -> None:
 
     import llama_cpp
 
+    from bench.app_http import reply_speed
     from bench.bench_chat import raw_chat_once
-    from bench.bench_load import App, raw_reply
+    from bench.bench_load import App, one_pair, raw_reply
     from bench.raw_runtimes import RawServer
     from chat.models import default_model_path
 
@@ -50,8 +51,7 @@ def main() -> None:
         app.chat(max_new)
 
         def app_once() -> float:
-            c = app.chat(max_new)
-            return (c["tokens"] - 1) / (c["last"] - c["first"])
+            return reply_speed(app.chat(max_new))[0]
 
         methods = {
             "server, app stopped": lambda: raw_reply(server, app, stop_app=True),
@@ -62,10 +62,7 @@ def main() -> None:
         turn = 0
         for i in range(args.pairs):
             for name, raw_once in methods.items():
-                if turn % 2 == 0:
-                    raw, tps = raw_once(), app_once()
-                else:
-                    tps, raw = app_once(), raw_once()
+                raw, tps = one_pair(turn, raw_once, app_once)
                 turn += 1
                 ratios[name].append(tps / raw)
                 print(f"{i} {name:20} raw {raw:6.1f} app {tps:6.1f} ratio {tps / raw:.3f}")

@@ -10,16 +10,10 @@ the app, at a chosen thread count; the reference the app's speed is a ratio of.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def offline_env() -> dict:
-    return {**os.environ, "HF_HUB_OFFLINE": "1"}
+from bench.common import ROOT, median_of, offline_env
 
 
 def thread_counts() -> list[int]:
@@ -54,8 +48,6 @@ def raw_runner(kind: str, n_threads: int, max_new: int):
 
 def raw_case(kind: str, n_threads: int, max_new: int, runs: int) -> dict:
     """Median speed over ``runs`` replies (after one warm-up)."""
-    from bench.bench_chat import median_of
-
     return median_of(runs, raw_runner(kind, n_threads, max_new), warm_up=True)
 
 
